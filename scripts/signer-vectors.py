@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Print AK/SK signing test vectors computed by the official Huawei Cloud Python SDK.
+
+The Rust signer (src/hss/auth/signer.rs) carries these vectors in its unit tests.
+Re-generate them with:
+
+    pip install huaweicloudsdkcore
+    python3 scripts/signer-vectors.py
+"""
+import hashlib
+
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.sdk_request import SdkRequest
+from huaweicloudsdkcore.signer.signer import Signer
+
+CASES = [
+    {
+        "name": "listing call with project header",
+        "ak": "AccessKey", "sk": "SecretKey", "method": "GET",
+        "host": "hss.cn-north-4.myhuaweicloud.com",
+        "path": "/v5/0123456789abcdef0123456789abcdef/image/swr-repository",
+        "query": [("image_type", "private_image"), ("offset", 0), ("limit", 200),
+                  ("enterprise_project_id", "all_granted_eps")],
+        "headers": {"X-Project-Id": "0123456789abcdef0123456789abcdef",
+                    "X-Sdk-Date": "20240101T000000Z"},
+        "body": b"",
+    },
+    {
+        "name": "query values with spaces, reserved and non-ASCII characters",
+        "ak": "HPUAXXXXXXXXXXXXXXXX", "sk": "s3cr3t/Key+With=Chars", "method": "GET",
+        "host": "127.0.0.1:9930",
+        "path": "/v5/proj/image/swr-repository",
+        "query": [("namespace", "团队 a/b"), ("image_name", "my image~1"),
+                  ("image_type", "shared_image"), ("has_malicious_file", True),
+                  ("scan_status", "")],
+        "headers": {"X-Project-Id": "proj", "X-Sdk-Date": "20261127T120000Z"},
+        "body": b"",
+    },
+    {
+        "name": "temporary credentials sign the security token",
+        "ak": "TMPAK", "sk": "TmpSecret", "method": "GET",
+        "host": "hss.ap-southeast-1.myhuaweicloud.com",
+        "path": "/v5/p1/image/swr-repository",
+        "query": [("limit", 200), ("offset", 400), ("image_type", "instance_image")],
+        "headers": {"X-Project-Id": "p1", "X-Security-Token": "gQpjbi1ub3J0aC00jU4ZTZkYmQ",
+                    "X-Sdk-Date": "20250615T083000Z"},
+        "body": b"",
+    },
+    {
+        "name": "POST with a JSON body and a path segment needing encoding",
+        "ak": "AK2", "sk": "SK2", "method": "POST",
+        "host": "iam.example.test",
+        "path": "/v3/a b/tokens",
+        "query": [],
+        "headers": {"X-Sdk-Date": "20200101T010203Z"},
+        "body": b'{"auth":{"name":"x"}}',
+    },
+]
+
+
+def main():
+    for case in CASES:
+        request = SdkRequest(method=case["method"], schema="https", host=case["host"],
+                             resource_path=case["path"], query_params=list(case["query"]),
+                             header_params=dict(case["headers"]), body=case["body"])
+        signer = Signer(BasicCredentials(case["ak"], case["sk"]))
+        request.header_params.setdefault("Host", case["host"])
+        signed_headers = Signer._process_signed_headers(request)  # noqa: SLF001
+        canonical = signer._process_canonical_request(request, signed_headers)  # noqa: SLF001
+        request = SdkRequest(method=case["method"], schema="https", host=case["host"],
+                             resource_path=case["path"], query_params=list(case["query"]),
+                             header_params=dict(case["headers"]), body=case["body"])
+        signer.sign(request)
+        print("#", case["name"])
+        print("canonical_request =", repr(canonical))
+        print("canonical_request_sha256 =", hashlib.sha256(canonical.encode()).hexdigest())
+        print("uri =", request.uri)
+        print("authorization =", request.header_params["Authorization"])
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+//! Wiring: builds the pipeline from a configuration and runs it for each
+//! subcommand (the daemon, `once`, `demo`).
+//!
+//! Place in the data flow: on top. It reads the [`Config`], creates one shared
+//! request budget, one client per target, one scope handle per (target,
+//! enterprise project, image type), the metrics over those handles and the
+//! web server over the metrics, and starts the lanes. Nothing below calls back
+//! into it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::collect::scheduler::{self, Settings};
+use crate::collect::{ImageSource, Scope, ScopeHandle, ScopeSet};
+use crate::config::Config;
+use crate::hss::{self, Budget, ClientSettings};
+use crate::metrics::Metrics;
+use crate::web::{self, WebState};
+
+/// What the name of the listing API is in `/status`.
+pub const LISTING_API: &str = "swr-repository";
+
+/// Could not start or finish a subcommand.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] hss::Error),
+    /// The metrics could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::Error),
+    /// The web server failed.
+    #[error(transparent)]
+    Web(#[from] web::Error),
+    /// The listen address is not an address.
+    #[error("invalid listen address {address:?}: {reason}")]
+    ListenAddress {
+        /// What was given.
+        address: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A file or socket operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// The whole pipeline for one configuration.
+pub struct Exporter {
+    config: Config,
+    scopes: Arc<ScopeSet>,
+    metrics: Arc<Metrics>,
+    budget: Arc<Budget>,
+    lanes: Vec<(Arc<ScopeHandle>, Arc<dyn ImageSource>)>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter")
+            .field("scopes", &self.lanes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exporter {
+    /// Builds every part from `config`; nothing runs yet.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let budget = Budget::new(config.api_rate_limit);
+        let http = hss::client::http_client(config.request_timeout)?;
+        let scopes = ScopeSet::new(Vec::new());
+        let metrics = Arc::new(Metrics::new(Arc::clone(&scopes), config.image_metrics)?);
+        let api = metrics.api();
+        let client_settings = ClientSettings {
+            request_timeout: config.request_timeout,
+            max_retries: config.max_retries,
+            max_response_bytes: config.max_response_bytes,
+            retry_base: hss::client::RETRY_BASE,
+            retry_cap: hss::client::RETRY_CAP,
+        };
+        let mut lanes: Vec<(Arc<ScopeHandle>, Arc<dyn ImageSource>)> = Vec::new();
+        for target in &config.targets {
+            api.init_target(&target.name);
+            let client: Arc<dyn ImageSource> = Arc::new(hss::Client::new(
+                &target.name,
+                http.clone(),
+                target.endpoint.clone(),
+                target.project_id.clone(),
+                hss::auth::from_config(&target.credentials),
+                Arc::clone(&budget),
+                api.clone(),
+                client_settings,
+            ));
+            for enterprise_project_id in &target.enterprise_project_ids {
+                for image_type in &target.image_types {
+                    let handle = ScopeHandle::new(
+                        Scope {
+                            target: target.name.clone(),
+                            enterprise_project_id: enterprise_project_id.clone(),
+                            image_type: *image_type,
+                            latest_version_only: target.latest_version_only,
+                        },
+                        config.stale_after,
+                    );
+                    lanes.push((handle, Arc::clone(&client)));
+                }
+            }
+        }
+        scopes.replace(lanes.iter().map(|(h, _)| Arc::clone(h)).collect());
+        let settings = Settings {
+            poll_interval: config.poll_interval,
+            page_size: config.page_size,
+            concurrency: config.concurrency,
+            image_metrics: config.image_metrics,
+            max_image_series: config.max_image_series,
+        };
+        Ok(Self {
+            config,
+            scopes,
+            metrics,
+            budget,
+            lanes,
+            settings,
+        })
+    }
+
+    /// The metrics over this pipeline's scopes.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The scopes.
+    pub fn scopes(&self) -> Arc<ScopeSet> {
+        Arc::clone(&self.scopes)
+    }
+
+    /// What the web server needs.
+    pub fn web_state(&self, telemetry_path: &str) -> WebState {
+        WebState {
+            metrics: self.metrics(),
+            scopes: self.scopes(),
+            budgets: vec![(LISTING_API.to_string(), Arc::clone(&self.budget))],
+            telemetry_path: telemetry_path.to_string(),
+        }
+    }
+
+    /// Logs what the budget allows, once at start.
+    pub fn log_plan(&self) {
+        let limit = self.config.api_rate_limit;
+        let scopes = self.lanes.len();
+        let first_pass = Duration::from_secs_f64(scopes as f64 / limit.per_second());
+        tracing::info!(
+            budget = %limit,
+            scopes,
+            targets = self.config.targets.len(),
+            poll_interval = %humantime::format_duration(self.config.poll_interval),
+            seconds_per_call = 1.0 / limit.per_second(),
+            first_pages_within = %humantime::format_duration(first_pass),
+            "request budget plan: every scope's sweep draws on one shared budget; a sweep of P pages takes at least P calls"
+        );
+    }
+
+    /// Starts every lane; they stop when `cancel` fires.
+    pub fn spawn(&self, cancel: &CancellationToken) -> tokio::task::JoinSet<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (handle, source) in &self.lanes {
+            tasks.spawn(scheduler::run_sweep_lane(
+                Arc::clone(handle),
+                Arc::clone(source),
+                self.settings,
+                cancel.clone(),
+            ));
+        }
+        tasks
+    }
+
+    /// Runs every lane of every scope once, together; returns whether all
+    /// succeeded.
+    pub async fn run_once(&self) -> bool {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (handle, source) in &self.lanes {
+            let handle = Arc::clone(handle);
+            let source = Arc::clone(source);
+            let settings = self.settings;
+            tasks.spawn(async move { scheduler::sweep_once(&handle, source.as_ref(), &settings).await });
+        }
+        let mut all = true;
+        while let Some(result) = tasks.join_next().await {
+            all &= result.unwrap_or(false);
+        }
+        all
+    }
+}
+
+/// Parses a listen address; `:9929` means every interface.
+pub fn parse_listen_address(address: &str) -> Result<SocketAddr, Error> {
+    let full = if address.starts_with(':') {
+        format!("0.0.0.0{address}")
+    } else {
+        address.to_string()
+    };
+    full.parse().map_err(|e: std::net::AddrParseError| Error::ListenAddress {
+        address: address.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Binds a listen address.
+pub async fn bind(address: &str) -> Result<TcpListener, Error> {
+    let addr = parse_listen_address(address)?;
+    TcpListener::bind(addr)
+        .await
+        .map_err(io(format!("cannot listen on {address}")))
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the exporter");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutting down");
+}
+
+/// Runs the daemon until `shutdown` completes: lanes in the background,
+/// the web server on `listener`.
+pub async fn run_daemon(
+    exporter: Exporter,
+    listener: TcpListener,
+    telemetry_path: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let cancel = CancellationToken::new();
+    exporter.log_plan();
+    let mut lanes = exporter.spawn(&cancel);
+    let address = listener.local_addr().map_err(io("listener address"))?;
+    tracing::info!(%address, telemetry_path, "serving metrics");
+    let stop = cancel.clone();
+    let server = web::serve(listener, web::router(exporter.web_state(telemetry_path)), async move {
+        shutdown.await;
+        stop.cancel();
+    });
+    let result = server.await;
+    cancel.cancel();
+    while lanes.join_next().await.is_some() {}
+    Ok(result?)
+}
+
+/// Writes `text` to `path` atomically: a temporary file in the same
+/// directory, flushed to disk, then renamed over the target.
+pub fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
+    use std::io::Write as _;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io(format!("cannot write {}", path.display())))
+}
+
+/// Runs every lane once and prints or writes the exposition; returns whether
+/// every scope succeeded.
+pub async fn run_once(config: Config, output: Option<&Path>) -> Result<bool, Error> {
+    let exporter = Exporter::new(config)?;
+    exporter.log_plan();
+    let ok = exporter.run_once().await;
+    let text = exporter.metrics().render();
+    match output {
+        Some(path) => write_atomically(path, &text)?,
+        None => {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(io("cannot write to standard output"))?;
+        }
+    }
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_in_prometheus_form() {
+        assert_eq!(parse_listen_address(":9929").unwrap().to_string(), "0.0.0.0:9929");
+        assert_eq!(parse_listen_address("127.0.0.1:0").unwrap().port(), 0);
+        assert_eq!(parse_listen_address("[::1]:9929").unwrap().to_string(), "[::1]:9929");
+        assert!(parse_listen_address("localhost").is_err());
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file() {
+        let dir = std::env::temp_dir().join(format!("hss-once-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hss.prom");
+        std::fs::write(&path, "old").unwrap();
+        write_atomically(&path, "new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
+        assert!(write_atomically(&dir.join("missing/x.prom"), "x").is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

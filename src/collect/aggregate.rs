@@ -1,0 +1,321 @@
+//! Aggregation: rows of one sweep into per-namespace statistics, and the
+//! immutable snapshot the sweep publishes.
+//!
+//! Place in the data flow: the scheduler feeds every row of every page of a
+//! sweep into an [`Aggregator`] as pages arrive (rows are not kept, so memory
+//! stays small however large the registry); when the last page is in,
+//! [`Aggregator::finish`] yields a [`Snapshot`] that the scheduler publishes
+//! whole and the metrics module reads. Rows are deduplicated by `id`, or by
+//! namespace, name, version, digest and instance when the id is unreadable.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use crate::hss::Row;
+
+/// The scan statuses the API documents; each is exported, at 0 when no image
+/// has it. Other values pass through as they come.
+pub const KNOWN_SCAN_STATUSES: [&str; 7] = [
+    "unscan",
+    "success",
+    "scanning",
+    "failed",
+    "download_failed",
+    "image_oversized",
+    "waiting_for_scan",
+];
+
+/// The `scan_status` label of rows that carry none.
+pub const MISSING_SCAN_STATUS: &str = "unknown";
+
+/// A namespace within a scope.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NamespaceKey {
+    /// Enterprise-edition instance name; empty for the other image types.
+    pub instance_name: String,
+    /// The namespace (SWR organisation).
+    pub namespace: String,
+}
+
+/// What one namespace holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceStats {
+    /// Image versions by scan status: the known ones in
+    /// [`KNOWN_SCAN_STATUSES`] order.
+    pub known_status: [u64; KNOWN_SCAN_STATUSES.len()],
+    /// Image versions with statuses the API did not document.
+    pub other_status: BTreeMap<String, u64>,
+    /// Sum of `vul_num`.
+    pub vulnerabilities: u64,
+    /// Sum of `malicious_file_num`.
+    pub malicious_files: u64,
+    /// Sum of `unsafe_setting_num`.
+    pub unsafe_settings: u64,
+    /// Images with `vul_num > 0`.
+    pub vulnerable_images: u64,
+    /// Images with `malicious_file_num > 0`.
+    pub malicious_images: u64,
+    /// Images with `unsafe_setting_num > 0`.
+    pub unsafe_images: u64,
+    /// Images by non-empty `scan_failed_desc`.
+    pub scan_failures: BTreeMap<String, u64>,
+    /// Oldest positive `latest_scan_time`, epoch milliseconds.
+    pub oldest_scan_ms: Option<i64>,
+}
+
+impl NamespaceStats {
+    /// Image versions in the namespace.
+    pub fn images(&self) -> u64 {
+        self.known_status.iter().sum::<u64>() + self.other_status.values().sum::<u64>()
+    }
+
+    fn add(&mut self, row: &Row) {
+        match row.scan_status.as_deref() {
+            Some(status) => match KNOWN_SCAN_STATUSES.iter().position(|s| *s == status) {
+                Some(i) => self.known_status[i] += 1,
+                None => *self.other_status.entry(status.to_string()).or_default() += 1,
+            },
+            None => *self.other_status.entry(MISSING_SCAN_STATUS.to_string()).or_default() += 1,
+        }
+        self.vulnerabilities += row.vul_num;
+        self.malicious_files += row.malicious_file_num;
+        self.unsafe_settings += row.unsafe_setting_num;
+        self.vulnerable_images += u64::from(row.vul_num > 0);
+        self.malicious_images += u64::from(row.malicious_file_num > 0);
+        self.unsafe_images += u64::from(row.unsafe_setting_num > 0);
+        if !row.scan_failed_desc.is_empty() {
+            *self.scan_failures.entry(row.scan_failed_desc.clone()).or_default() += 1;
+        }
+        if let Some(t) = row.latest_scan_time {
+            self.oldest_scan_ms = Some(self.oldest_scan_ms.map_or(t, |o| o.min(t)));
+        }
+    }
+}
+
+/// One image version, for the opt-in per-image series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSeries {
+    /// Where it lives.
+    pub namespace: NamespaceKey,
+    /// Image name.
+    pub image: String,
+    /// Version.
+    pub version: String,
+    /// `vul_num`.
+    pub vulnerabilities: u64,
+    /// `malicious_file_num`.
+    pub malicious_files: u64,
+    /// `unsafe_setting_num`.
+    pub unsafe_settings: u64,
+}
+
+/// The published result of one complete sweep of one scope.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// When the sweep ended.
+    pub finished_at: SystemTime,
+    /// Distinct image versions seen.
+    pub images: u64,
+    /// Statistics per namespace.
+    pub namespaces: BTreeMap<NamespaceKey, NamespaceStats>,
+    /// Per-image series, worst first, when `image_metrics` is on.
+    pub image_series: Vec<ImageSeries>,
+    /// Images left out of `image_series` by the cap.
+    pub image_series_dropped: u64,
+    /// Text exposition of this snapshot's series, filled by the metrics
+    /// module on the first scrape that needs it and reused by every later one.
+    pub rendered: OnceLock<Vec<String>>,
+}
+
+/// Numbers about a sweep itself, for `/status` and self-metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepCounts {
+    /// Rows received, duplicates included.
+    pub rows: u64,
+    /// Rows dropped as duplicates.
+    pub duplicates: u64,
+}
+
+/// Collects the rows of one sweep.
+#[derive(Debug)]
+pub struct Aggregator {
+    seen_ids: HashSet<u64>,
+    seen_keys: HashSet<u64>,
+    namespaces: HashMap<NamespaceKey, NamespaceStats>,
+    images: Option<Vec<ImageSeries>>,
+    counts: SweepCounts,
+}
+
+impl Aggregator {
+    /// An empty aggregation; `image_series` keeps per-image data.
+    pub fn new(image_series: bool) -> Self {
+        Self {
+            seen_ids: HashSet::new(),
+            seen_keys: HashSet::new(),
+            namespaces: HashMap::new(),
+            images: image_series.then(Vec::new),
+            counts: SweepCounts::default(),
+        }
+    }
+
+    /// Adds one row; returns `false` when it duplicates one already added.
+    pub fn add(&mut self, row: &Row) -> bool {
+        self.counts.rows += 1;
+        let fresh = match row.id {
+            Some(id) => self.seen_ids.insert(id),
+            None => self.seen_keys.insert(composite_key(row)),
+        };
+        if !fresh {
+            self.counts.duplicates += 1;
+            return false;
+        }
+        let key = NamespaceKey {
+            instance_name: row.instance_name.clone(),
+            namespace: row.namespace.clone(),
+        };
+        if let Some(images) = &mut self.images {
+            images.push(ImageSeries {
+                namespace: key.clone(),
+                image: row.image_name.clone(),
+                version: row.image_version.clone(),
+                vulnerabilities: row.vul_num,
+                malicious_files: row.malicious_file_num,
+                unsafe_settings: row.unsafe_setting_num,
+            });
+        }
+        self.namespaces.entry(key).or_default().add(row);
+        true
+    }
+
+    /// Counts so far.
+    pub fn counts(&self) -> SweepCounts {
+        self.counts
+    }
+
+    /// The snapshot of everything added, keeping at most `max_image_series`
+    /// per-image series (those with the most malicious files, then the most
+    /// vulnerabilities).
+    pub fn finish(self, finished_at: SystemTime, max_image_series: usize) -> Snapshot {
+        let images = self.seen_ids.len() as u64 + self.seen_keys.len() as u64;
+        let mut image_series = self.images.unwrap_or_default();
+        let mut dropped = 0;
+        if image_series.len() > max_image_series {
+            image_series.sort_by(|a, b| {
+                (b.malicious_files, b.vulnerabilities, b.unsafe_settings)
+                    .cmp(&(a.malicious_files, a.vulnerabilities, a.unsafe_settings))
+            });
+            dropped = (image_series.len() - max_image_series) as u64;
+            image_series.truncate(max_image_series);
+        }
+        image_series.shrink_to_fit();
+        Snapshot {
+            finished_at,
+            images,
+            namespaces: self.namespaces.into_iter().collect(),
+            image_series,
+            image_series_dropped: dropped,
+            rendered: OnceLock::new(),
+        }
+    }
+}
+
+fn composite_key(row: &Row) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (
+        &row.namespace,
+        &row.image_name,
+        &row.image_version,
+        &row.image_digest,
+        &row.instance_id,
+        &row.instance_name,
+    )
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: Option<u64>, ns: &str, status: &str, vul: u64, mal: u64, unsafe_: u64) -> Row {
+        Row {
+            id,
+            namespace: ns.into(),
+            image_name: format!("img-{}", id.unwrap_or(0)),
+            image_version: "v1".into(),
+            scan_status: (!status.is_empty()).then(|| status.to_string()),
+            vul_num: vul,
+            malicious_file_num: mal,
+            unsafe_setting_num: unsafe_,
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn rows_add_up_per_namespace() {
+        let mut agg = Aggregator::new(false);
+        agg.add(&row(Some(1), "a", "success", 10, 0, 1));
+        agg.add(&row(Some(2), "a", "success", 0, 3, 0));
+        agg.add(&Row {
+            scan_failed_desc: "download_failed".into(),
+            latest_scan_time: Some(5_000),
+            ..row(Some(3), "a", "failed", 0, 0, 0)
+        });
+        agg.add(&Row {
+            latest_scan_time: Some(2_000),
+            ..row(Some(4), "b", "brand_new_status", 1, 0, 0)
+        });
+        agg.add(&row(Some(5), "b", "", 0, 0, 0));
+        let snap = agg.finish(SystemTime::UNIX_EPOCH, 10);
+        assert_eq!(snap.images, 5);
+        let a = &snap.namespaces[&NamespaceKey { instance_name: String::new(), namespace: "a".into() }];
+        assert_eq!(a.known_status, [0, 2, 0, 1, 0, 0, 0]);
+        assert_eq!((a.vulnerabilities, a.malicious_files, a.unsafe_settings), (10, 3, 1));
+        assert_eq!((a.vulnerable_images, a.malicious_images, a.unsafe_images), (1, 1, 1));
+        assert_eq!(a.scan_failures.get("download_failed"), Some(&1));
+        assert_eq!(a.oldest_scan_ms, Some(5_000));
+        assert_eq!(a.images(), 3);
+        let b = &snap.namespaces[&NamespaceKey { instance_name: String::new(), namespace: "b".into() }];
+        assert_eq!(b.known_status, [0; 7]);
+        assert_eq!(b.other_status.get("brand_new_status"), Some(&1));
+        assert_eq!(b.other_status.get(MISSING_SCAN_STATUS), Some(&1));
+        assert_eq!(b.oldest_scan_ms, Some(2_000));
+    }
+
+    #[test]
+    fn duplicates_count_once_by_id_or_by_content() {
+        let mut agg = Aggregator::new(false);
+        assert!(agg.add(&row(Some(1), "a", "success", 5, 0, 0)));
+        assert!(!agg.add(&row(Some(1), "a", "success", 5, 0, 0)));
+        let no_id = row(None, "a", "success", 7, 0, 0);
+        assert!(agg.add(&no_id));
+        assert!(!agg.add(&no_id));
+        assert!(agg.add(&Row { image_version: "v2".into(), ..no_id.clone() }));
+        assert_eq!(agg.counts(), SweepCounts { rows: 5, duplicates: 2 });
+        let snap = agg.finish(SystemTime::UNIX_EPOCH, 10);
+        assert_eq!(snap.images, 3);
+        assert_eq!(snap.namespaces.values().next().unwrap().vulnerabilities, 19);
+    }
+
+    #[test]
+    fn instances_keep_namespaces_apart() {
+        let mut agg = Aggregator::new(false);
+        agg.add(&Row { instance_name: "i1".into(), ..row(Some(1), "a", "success", 1, 0, 0) });
+        agg.add(&Row { instance_name: "i2".into(), ..row(Some(2), "a", "success", 1, 0, 0) });
+        assert_eq!(agg.finish(SystemTime::UNIX_EPOCH, 0).namespaces.len(), 2);
+    }
+
+    #[test]
+    fn image_series_keep_the_worst_up_to_the_cap() {
+        let mut agg = Aggregator::new(true);
+        agg.add(&row(Some(1), "a", "success", 100, 0, 0));
+        agg.add(&row(Some(2), "a", "success", 1, 2, 0));
+        agg.add(&row(Some(3), "a", "success", 5, 0, 0));
+        let snap = agg.finish(SystemTime::UNIX_EPOCH, 2);
+        let kept: Vec<_> = snap.image_series.iter().map(|s| s.image.as_str()).collect();
+        assert_eq!(kept, vec!["img-2", "img-1"]);
+        assert_eq!(snap.image_series_dropped, 1);
+    }
+}

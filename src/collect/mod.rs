@@ -1,0 +1,213 @@
+//! Collection: scopes, their lanes, and what each lane publishes.
+//!
+//! Place in the data flow: between the configuration and the metrics. The
+//! [`scheduler`] runs the lanes of every scope, asking an [`ImageSource`] (the
+//! HSS client) for pages; [`aggregate`] turns rows into namespace statistics
+//! and the immutable [`Snapshot`] a sweep publishes. Each [`ScopeHandle`] holds
+//! one scope's published snapshot and lane status, which the metrics and web
+//! modules read without ever calling the API.
+
+pub mod aggregate;
+pub mod scheduler;
+pub mod source;
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+pub use aggregate::{NamespaceKey, NamespaceStats, Snapshot};
+pub use source::ImageSource;
+
+use crate::config::ImageType;
+
+/// Why a lane run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A page could not be fetched, after retries.
+    #[error("page at offset {offset}: {source}")]
+    Page {
+        /// The page's first row.
+        offset: u64,
+        /// What the client reported.
+        source: crate::hss::Error,
+    },
+    /// The listing is longer than the API can page through.
+    #[error("the listing has more than {0} rows, the most the API can page through")]
+    TooLong(u64),
+}
+
+/// The unit that is polled, published, marked up or down, and goes stale on
+/// its own: one target, enterprise project and image type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scope {
+    /// The target's name.
+    pub target: String,
+    /// The enterprise project.
+    pub enterprise_project_id: String,
+    /// The image type.
+    pub image_type: ImageType,
+    /// Ask only for the latest version of each image.
+    pub latest_version_only: bool,
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.target, self.enterprise_project_id, self.image_type)
+    }
+}
+
+/// A lane: one kind of periodic listing of a scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lane {
+    /// The full listing, every `poll_interval`.
+    Sweep,
+}
+
+impl Lane {
+    /// The `lane` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sweep => "sweep",
+        }
+    }
+}
+
+/// What a lane has done so far.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LaneStatus {
+    /// Runs finished, successful or not.
+    pub runs: u64,
+    /// Runs that failed.
+    pub failures: u64,
+    /// Whether the last finished run succeeded.
+    pub up: bool,
+    /// Start of the run in progress.
+    pub running_since: Option<SystemTime>,
+    /// End of the last finished run.
+    pub last_run_end: Option<SystemTime>,
+    /// Duration of the last finished run.
+    pub last_duration: Option<Duration>,
+    /// End of the last successful run (wall clock, for metrics).
+    pub last_success: Option<SystemTime>,
+    /// End of the last successful run (monotonic, for staleness).
+    pub last_success_at: Option<Instant>,
+    /// Error of the last run, if it failed.
+    pub last_error: Option<String>,
+    /// Pages fetched by the last finished run.
+    pub last_pages: u64,
+    /// Distinct images seen by the last successful run.
+    pub last_images: u64,
+    /// Namespaces seen by the last successful run.
+    pub last_namespaces: u64,
+    /// Rows dropped as duplicates, over all runs.
+    pub duplicate_rows: u64,
+    /// Times `total_num` changed between pages of one run, over all runs.
+    pub total_changes: u64,
+    /// When the next run is due.
+    pub next_run: Option<SystemTime>,
+}
+
+/// One scope's shared state: its lane status and published snapshot.
+#[derive(Debug)]
+pub struct ScopeHandle {
+    /// Which scope.
+    pub scope: Scope,
+    /// How long the last good snapshot is served after failures.
+    pub stale_after: Duration,
+    sweep: Mutex<LaneStatus>,
+    published: RwLock<Option<Arc<Snapshot>>>,
+}
+
+impl ScopeHandle {
+    /// A scope with nothing published yet.
+    pub fn new(scope: Scope, stale_after: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            scope,
+            stale_after,
+            sweep: Mutex::new(LaneStatus::default()),
+            published: RwLock::new(None),
+        })
+    }
+
+    /// The lanes this scope runs.
+    pub fn lanes(&self) -> &'static [Lane] {
+        &[Lane::Sweep]
+    }
+
+    fn lane(&self, lane: Lane) -> MutexGuard<'_, LaneStatus> {
+        match lane {
+            Lane::Sweep => self.sweep.lock().unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+
+    /// A copy of a lane's status.
+    pub fn lane_status(&self, lane: Lane) -> LaneStatus {
+        self.lane(lane).clone()
+    }
+
+    /// Changes a lane's status.
+    pub fn update_lane(&self, lane: Lane, change: impl FnOnce(&mut LaneStatus)) {
+        change(&mut self.lane(lane));
+    }
+
+    /// Whether every lane has finished at least one run.
+    pub fn has_run(&self) -> bool {
+        self.lanes().iter().all(|lane| self.lane(*lane).runs > 0)
+    }
+
+    /// The last complete sweep, unless it is older than `stale_after`.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        let fresh = self
+            .lane(Lane::Sweep)
+            .last_success_at
+            .is_some_and(|at| at.elapsed() <= self.stale_after);
+        if !fresh {
+            return None;
+        }
+        self.published
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the published snapshot in one step.
+    pub fn publish(&self, snapshot: Option<Arc<Snapshot>>) {
+        *self.published.write().unwrap_or_else(PoisonError::into_inner) = snapshot;
+    }
+}
+
+/// The scopes being polled; replaced as a whole when the configuration is
+/// reloaded.
+#[derive(Debug, Default)]
+pub struct ScopeSet {
+    scopes: RwLock<Vec<Arc<ScopeHandle>>>,
+}
+
+impl ScopeSet {
+    /// A set holding `scopes`.
+    pub fn new(scopes: Vec<Arc<ScopeHandle>>) -> Arc<Self> {
+        Arc::new(Self {
+            scopes: RwLock::new(scopes),
+        })
+    }
+
+    /// The current scopes.
+    pub fn list(&self) -> Vec<Arc<ScopeHandle>> {
+        self.scopes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the scopes.
+    pub fn replace(&self, scopes: Vec<Arc<ScopeHandle>>) {
+        *self.scopes.write().unwrap_or_else(PoisonError::into_inner) = scopes;
+    }
+
+    /// Whether every scope has finished a first run of every lane.
+    pub fn ready(&self) -> bool {
+        self.list().iter().all(|scope| scope.has_run())
+    }
+}

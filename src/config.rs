@@ -1,0 +1,1127 @@
+//! Configuration: the YAML schema, its defaults, `${ENV}` expansion and
+//! validation.
+//!
+//! Place in the data flow: first. The file is read into a loose [`RawConfig`]
+//! (every key optional, unknown keys refused), environment references in string
+//! values are expanded, and [`validate`](RawConfig::validate) turns it into the
+//! typed [`Config`] that every later module sees. Every error names the key
+//! (`targets[1].image_types[0]`) and the reason, on one line, and never shows a
+//! secret.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+/// Default address of the HTTP server (the port claimed for this exporter).
+pub const DEFAULT_LISTEN_ADDRESS: &str = ":9929";
+/// Default path of the metrics endpoint.
+pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
+/// Calls per window the API allows one user and one source IP (5 a minute).
+pub const DEFAULT_API_RATE_LIMIT: RateLimit = RateLimit {
+    calls: 5,
+    window: Duration::from_secs(60),
+};
+/// How often the malicious lane of each scope runs.
+pub const DEFAULT_MALICIOUS_INTERVAL: Duration = Duration::from_secs(60);
+/// How often each scope starts a full sweep.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(300);
+/// Time limit of one API call, body included.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Rows per page: the API's maximum, so a sweep needs the fewest calls.
+pub const DEFAULT_PAGE_SIZE: u32 = 200;
+/// The largest page size the API accepts.
+pub const MAX_PAGE_SIZE: u32 = 200;
+/// Calls in flight per target when the budget has tokens to spare.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Retries of one call after transport errors, timeouts, 429 and 5xx.
+pub const DEFAULT_MAX_RETRIES: u32 = 4;
+/// How long the last good result of a scope is served after its lane fails.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(3600);
+/// Cap on per-image series when `image_metrics` is on.
+pub const DEFAULT_MAX_IMAGE_SERIES: usize = 10_000;
+/// Cap on one response body: a 200-row page is about 200 KiB, so 16 MiB only
+/// stops a broken or hostile answer.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// The enterprise-project value that means every project the caller may see.
+pub const ALL_GRANTED_EPS: &str = "all_granted_eps";
+
+/// A configuration error: the key it concerns and the reason, on one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML.
+    #[error("config file {path} is not valid YAML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key has a wrong type, is unknown, or its value is refused.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key path, e.g. `targets[0].page_size`.
+        key: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A secret value: never printed, in `Debug` or otherwise.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it (signing, headers).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A call budget: at most `calls` calls in any window of length `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Calls allowed per window.
+    pub calls: u32,
+    /// The window length.
+    pub window: Duration,
+}
+
+impl RateLimit {
+    /// Calls per second this budget allows at most.
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.calls) / self.window.as_secs_f64()
+    }
+}
+
+impl FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (calls, window) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not of the form CALLS/WINDOW, like 5/1m"))?;
+        let calls: u32 = calls
+            .trim()
+            .parse()
+            .map_err(|_| format!("{:?} is not a whole number of calls", calls.trim()))?;
+        if calls == 0 {
+            return Err("the number of calls must be at least 1".into());
+        }
+        let window = humantime::parse_duration(window.trim())
+            .map_err(|e| format!("{:?} is not a duration: {e}", window.trim()))?;
+        if window.is_zero() {
+            return Err("the window must be longer than 0".into());
+        }
+        Ok(Self { calls, window })
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.calls, humantime::format_duration(self.window))
+    }
+}
+
+/// The image types the listing API knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ImageType {
+    /// `private_image`: SWR private images.
+    Private,
+    /// `shared_image`: images shared with this account.
+    Shared,
+    /// `instance_image`: SWR enterprise edition instances.
+    Instance,
+    /// `local_image`: images on the hosts.
+    Local,
+}
+
+impl ImageType {
+    /// Every image type, in the API's order.
+    pub const ALL: [ImageType; 4] = [Self::Private, Self::Shared, Self::Instance, Self::Local];
+
+    /// The API's name for the type, also the `image_type` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Private => "private_image",
+            Self::Shared => "shared_image",
+            Self::Instance => "instance_image",
+            Self::Local => "local_image",
+        }
+    }
+}
+
+impl FromStr for ImageType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown image type {s:?}; expected one of {}",
+                    Self::ALL.map(ImageType::as_str).join(", ")
+                )
+            })
+    }
+}
+
+impl fmt::Display for ImageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the exporter authenticates to the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsConfig {
+    /// AK/SK request signing; with a security token for temporary credentials.
+    AkSk {
+        /// The access key (an identifier, not secret).
+        access_key: String,
+        /// The secret key.
+        secret_key: Secret,
+        /// The security token of temporary credentials.
+        security_token: Option<Secret>,
+    },
+    /// A static `X-Auth-Token` read from a file, re-read when it changes.
+    TokenFile {
+        /// The file holding the token.
+        path: PathBuf,
+    },
+}
+
+/// One configured account and region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The `target` label value; defaults to the region.
+    pub name: String,
+    /// The region, e.g. `cn-north-4`.
+    pub region: String,
+    /// The project the listing runs in.
+    pub project_id: String,
+    /// Base URL of the HSS API.
+    pub endpoint: Url,
+    /// Base URL of IAM (used by IAM credentials).
+    pub iam_endpoint: Url,
+    /// Enterprise projects to list, each a scope.
+    pub enterprise_project_ids: Vec<String>,
+    /// Image types to list, each a scope.
+    pub image_types: Vec<ImageType>,
+    /// Ask only for the latest version of each image.
+    pub latest_version_only: bool,
+    /// How to authenticate.
+    pub credentials: CredentialsConfig,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The shared request budget.
+    pub api_rate_limit: RateLimit,
+    /// Malicious-lane period; zero turns the lane off.
+    pub malicious_interval: Duration,
+    /// Sweep period of each scope.
+    pub poll_interval: Duration,
+    /// Time limit of one call.
+    pub request_timeout: Duration,
+    /// Rows per page.
+    pub page_size: u32,
+    /// Calls in flight per target.
+    pub concurrency: usize,
+    /// Retries per call.
+    pub max_retries: u32,
+    /// How long a failing scope keeps serving its last good data.
+    pub stale_after: Duration,
+    /// Export per-image series.
+    pub image_metrics: bool,
+    /// Cap on per-image series.
+    pub max_image_series: usize,
+    /// Where detections persist, if anywhere.
+    pub state_file: Option<PathBuf>,
+    /// Cap on one response body, in bytes.
+    pub max_response_bytes: usize,
+    /// The targets.
+    pub targets: Vec<Target>,
+}
+
+impl Config {
+    /// Reads, expands and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses `text` (named `origin` in messages) with `env` resolving
+    /// `${VAR}` references.
+    pub fn parse(
+        text: &str,
+        origin: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut value: Value =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax {
+                path: origin.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        if value.is_null() {
+            return Err(ConfigError::invalid("targets", "the file is empty; at least one target is required"));
+        }
+        expand_env(&mut value, &mut String::new(), env)?;
+        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.inner().to_string();
+            ConfigError::invalid(if key == "." { "config".into() } else { key }, message)
+        })?;
+        let base_dir = origin.parent().unwrap_or(Path::new("."));
+        raw.validate(base_dir)
+    }
+
+    /// The number of scopes (target, enterprise project, image type).
+    pub fn scope_count(&self) -> usize {
+        self.targets
+            .iter()
+            .map(|t| t.enterprise_project_ids.len() * t.image_types.len())
+            .sum()
+    }
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` in every string value; `$$` is a
+/// literal `$`. An unset variable without a default is an error naming the key.
+fn expand_env(
+    value: &mut Value,
+    path: &mut String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        Value::String(s) if s.contains('$') => {
+            *s = expand_string(s, env).map_err(|reason| ConfigError::invalid(path.clone(), reason))?;
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                expand_env(item, path, env)?;
+                path.truncate(len);
+            }
+        }
+        Value::Mapping(map) => {
+            for (key, item) in map.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key.as_str().unwrap_or("?"));
+                expand_env(item, path, env)?;
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand_string(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| "unclosed ${ in value".to_string())?;
+            let reference = &body[..end];
+            let (name, default) = match reference.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (reference, None),
+            };
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(format!("${{{reference}}} is not a valid environment reference"));
+            }
+            match (env(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!("environment variable {name} is not set"));
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A value written as text, or as a number where text was meant (a duration
+/// of 0, or a mistake worth a precise message).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DurationValue {
+    Number(u64),
+    Text(String),
+}
+
+impl DurationValue {
+    fn resolve(&self, key: &str) -> Result<Duration, ConfigError> {
+        match self {
+            Self::Number(0) => Ok(Duration::ZERO),
+            Self::Number(n) => Err(ConfigError::invalid(
+                key,
+                format!("{n} has no unit; write a duration such as {n}s or {n}m"),
+            )),
+            Self::Text(text) => humantime::parse_duration(text.trim()).map_err(|e| {
+                ConfigError::invalid(key, format!("{text:?} is not a duration (like 30s or 5m): {e}"))
+            }),
+        }
+    }
+}
+
+/// The file as written: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    api_rate_limit: Option<DurationValue>,
+    malicious_interval: Option<DurationValue>,
+    poll_interval: Option<DurationValue>,
+    request_timeout: Option<DurationValue>,
+    page_size: Option<u32>,
+    concurrency: Option<usize>,
+    max_retries: Option<u32>,
+    stale_after: Option<DurationValue>,
+    image_metrics: Option<bool>,
+    max_image_series: Option<usize>,
+    state_file: Option<String>,
+    max_response_bytes: Option<usize>,
+    credentials: Option<RawCredentials>,
+    targets: Option<Vec<RawTarget>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    access_key: Option<String>,
+    secret_key: Option<String>,
+    secret_key_file: Option<String>,
+    security_token: Option<String>,
+    security_token_file: Option<String>,
+    token_file: Option<String>,
+    iam: Option<Value>,
+    metadata: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: Option<String>,
+    region: Option<String>,
+    project_id: Option<String>,
+    endpoint: Option<String>,
+    iam_endpoint: Option<String>,
+    enterprise_project_ids: Option<Vec<String>>,
+    image_types: Option<Vec<String>>,
+    latest_version_only: Option<bool>,
+    credentials: Option<RawCredentials>,
+}
+
+fn duration_or(
+    value: &Option<DurationValue>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    value.as_ref().map_or(Ok(default), |v| v.resolve(key))
+}
+
+fn positive(value: Duration, key: &str) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        Err(ConfigError::invalid(key, "must be longer than 0"))
+    } else {
+        Ok(value)
+    }
+}
+
+fn resolve_path(base_dir: &Path, value: &str) -> PathBuf {
+    let path = Path::new(value);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    }
+}
+
+fn read_secret_file(base_dir: &Path, value: &str, key: &str) -> Result<Secret, ConfigError> {
+    let path = resolve_path(base_dir, value);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ConfigError::invalid(key, format!("cannot read {}: {e}", path.display()))
+    })?;
+    let secret = text.trim_end_matches(['\r', '\n']).to_string();
+    if secret.is_empty() {
+        return Err(ConfigError::invalid(key, format!("{} is empty", path.display())));
+    }
+    Ok(Secret(secret))
+}
+
+fn parse_url(value: &str, key: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value)
+        .map_err(|e| ConfigError::invalid(key, format!("{value:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{value:?} must be an http:// or https:// URL with a host"),
+        ));
+    }
+    Ok(url)
+}
+
+/// The default HSS endpoint of a region.
+pub fn default_endpoint(region: &str) -> String {
+    if region == "eu-west-101" {
+        format!("https://hss.{region}.myhuaweicloud.eu")
+    } else {
+        format!("https://hss.{region}.myhuaweicloud.com")
+    }
+}
+
+/// The default IAM endpoint of a region.
+pub fn default_iam_endpoint(region: &str) -> String {
+    if region == "eu-west-101" {
+        format!("https://iam.{region}.myhuaweicloud.eu")
+    } else {
+        format!("https://iam.{region}.myhuaweicloud.com")
+    }
+}
+
+impl RawCredentials {
+    fn validate(&self, key: &str, base_dir: &Path) -> Result<CredentialsConfig, ConfigError> {
+        if self.iam.is_some() {
+            return Err(ConfigError::invalid(
+                format!("{key}.iam"),
+                "IAM password tokens are not supported by this version; use access_key/secret_key or token_file",
+            ));
+        }
+        if self.metadata.is_some() {
+            return Err(ConfigError::invalid(
+                format!("{key}.metadata"),
+                "metadata-service credentials are not supported by this version; use access_key/secret_key or token_file",
+            ));
+        }
+        let aksk = self.access_key.is_some()
+            || self.secret_key.is_some()
+            || self.secret_key_file.is_some()
+            || self.security_token.is_some()
+            || self.security_token_file.is_some();
+        match (&self.token_file, aksk) {
+            (Some(_), true) => Err(ConfigError::invalid(
+                key,
+                "token_file and access_key/secret_key are exclusive; choose one",
+            )),
+            (Some(path), false) => {
+                if path.trim().is_empty() {
+                    return Err(ConfigError::invalid(format!("{key}.token_file"), "is empty"));
+                }
+                let path = resolve_path(base_dir, path);
+                std::fs::metadata(&path).map_err(|e| {
+                    ConfigError::invalid(
+                        format!("{key}.token_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                Ok(CredentialsConfig::TokenFile { path })
+            }
+            (None, false) => Err(ConfigError::invalid(
+                key,
+                "no credentials: set access_key and secret_key (or secret_key_file), or token_file",
+            )),
+            (None, true) => {
+                let access_key = match self.access_key.as_deref().map(str::trim) {
+                    Some(ak) if !ak.is_empty() => ak.to_string(),
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            format!("{key}.access_key"),
+                            "is required with secret_key and must not be empty",
+                        ));
+                    }
+                };
+                let secret_key = match (&self.secret_key, &self.secret_key_file) {
+                    (Some(_), Some(_)) => {
+                        return Err(ConfigError::invalid(
+                            key,
+                            "secret_key and secret_key_file are exclusive; choose one",
+                        ));
+                    }
+                    (Some(sk), None) if !sk.is_empty() => Secret(sk.clone()),
+                    (Some(_), None) => {
+                        return Err(ConfigError::invalid(format!("{key}.secret_key"), "is empty"));
+                    }
+                    (None, Some(file)) => {
+                        read_secret_file(base_dir, file, &format!("{key}.secret_key_file"))?
+                    }
+                    (None, None) => {
+                        return Err(ConfigError::invalid(
+                            format!("{key}.secret_key"),
+                            "is required with access_key (or set secret_key_file)",
+                        ));
+                    }
+                };
+                let security_token = match (&self.security_token, &self.security_token_file) {
+                    (Some(_), Some(_)) => {
+                        return Err(ConfigError::invalid(
+                            key,
+                            "security_token and security_token_file are exclusive; choose one",
+                        ));
+                    }
+                    (Some(token), None) if !token.is_empty() => Some(Secret(token.clone())),
+                    (Some(_), None) => None,
+                    (None, Some(file)) => Some(read_secret_file(
+                        base_dir,
+                        file,
+                        &format!("{key}.security_token_file"),
+                    )?),
+                    (None, None) => None,
+                };
+                Ok(CredentialsConfig::AkSk {
+                    access_key,
+                    secret_key,
+                    security_token,
+                })
+            }
+        }
+    }
+}
+
+impl RawConfig {
+    /// Applies defaults and checks every value.
+    pub fn validate(self, base_dir: &Path) -> Result<Config, ConfigError> {
+        let api_rate_limit = match &self.api_rate_limit {
+            Some(DurationValue::Text(text)) => text
+                .parse()
+                .map_err(|reason| ConfigError::invalid("api_rate_limit", reason))?,
+            Some(DurationValue::Number(n)) => {
+                return Err(ConfigError::invalid(
+                    "api_rate_limit",
+                    format!("{n} is not of the form CALLS/WINDOW, like 5/1m"),
+                ));
+            }
+            None => DEFAULT_API_RATE_LIMIT,
+        };
+        let malicious_interval =
+            duration_or(&self.malicious_interval, "malicious_interval", DEFAULT_MALICIOUS_INTERVAL)?;
+        let poll_interval = positive(
+            duration_or(&self.poll_interval, "poll_interval", DEFAULT_POLL_INTERVAL)?,
+            "poll_interval",
+        )?;
+        let request_timeout = positive(
+            duration_or(&self.request_timeout, "request_timeout", DEFAULT_REQUEST_TIMEOUT)?,
+            "request_timeout",
+        )?;
+        let stale_after = positive(
+            duration_or(&self.stale_after, "stale_after", DEFAULT_STALE_AFTER)?,
+            "stale_after",
+        )?;
+        let page_size = self.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+        if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
+            return Err(ConfigError::invalid(
+                "page_size",
+                format!("{page_size} is outside 1..={MAX_PAGE_SIZE}, the range the API accepts"),
+            ));
+        }
+        let concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if concurrency == 0 {
+            return Err(ConfigError::invalid("concurrency", "must be at least 1"));
+        }
+        let max_retries = self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES);
+        if max_retries > 20 {
+            return Err(ConfigError::invalid(
+                "max_retries",
+                format!("{max_retries} is more than 20; every retry spends the call budget"),
+            ));
+        }
+        let max_response_bytes = self.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
+        if max_response_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "max_response_bytes",
+                "must be at least 1024 bytes",
+            ));
+        }
+        let state_file = self
+            .state_file
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| resolve_path(base_dir, s));
+
+        let Some(raw_targets) = self.targets else {
+            return Err(ConfigError::invalid("targets", "at least one target is required"));
+        };
+        if raw_targets.is_empty() {
+            return Err(ConfigError::invalid("targets", "at least one target is required"));
+        }
+        let mut targets = Vec::with_capacity(raw_targets.len());
+        let mut names = BTreeSet::new();
+        for (i, raw) in raw_targets.into_iter().enumerate() {
+            let key = format!("targets[{i}]");
+            let target = raw.validate(&key, base_dir, self.credentials.as_ref())?;
+            if !names.insert(target.name.clone()) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.name"),
+                    format!("target name {:?} is used twice; names must be unique", target.name),
+                ));
+            }
+            targets.push(target);
+        }
+
+        Ok(Config {
+            api_rate_limit,
+            malicious_interval,
+            poll_interval,
+            request_timeout,
+            page_size,
+            concurrency,
+            max_retries,
+            stale_after,
+            image_metrics: self.image_metrics.unwrap_or(false),
+            max_image_series: self.max_image_series.unwrap_or(DEFAULT_MAX_IMAGE_SERIES),
+            state_file,
+            max_response_bytes,
+            targets,
+        })
+    }
+}
+
+fn non_empty(value: Option<&str>, key: &str) -> Result<Option<String>, ConfigError> {
+    match value.map(str::trim) {
+        Some("") => Err(ConfigError::invalid(key, "must not be empty")),
+        Some(v) => Ok(Some(v.to_string())),
+        None => Ok(None),
+    }
+}
+
+impl RawTarget {
+    fn validate(
+        self,
+        key: &str,
+        base_dir: &Path,
+        default_credentials: Option<&RawCredentials>,
+    ) -> Result<Target, ConfigError> {
+        let region = non_empty(self.region.as_deref(), &format!("{key}.region"))?
+            .ok_or_else(|| ConfigError::invalid(format!("{key}.region"), "is required, e.g. cn-north-4"))?;
+        if !region
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.region"),
+                format!("{region:?} is not a region id such as cn-north-4"),
+            ));
+        }
+        let name = non_empty(self.name.as_deref(), &format!("{key}.name"))?
+            .unwrap_or_else(|| region.clone());
+        let project_id = non_empty(self.project_id.as_deref(), &format!("{key}.project_id"))?
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{key}.project_id"),
+                    "is required (looking it up through IAM is not supported by this version)",
+                )
+            })?;
+        if project_id.contains('/') || project_id.contains('?') {
+            return Err(ConfigError::invalid(
+                format!("{key}.project_id"),
+                format!("{project_id:?} is not a project id"),
+            ));
+        }
+        let endpoint = parse_url(
+            self.endpoint
+                .as_deref()
+                .map(str::to_string)
+                .unwrap_or_else(|| default_endpoint(&region))
+                .as_str(),
+            &format!("{key}.endpoint"),
+        )?;
+        let iam_endpoint = parse_url(
+            self.iam_endpoint
+                .as_deref()
+                .map(str::to_string)
+                .unwrap_or_else(|| default_iam_endpoint(&region))
+                .as_str(),
+            &format!("{key}.iam_endpoint"),
+        )?;
+
+        let enterprise_project_ids = match self.enterprise_project_ids {
+            None => vec![ALL_GRANTED_EPS.to_string()],
+            Some(ids) if ids.is_empty() => {
+                return Err(ConfigError::invalid(
+                    format!("{key}.enterprise_project_ids"),
+                    "must list at least one enterprise project (0 is the default one)",
+                ));
+            }
+            Some(ids) => {
+                let mut seen = BTreeSet::new();
+                let mut out = Vec::with_capacity(ids.len());
+                for (j, id) in ids.into_iter().enumerate() {
+                    let k = format!("{key}.enterprise_project_ids[{j}]");
+                    let id = id.trim().to_string();
+                    if id.is_empty() || id.len() > 256 {
+                        return Err(ConfigError::invalid(k, "must be 1 to 256 characters"));
+                    }
+                    if !seen.insert(id.clone()) {
+                        return Err(ConfigError::invalid(k, format!("{id:?} is listed twice")));
+                    }
+                    out.push(id);
+                }
+                out
+            }
+        };
+
+        let image_types = match self.image_types {
+            None => vec![ImageType::Private, ImageType::Shared, ImageType::Instance],
+            Some(types) if types.is_empty() => {
+                return Err(ConfigError::invalid(
+                    format!("{key}.image_types"),
+                    "must list at least one image type",
+                ));
+            }
+            Some(types) => {
+                let mut out: Vec<ImageType> = Vec::with_capacity(types.len());
+                for (j, t) in types.iter().enumerate() {
+                    let k = format!("{key}.image_types[{j}]");
+                    let parsed: ImageType = t.trim().parse().map_err(|r| ConfigError::invalid(&k, r))?;
+                    if out.contains(&parsed) {
+                        return Err(ConfigError::invalid(k, format!("{t:?} is listed twice")));
+                    }
+                    out.push(parsed);
+                }
+                out
+            }
+        };
+
+        let credentials = match (&self.credentials, default_credentials) {
+            (Some(own), _) => own.validate(&format!("{key}.credentials"), base_dir)?,
+            (None, Some(shared)) => shared.validate("credentials", base_dir)?,
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    format!("{key}.credentials"),
+                    "no credentials: set credentials at the top level or in the target",
+                ));
+            }
+        };
+
+        Ok(Target {
+            name,
+            region,
+            project_id,
+            endpoint,
+            iam_endpoint,
+            enterprise_project_ids,
+            image_types,
+            latest_version_only: self.latest_version_only.unwrap_or(false),
+            credentials,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HSS_ACCESS_KEY" => Some("AKEXAMPLE".into()),
+            "HSS_SECRET_KEY" => Some("sk: with #yaml chars".into()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/hss/config.yml"), &env)
+    }
+
+    const MINIMAL: &str = "
+credentials:
+  access_key: ${HSS_ACCESS_KEY}
+  secret_key: ${HSS_SECRET_KEY}
+targets:
+  - region: cn-north-4
+    project_id: 0123abcd
+";
+
+    #[test]
+    fn minimal_file_gets_every_default() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.api_rate_limit, DEFAULT_API_RATE_LIMIT);
+        assert_eq!(config.malicious_interval, Duration::from_secs(60));
+        assert_eq!(config.poll_interval, Duration::from_secs(300));
+        assert_eq!(config.page_size, 200);
+        assert_eq!(config.concurrency, 4);
+        assert_eq!(config.max_retries, 4);
+        assert_eq!(config.stale_after, Duration::from_secs(3600));
+        assert!(!config.image_metrics);
+        assert_eq!(config.max_image_series, 10_000);
+        assert_eq!(config.state_file, None);
+        assert_eq!(config.max_response_bytes, 16 * 1024 * 1024);
+        let target = &config.targets[0];
+        assert_eq!(target.name, "cn-north-4");
+        assert_eq!(target.endpoint.as_str(), "https://hss.cn-north-4.myhuaweicloud.com/");
+        assert_eq!(target.enterprise_project_ids, vec!["all_granted_eps"]);
+        assert_eq!(
+            target.image_types,
+            vec![ImageType::Private, ImageType::Shared, ImageType::Instance]
+        );
+        assert_eq!(config.scope_count(), 3);
+        assert_eq!(
+            target.credentials,
+            CredentialsConfig::AkSk {
+                access_key: "AKEXAMPLE".into(),
+                secret_key: Secret::new("sk: with #yaml chars"),
+                security_token: None,
+            }
+        );
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let config = parse(
+            "
+api_rate_limit: 10/30s
+malicious_interval: 0
+poll_interval: 15m
+request_timeout: 10s
+page_size: 50
+concurrency: 2
+max_retries: 1
+stale_after: 2h
+image_metrics: true
+max_image_series: 5
+state_file: state.json
+max_response_bytes: 4096
+credentials:
+  access_key: AK
+  secret_key: SK
+  security_token: TOKEN
+targets:
+  - name: prod
+    region: eu-west-101
+    project_id: p1
+    endpoint: http://127.0.0.1:9930
+    enterprise_project_ids: ['0', ep-1]
+    image_types: [instance_image, local_image]
+    latest_version_only: true
+",
+        )
+        .unwrap();
+        assert_eq!(
+            config.api_rate_limit,
+            RateLimit {
+                calls: 10,
+                window: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(config.malicious_interval, Duration::ZERO);
+        assert_eq!(config.state_file, Some(PathBuf::from("/etc/hss/state.json")));
+        let t = &config.targets[0];
+        assert_eq!(t.name, "prod");
+        assert_eq!(t.iam_endpoint.as_str(), "https://iam.eu-west-101.myhuaweicloud.eu/");
+        assert_eq!(t.image_types, vec![ImageType::Instance, ImageType::Local]);
+        assert_eq!(config.scope_count(), 4);
+        assert!(t.latest_version_only);
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_typo_in_a_key_is_refused_naming_it() {
+        let message = error(
+            "
+credentials: {access_key: a, secret_key: b}
+targets:
+  - regoin: cn-north-4
+    project_id: p
+",
+        );
+        assert!(message.starts_with("targets[0].regoin: unknown field `regoin`"), "{message}");
+        assert!(!message.contains('\n'));
+        let message = error("poll_intreval: 5m\ntargets: []\n");
+        assert!(message.contains("unknown field `poll_intreval`"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_reason() {
+        let cases = [
+            ("page_size: 201", "page_size: 201 is outside 1..=200"),
+            ("page_size: -1", "page_size: invalid value"),
+            ("api_rate_limit: 5", "api_rate_limit: 5 is not of the form"),
+            ("api_rate_limit: 5 per minute", "api_rate_limit: \"5 per minute\" is not of the form"),
+            ("api_rate_limit: 0/1m", "api_rate_limit: the number of calls"),
+            ("poll_interval: 5 minutes please", "poll_interval: \"5 minutes please\" is not a duration"),
+            ("poll_interval: 300", "poll_interval: 300 has no unit"),
+            ("poll_interval: 0", "poll_interval: must be longer than 0"),
+            ("concurrency: 0", "concurrency: must be at least 1"),
+            ("image_metrics: maybe", "image_metrics: invalid type"),
+        ];
+        for (line, expected) in cases {
+            let text = format!("{line}\n{MINIMAL}");
+            let message = error(&text);
+            assert!(message.starts_with(expected), "{line}: got {message}");
+        }
+    }
+
+    #[test]
+    fn target_errors_name_the_target() {
+        let base = "credentials: {access_key: a, secret_key: b}\ntargets:\n";
+        let cases = [
+            ("  - project_id: p\n", "targets[0].region: is required"),
+            ("  - region: r\n", "targets[0].project_id: is required"),
+            (
+                "  - {region: r, project_id: p, image_types: [private_image, harbor]}\n",
+                "targets[0].image_types[1]: unknown image type \"harbor\"",
+            ),
+            (
+                "  - {region: r, project_id: p, image_types: [private_image, private_image]}\n",
+                "targets[0].image_types[1]: \"private_image\" is listed twice",
+            ),
+            (
+                "  - {region: r, project_id: p, endpoint: 'ftp://x'}\n",
+                "targets[0].endpoint: \"ftp://x\" must be an http",
+            ),
+            (
+                "  - {region: r, project_id: p}\n  - {region: r, project_id: q}\n",
+                "targets[1].name: target name \"r\" is used twice",
+            ),
+            (
+                "  - {region: r, project_id: p, enterprise_project_ids: []}\n",
+                "targets[0].enterprise_project_ids: must list at least one",
+            ),
+        ];
+        for (targets, expected) in cases {
+            let message = error(&format!("{base}{targets}"));
+            assert!(message.starts_with(expected), "got {message}");
+        }
+        assert!(error("credentials: {access_key: a, secret_key: b}\n").starts_with("targets: at least one"));
+        assert!(error("").starts_with("targets:"));
+    }
+
+    #[test]
+    fn credential_errors_never_show_secrets() {
+        let message = error(
+            "credentials: {access_key: AK, secret_key: SUPERSECRET, token_file: /x}\ntargets: [{region: r, project_id: p}]\n",
+        );
+        assert!(message.contains("exclusive"), "{message}");
+        assert!(!message.contains("SUPERSECRET"));
+        let message = error("credentials: {secret_key: SUPERSECRET}\ntargets: [{region: r, project_id: p}]\n");
+        assert!(message.starts_with("credentials.access_key: is required"), "{message}");
+        assert!(!message.contains("SUPERSECRET"));
+        let message = error("targets: [{region: r, project_id: p}]\n");
+        assert!(message.starts_with("targets[0].credentials: no credentials"), "{message}");
+        let message = error(
+            "credentials: {iam: {domain_name: d}}\ntargets: [{region: r, project_id: p}]\n",
+        );
+        assert!(message.starts_with("credentials.iam: IAM password tokens are not supported"), "{message}");
+        let config = parse("credentials: {access_key: AK, secret_key: SUPERSECRET}\ntargets: [{region: r, project_id: p}]\n").unwrap();
+        assert!(!format!("{config:?}").contains("SUPERSECRET"));
+    }
+
+    #[test]
+    fn unset_environment_variable_is_named() {
+        let message = error("credentials: {access_key: a, secret_key: '${MISSING_SK}'}\ntargets: [{region: r, project_id: p}]\n");
+        assert_eq!(message, "credentials.secret_key: environment variable MISSING_SK is not set");
+    }
+
+    #[test]
+    fn env_expansion_handles_defaults_and_escapes() {
+        assert_eq!(expand_string("a${MISSING:-b}c", &env).unwrap(), "abc");
+        assert_eq!(expand_string("$$HOME", &env).unwrap(), "$HOME");
+        assert_eq!(expand_string("cost $5", &env).unwrap(), "cost $5");
+        assert!(expand_string("${BAD NAME}", &env).is_err());
+        assert!(expand_string("${OPEN", &env).is_err());
+    }
+
+    #[test]
+    fn secret_files_are_read_and_trimmed() {
+        let dir = std::env::temp_dir().join(format!("hss-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("sk"), "from-file\n").unwrap();
+        std::fs::write(dir.join("token"), "tok").unwrap();
+        let text = "credentials: {access_key: AK, secret_key_file: sk}\ntargets:\n  - {region: r, project_id: p}\n  - {region: s, project_id: p, credentials: {token_file: token}}\n";
+        let config = Config::parse(text, &dir.join("config.yml"), &env).unwrap();
+        match &config.targets[0].credentials {
+            CredentialsConfig::AkSk { secret_key, .. } => assert_eq!(secret_key.expose(), "from-file"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            config.targets[1].credentials,
+            CredentialsConfig::TokenFile { path: dir.join("token") }
+        );
+        let message = Config::parse(
+            "credentials: {access_key: AK, secret_key_file: nope}\ntargets: [{region: r, project_id: p}]\n",
+            &dir.join("config.yml"),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(message.starts_with("credentials.secret_key_file: cannot read"), "{message}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn rate_limit_round_trips() {
+        let limit: RateLimit = "5/1m".parse().unwrap();
+        assert_eq!(limit.to_string(), "5/1m");
+        assert!((limit.per_second() - 5.0 / 60.0).abs() < 1e-12);
+        assert!("x/1m".parse::<RateLimit>().is_err());
+        assert!("5/0s".parse::<RateLimit>().is_err());
+    }
+
+    #[test]
+    fn syntax_errors_give_the_position() {
+        let message = error("targets: [\n");
+        assert!(message.starts_with("config file /etc/hss/config.yml is not valid YAML"), "{message}");
+        assert!(message.contains("line"), "{message}");
+    }
+}

@@ -1,0 +1,76 @@
+//! Credentials: how each call proves who sends it.
+//!
+//! Place in the data flow: the client builds an [`OutgoingRequest`] for every
+//! attempt and hands it to the target's [`Credential`], which adds the headers
+//! its kind needs; the client then sends exactly those parts. Each kind lives
+//! in its own file behind the one trait, and [`from_config`] picks the kind in
+//! one `match`. Kinds hide their own refreshing. Secrets stay inside the kinds:
+//! errors and `Debug` output never carry them.
+
+pub mod aksk;
+pub mod signer;
+pub mod token_file;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::config::CredentialsConfig;
+
+/// A boxed future, as trait objects need.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A credential could not produce its headers.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The token file could not be read, or is empty.
+    #[error("cannot read token file {path}: {reason}")]
+    TokenFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The parts of a request that credentials may read and extend.
+#[derive(Debug, Clone)]
+pub struct OutgoingRequest {
+    /// HTTP method.
+    pub method: &'static str,
+    /// The `Host` header the HTTP client will send (`host[:port]`).
+    pub host: String,
+    /// The path, not percent-encoded.
+    pub path: String,
+    /// Query parameters, not encoded.
+    pub query: Vec<(String, String)>,
+    /// Headers to send (the client adds none of its own that are signed).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// One way of authenticating calls.
+pub trait Credential: Send + Sync + std::fmt::Debug {
+    /// Adds the authentication headers to `request`.
+    fn authorize<'a>(&'a self, request: &'a mut OutgoingRequest) -> BoxFuture<'a, Result<(), AuthError>>;
+
+    /// A short name of the kind, for logs and `/status`.
+    fn kind(&self) -> &'static str;
+}
+
+/// Builds the credential a target's configuration asks for.
+pub fn from_config(config: &CredentialsConfig) -> Arc<dyn Credential> {
+    match config {
+        CredentialsConfig::AkSk {
+            access_key,
+            secret_key,
+            security_token,
+        } => Arc::new(aksk::AkSk::new(
+            access_key.clone(),
+            secret_key.clone(),
+            security_token.clone(),
+        )),
+        CredentialsConfig::TokenFile { path } => Arc::new(token_file::TokenFile::new(path.clone())),
+    }
+}

@@ -1,0 +1,391 @@
+//! The request budget: never more than N calls in any window, shared by every
+//! scope that calls the same API from this process.
+//!
+//! Place in the data flow: the client acquires a [`Permit`] here before every
+//! attempt of every call, retries included; nothing else sends calls. The
+//! scheduler's lanes wait here in priority order (the malicious lane before
+//! sweep pages).
+//!
+//! The limit is a true sliding window, not a token bucket: a bucket with a
+//! burst of 5 can send 10 calls within one minute and be throttled. A call
+//! occupies its slot from the moment it is granted until the window has passed
+//! since its answer arrived. The server saw the call somewhere between those
+//! two instants, so measuring from the answer keeps the exporter under the
+//! server's window whatever the network latency. A 429 pauses the whole budget
+//! (for `Retry-After` when the server sends one, else one window).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::RateLimit;
+
+/// Who is asking: the lower rank goes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// The malicious lane: small, frequent, latency matters.
+    High = 0,
+    /// Sweep pages.
+    Low = 1,
+}
+
+/// The shared budget of one API.
+#[derive(Debug)]
+pub struct Budget {
+    limit: RateLimit,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Calls that still count: in flight, or answered within the last window.
+    calls: VecDeque<Slot>,
+    next_slot: u64,
+    /// Waiting callers as (priority, arrival order); the first one is served.
+    queue: BTreeSet<(Priority, u64)>,
+    next_ticket: u64,
+    paused_until: Option<Instant>,
+    granted: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    id: u64,
+    /// When the answer arrived (or the attempt ended); `None` while in flight.
+    ended: Option<Instant>,
+}
+
+/// What a waiting caller should do next.
+enum Decision {
+    Grant(u64),
+    WaitUntil(Instant),
+    WaitForChange,
+}
+
+/// A snapshot of the budget for `/status` and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetStatus {
+    /// Calls that currently count against the window.
+    pub calls_in_window: usize,
+    /// Calls waiting for a slot.
+    pub waiting: usize,
+    /// Time left of a pause after a 429.
+    pub paused_for: Option<Duration>,
+    /// Calls granted since start.
+    pub granted: u64,
+}
+
+impl Budget {
+    /// A budget allowing `limit`.
+    pub fn new(limit: RateLimit) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+        })
+    }
+
+    /// The limit this budget enforces.
+    pub fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for a slot and returns it with the time spent waiting. Callers of
+    /// higher priority are served first; equal priorities in arrival order.
+    /// Cancelling the future gives the place in the queue up.
+    pub async fn acquire(self: &Arc<Self>, priority: Priority) -> (Permit, Duration) {
+        let started = Instant::now();
+        let ticket = {
+            let mut state = self.lock();
+            let ticket = (priority, state.next_ticket);
+            state.next_ticket += 1;
+            state.queue.insert(ticket);
+            ticket
+        };
+        let mut guard = TicketGuard {
+            budget: self,
+            ticket,
+            active: true,
+        };
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let decision = self.decide(ticket, Instant::now());
+            match decision {
+                Decision::Grant(id) => {
+                    guard.active = false;
+                    self.changed.notify_waiters();
+                    let permit = Permit {
+                        budget: Arc::clone(self),
+                        id,
+                        done: false,
+                    };
+                    return (permit, started.elapsed());
+                }
+                Decision::WaitUntil(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = &mut changed => {}
+                    }
+                }
+                Decision::WaitForChange => changed.await,
+            }
+        }
+    }
+
+    fn decide(&self, ticket: (Priority, u64), now: Instant) -> Decision {
+        let mut state = self.lock();
+        if state.queue.first() != Some(&ticket) {
+            return Decision::WaitForChange;
+        }
+        if let Some(until) = state.paused_until {
+            if until > now {
+                return Decision::WaitUntil(until);
+            }
+            state.paused_until = None;
+        }
+        let window = self.limit.window;
+        state
+            .calls
+            .retain(|slot| slot.ended.is_none_or(|ended| ended + window > now));
+        let limit = self.limit.calls as usize;
+        let in_window = state.calls.len();
+        if in_window < limit {
+            let id = state.next_slot;
+            state.next_slot += 1;
+            state.calls.push_back(Slot { id, ended: None });
+            state.queue.remove(&ticket);
+            state.granted += 1;
+            return Decision::Grant(id);
+        }
+        // Enough calls must leave the window to bring it under the limit;
+        // calls in flight leave only after they end.
+        let must_leave = in_window - limit + 1;
+        let mut ends: Vec<Instant> = state.calls.iter().filter_map(|s| s.ended).collect();
+        if ends.len() < must_leave {
+            return Decision::WaitForChange;
+        }
+        ends.sort_unstable();
+        Decision::WaitUntil(ends[must_leave - 1] + window)
+    }
+
+    fn finish(&self, id: u64) {
+        let now = Instant::now();
+        {
+            let mut state = self.lock();
+            if let Some(slot) = state.calls.iter_mut().find(|s| s.id == id) {
+                slot.ended = Some(now);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Stops granting for `pause` after the server throttled a call. A longer
+    /// pause already in place is kept.
+    pub fn pause(&self, pause: Duration) {
+        let until = Instant::now() + pause;
+        {
+            let mut state = self.lock();
+            if state.paused_until.is_none_or(|current| current < until) {
+                state.paused_until = Some(until);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// The budget's current state.
+    pub fn status(&self) -> BudgetStatus {
+        let now = Instant::now();
+        let state = self.lock();
+        let window = self.limit.window;
+        BudgetStatus {
+            calls_in_window: state
+                .calls
+                .iter()
+                .filter(|s| s.ended.is_none_or(|ended| ended + window > now))
+                .count(),
+            waiting: state.queue.len(),
+            paused_for: state
+                .paused_until
+                .filter(|until| *until > now)
+                .map(|until| until - now),
+            granted: state.granted,
+        }
+    }
+}
+
+/// Removes a waiting caller's ticket when its future is dropped.
+struct TicketGuard<'a> {
+    budget: &'a Budget,
+    ticket: (Priority, u64),
+    active: bool,
+}
+
+impl Drop for TicketGuard<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            self.budget.lock().queue.remove(&self.ticket);
+            self.budget.changed.notify_waiters();
+        }
+    }
+}
+
+/// The right to send one call. Dropping it records the end of the call, so
+/// the slot leaves the window one window later.
+#[derive(Debug)]
+pub struct Permit {
+    budget: Arc<Budget>,
+    id: u64,
+    done: bool,
+}
+
+impl Permit {
+    /// Records that the answer (or the failure) has arrived.
+    pub fn finish(mut self) {
+        self.done = true;
+        self.budget.finish(self.id);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.done {
+            self.budget.finish(self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(calls: u32, secs: u64) -> RateLimit {
+        RateLimit {
+            calls,
+            window: Duration::from_secs(secs),
+        }
+    }
+
+    /// The largest number of grant times inside any half-open window.
+    fn max_in_window(times: &[Instant], window: Duration) -> usize {
+        let mut best = 0;
+        for (i, start) in times.iter().enumerate() {
+            let n = times[i..].iter().take_while(|t| **t < *start + window).count();
+            best = best.max(n);
+        }
+        best
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_more_than_the_limit_in_any_window() {
+        let budget = Budget::new(limit(5, 60));
+        let start = Instant::now();
+        let mut grants = Vec::new();
+        for _ in 0..23 {
+            let (permit, _) = budget.acquire(Priority::Low).await;
+            grants.push(Instant::now());
+            tokio::time::sleep(Duration::from_millis(300)).await; // the call's latency
+            permit.finish();
+        }
+        assert_eq!(max_in_window(&grants, Duration::from_secs(60)), 5);
+        // 23 calls need four full windows after the first burst, plus the latency
+        // of the calls that opened each window.
+        let elapsed = grants[22] - start;
+        assert!(elapsed >= Duration::from_secs(240), "{elapsed:?}");
+        assert!(elapsed <= Duration::from_secs(242), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_bucket_burst_is_not_allowed() {
+        // At 59 s a bucket refilled at 5/min would have ~5 tokens again; the window
+        // must still refuse until the first call's answer is 60 s old.
+        let budget = Budget::new(limit(5, 60));
+        for _ in 0..5 {
+            budget.acquire(Priority::Low).await.0.finish();
+        }
+        tokio::time::advance(Duration::from_secs(59)).await;
+        let (_, waited) = budget.acquire(Priority::Low).await;
+        assert_eq!(waited, Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_in_flight_holds_its_slot_until_it_ends() {
+        let budget = Budget::new(limit(1, 10));
+        let (permit, _) = budget.acquire(Priority::Low).await;
+        let b = Arc::clone(&budget);
+        let waiter = tokio::spawn(async move { b.acquire(Priority::Low).await.1 });
+        tokio::time::sleep(Duration::from_secs(30)).await; // a very slow answer
+        permit.finish();
+        assert_eq!(waiter.await.unwrap(), Duration::from_secs(40));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn high_priority_goes_first() {
+        let budget = Budget::new(limit(1, 10));
+        budget.acquire(Priority::Low).await.0.finish();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, priority) in [("sweep-1", Priority::Low), ("sweep-2", Priority::Low), ("malicious", Priority::High)] {
+            let b = Arc::clone(&budget);
+            let order = Arc::clone(&order);
+            tasks.push(tokio::spawn(async move {
+                let (permit, _) = b.acquire(priority).await;
+                order.lock().unwrap().push(name);
+                permit.finish();
+            }));
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec!["malicious", "sweep-1", "sweep-2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_stops_every_grant_until_it_ends() {
+        let budget = Budget::new(limit(5, 60));
+        budget.acquire(Priority::Low).await.0.finish();
+        budget.pause(Duration::from_secs(90));
+        assert!(budget.status().paused_for.is_some());
+        let (_, waited) = budget.acquire(Priority::High).await;
+        assert_eq!(waited, Duration::from_secs(90));
+        // A shorter pause does not cut a longer one.
+        budget.pause(Duration::from_secs(30));
+        budget.pause(Duration::from_secs(5));
+        let (_, waited) = budget.acquire(Priority::High).await;
+        assert_eq!(waited, Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_gives_its_place_up() {
+        let budget = Budget::new(limit(1, 10));
+        let (permit, _) = budget.acquire(Priority::Low).await;
+        let b = Arc::clone(&budget);
+        let first = tokio::spawn(async move { b.acquire(Priority::High).await });
+        tokio::task::yield_now().await;
+        first.abort();
+        let _ = first.await;
+        assert_eq!(budget.status().waiting, 0);
+        permit.finish();
+        let (_, waited) = budget.acquire(Priority::Low).await;
+        assert_eq!(waited, Duration::from_secs(10));
+        assert_eq!(budget.status().granted, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_a_permit_ends_the_call() {
+        let budget = Budget::new(limit(1, 10));
+        drop(budget.acquire(Priority::Low).await.0);
+        let (_, waited) = budget.acquire(Priority::Low).await;
+        assert_eq!(waited, Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,17 @@
+//! The HSS API client.
+//!
+//! Place in the data flow: below the scheduler. [`client::Client`] sends the
+//! listing call of one target, drawing every attempt from the shared
+//! [`budget::Budget`] and authenticating it with one of the credential kinds in
+//! [`auth`]; [`model`] turns each answer into rows. Nothing here knows about
+//! scopes, lanes or metrics: observations go out through
+//! [`client::ApiObserver`].
+
+pub mod auth;
+pub mod budget;
+pub mod client;
+pub mod model;
+
+pub use budget::{Budget, Priority};
+pub use client::{ApiObserver, Client, ClientSettings, Error, ListQuery};
+pub use model::{Page, Row};

@@ -1,0 +1,636 @@
+//! The listing API's page and row model, parsed leniently.
+//!
+//! Place in the data flow: the client hands each response body to
+//! [`parse_page`]; the rows it returns go to the scheduler and on to
+//! aggregation. The official example response is loose with types (`"id":
+//! "111(...)"`, sizes as text), so every field is read leniently: a number may
+//! come as a JSON number, a numeric string, null or not at all; a value that
+//! cannot be read counts as absent (0 for counts), is reported in
+//! [`Page::invalid_fields`], and never fails the page. Only a body that is not
+//! JSON, or a page without a row list, is an error.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// A page body that could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// Not JSON, cut off, or not the page's shape.
+    #[error("malformed page: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// JSON, but without a `data_list` array.
+    #[error("malformed page: no data_list array")]
+    NoRows,
+}
+
+/// One image version, as far as the exporter needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Row {
+    /// The API's row id, when readable.
+    pub id: Option<u64>,
+    /// SWR organisation (namespace).
+    pub namespace: String,
+    /// Image (repository) name.
+    pub image_name: String,
+    /// Image version (tag).
+    pub image_version: String,
+    /// Image digest.
+    pub image_digest: String,
+    /// Scan status; `None` when missing.
+    pub scan_status: Option<String>,
+    /// Why the scan failed; empty when it did not.
+    pub scan_failed_desc: String,
+    /// Last scan time, epoch milliseconds; `None` when never scanned.
+    pub latest_scan_time: Option<i64>,
+    /// Vulnerabilities found.
+    pub vul_num: u64,
+    /// Failed baseline (unsafe setting) checks.
+    pub unsafe_setting_num: u64,
+    /// Malicious files found.
+    pub malicious_file_num: u64,
+    /// Enterprise-edition instance name; empty otherwise.
+    pub instance_name: String,
+    /// Enterprise-edition instance id; empty otherwise.
+    pub instance_id: String,
+    /// Whether this is the newest version of the image.
+    pub latest_version: Option<bool>,
+}
+
+/// A parsed page.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The API's total for the whole listing, when readable.
+    pub total_num: Option<u64>,
+    /// The rows that were objects.
+    pub rows: Vec<Row>,
+    /// Fields whose value could not be read, with how often.
+    pub invalid_fields: Vec<(&'static str, u64)>,
+}
+
+impl Page {
+    fn count_invalid(&mut self, field: &'static str) {
+        match self.invalid_fields.iter_mut().find(|(f, _)| *f == field) {
+            Some((_, n)) => *n += 1,
+            None => self.invalid_fields.push((field, 1)),
+        }
+    }
+}
+
+/// Parses a response body of the listing call.
+pub fn parse_page(body: &[u8]) -> Result<Page, ModelError> {
+    let raw: RawPage = serde_json::from_slice(body)?;
+    let Some(rows) = raw.data_list else {
+        return Err(ModelError::NoRows);
+    };
+    let mut page = Page {
+        rows: Vec::with_capacity(rows.len()),
+        ..Page::default()
+    };
+    match raw.total_num {
+        Loose::Value(n) if n >= 0 => page.total_num = u64::try_from(n).ok(),
+        Loose::Absent => {}
+        _ => page.count_invalid("total_num"),
+    }
+    for row in rows {
+        match row {
+            RawRow::NotAnObject => page.count_invalid("data_list"),
+            RawRow::Row(row, invalid) => {
+                for field in invalid {
+                    page.count_invalid(field);
+                }
+                page.rows.push(row);
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// A leniently read scalar.
+#[derive(Debug, Default, Clone, PartialEq)]
+enum Loose<T> {
+    /// Null or missing.
+    #[default]
+    Absent,
+    /// Read.
+    Value(T),
+    /// Present but unreadable.
+    Invalid,
+}
+
+#[derive(Deserialize)]
+struct RawPage {
+    #[serde(default)]
+    total_num: Loose<i64>,
+    #[serde(default)]
+    data_list: Option<Vec<RawRow>>,
+}
+
+/// Reads an integer from a number or a numeric string.
+struct IntVisitor;
+
+impl<'de> Visitor<'de> for IntVisitor {
+    type Value = Loose<i64>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an integer, a numeric string or null")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Loose::Value(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(i64::try_from(v).map_or(Loose::Invalid, Loose::Value))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        if v.fract() == 0.0 && v.is_finite() && v.abs() < 9.0e15 {
+            // The check above makes the conversion exact.
+            #[allow(clippy::cast_possible_truncation)]
+            Ok(Loose::Value(v as i64))
+        } else {
+            Ok(Loose::Invalid)
+        }
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        let t = v.trim();
+        if t.is_empty() {
+            return Ok(Loose::Absent);
+        }
+        if let Ok(n) = t.parse::<i64>() {
+            return Ok(Loose::Value(n));
+        }
+        match t.parse::<f64>() {
+            Ok(f) => self.visit_f64(f),
+            Err(_) => Ok(Loose::Invalid),
+        }
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Loose::Invalid)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Absent)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Absent)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Loose::Invalid)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Loose::Invalid)
+    }
+}
+
+impl<'de> Deserialize<'de> for Loose<i64> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(IntVisitor)
+    }
+}
+
+/// Reads text from a string, or a number or boolean written as text.
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Loose<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or null")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Loose::Value(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Loose::Value(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Loose::Value(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Loose::Value(v.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Loose::Value(v.to_string()))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Loose::Value(v.to_string()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Absent)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Absent)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Loose::Invalid)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Loose::Invalid)
+    }
+}
+
+impl<'de> Deserialize<'de> for Loose<String> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextVisitor)
+    }
+}
+
+/// Reads a boolean from `true`/`false`, `"true"`/`"false"` or 0/1.
+struct BoolVisitor;
+
+impl<'de> Visitor<'de> for BoolVisitor {
+    type Value = Loose<bool>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a boolean or null")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Loose::Value(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(match v {
+            0 => Loose::Value(false),
+            1 => Loose::Value(true),
+            _ => Loose::Invalid,
+        })
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.visit_i64(i64::try_from(v).unwrap_or(-1))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Loose::Invalid)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(match v.trim() {
+            "true" | "TRUE" | "True" => Loose::Value(true),
+            "false" | "FALSE" | "False" => Loose::Value(false),
+            "" => Loose::Absent,
+            _ => Loose::Invalid,
+        })
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Absent)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Absent)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Loose::Invalid)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Loose::Invalid)
+    }
+}
+
+impl<'de> Deserialize<'de> for Loose<bool> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(BoolVisitor)
+    }
+}
+
+/// A row as it arrives: an object with the fields read leniently and the
+/// names of unreadable fields, or something else entirely.
+enum RawRow {
+    Row(Row, Vec<&'static str>),
+    NotAnObject,
+}
+
+/// The row fields the exporter reads; everything else is skipped unread.
+enum Field {
+    Id,
+    Namespace,
+    ImageName,
+    ImageVersion,
+    ImageDigest,
+    ScanStatus,
+    ScanFailedDesc,
+    LatestScanTime,
+    VulNum,
+    UnsafeSettingNum,
+    MaliciousFileNum,
+    InstanceName,
+    InstanceId,
+    LatestVersion,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+                Ok(match v {
+                    "id" => Field::Id,
+                    "namespace" => Field::Namespace,
+                    "image_name" => Field::ImageName,
+                    "image_version" => Field::ImageVersion,
+                    "image_digest" => Field::ImageDigest,
+                    "scan_status" => Field::ScanStatus,
+                    "scan_failed_desc" => Field::ScanFailedDesc,
+                    "latest_scan_time" => Field::LatestScanTime,
+                    "vul_num" => Field::VulNum,
+                    "unsafe_setting_num" => Field::UnsafeSettingNum,
+                    "malicious_file_num" => Field::MaliciousFileNum,
+                    "instance_name" => Field::InstanceName,
+                    "instance_id" => Field::InstanceId,
+                    "latest_version" => Field::LatestVersion,
+                    _ => Field::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(FieldVisitor)
+    }
+}
+
+fn text(value: Loose<String>, field: &'static str, invalid: &mut Vec<&'static str>) -> String {
+    match value {
+        Loose::Value(s) => s,
+        Loose::Absent => String::new(),
+        Loose::Invalid => {
+            invalid.push(field);
+            String::new()
+        }
+    }
+}
+
+fn count(value: Loose<i64>, field: &'static str, invalid: &mut Vec<&'static str>) -> u64 {
+    match value {
+        Loose::Value(n) if n >= 0 => n.unsigned_abs(),
+        Loose::Absent => 0,
+        _ => {
+            invalid.push(field);
+            0
+        }
+    }
+}
+
+struct RowVisitor;
+
+impl<'de> Visitor<'de> for RowVisitor {
+    type Value = RawRow;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an image row")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRow, A::Error> {
+        let mut row = Row::default();
+        let mut invalid = Vec::new();
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::Id => match map.next_value::<Loose<i64>>()? {
+                    Loose::Value(n) if n >= 0 => row.id = Some(n.unsigned_abs()),
+                    Loose::Absent => {}
+                    _ => invalid.push("id"),
+                },
+                Field::Namespace => row.namespace = text(map.next_value()?, "namespace", &mut invalid),
+                Field::ImageName => row.image_name = text(map.next_value()?, "image_name", &mut invalid),
+                Field::ImageVersion => {
+                    row.image_version = text(map.next_value()?, "image_version", &mut invalid);
+                }
+                Field::ImageDigest => {
+                    row.image_digest = text(map.next_value()?, "image_digest", &mut invalid);
+                }
+                Field::ScanStatus => match map.next_value::<Loose<String>>()? {
+                    Loose::Value(s) if !s.is_empty() => row.scan_status = Some(s),
+                    Loose::Value(_) | Loose::Absent => {}
+                    Loose::Invalid => invalid.push("scan_status"),
+                },
+                Field::ScanFailedDesc => {
+                    row.scan_failed_desc = text(map.next_value()?, "scan_failed_desc", &mut invalid);
+                }
+                Field::LatestScanTime => match map.next_value::<Loose<i64>>()? {
+                    Loose::Value(n) if n > 0 => row.latest_scan_time = Some(n),
+                    Loose::Value(0) | Loose::Absent => {}
+                    _ => invalid.push("latest_scan_time"),
+                },
+                Field::VulNum => row.vul_num = count(map.next_value()?, "vul_num", &mut invalid),
+                Field::UnsafeSettingNum => {
+                    row.unsafe_setting_num = count(map.next_value()?, "unsafe_setting_num", &mut invalid);
+                }
+                Field::MaliciousFileNum => {
+                    row.malicious_file_num = count(map.next_value()?, "malicious_file_num", &mut invalid);
+                }
+                Field::InstanceName => {
+                    row.instance_name = text(map.next_value()?, "instance_name", &mut invalid);
+                }
+                Field::InstanceId => row.instance_id = text(map.next_value()?, "instance_id", &mut invalid),
+                Field::LatestVersion => match map.next_value::<Loose<bool>>()? {
+                    Loose::Value(b) => row.latest_version = Some(b),
+                    Loose::Absent => {}
+                    Loose::Invalid => invalid.push("latest_version"),
+                },
+                Field::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(RawRow::Row(row, invalid))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawRow, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(RawRow::NotAnObject)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<RawRow, E> {
+        Ok(RawRow::NotAnObject)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawRow, E> {
+        Ok(RawRow::NotAnObject)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawRow, E> {
+        Ok(RawRow::NotAnObject)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawRow, E> {
+        Ok(RawRow::NotAnObject)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawRow, E> {
+        Ok(RawRow::NotAnObject)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<RawRow, E> {
+        Ok(RawRow::NotAnObject)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawRow {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RowVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The official example response of the API page (shared/seeds), verbatim.
+    const SEED_EXAMPLE: &str = r#"{
+"total_num" : 3,
+"data_list" : [ {
+"id" : "111(私有镜像举例)",
+"image_digest" : "sha256:cebcdacde18091448a5040dc55bb1a9f6540b093db8XXXXXX",
+"image_id" : "cebcdacde18091448a5040dc55bb1a9f6540b093db8XXXXXX",
+"image_name" : "centos7",
+"image_size" : "1000 单位(Bytes)",
+"image_type" : "private_image",
+"image_version" : "common",
+"latest_scan_time" : 1691748641788,
+"latest_update_time" : 1687664346000,
+"latest_version" : false,
+"malicious_file_num" : 0,
+"namespace" : "aaa",
+"scan_status" : "success",
+"scannable" : true,
+"unsafe_setting_num" : 1,
+"vul_num" : 111,
+"instance_name" : "",
+"instance_id" : "",
+"instance_url" : ""
+}, {
+"id" : "222(共享镜像举例)",
+"domain_name" : "scc_cgs_XXX",
+"shared_status" : "effective",
+"image_digest" : "sha256:cebcdacde18091448a5040dc55bb1a9f6540b093db8XXXXXX",
+"image_id" : "cebcdacde18091448a5040dc55bb1a9f6540b093db8XXXXXX",
+"image_name" : "mysql",
+"image_size" : "1000 单位(Bytes)",
+"image_type" : "shared_image",
+"image_version" : "5.5",
+"latest_scan_time" : 1691748641788,
+"latest_update_time" : 1687664346000,
+"latest_version" : false,
+"malicious_file_num" : 0,
+"namespace" : "aaa",
+"scan_status" : "success",
+"scannable" : true,
+"unsafe_setting_num" : 1,
+"vul_num" : 111,
+"instance_name" : "",
+"instance_id" : "",
+"instance_url" : ""
+}, {
+"id" : "333(企业镜像举例)",
+"domain_name" : "scc_cgs_XXX",
+"shared_status" : "effective",
+"image_digest" : "sha256:cebcdacde18091448a5040dc55bb1a9f6540b093db8XXXXXX",
+"image_id" : "cebcdacde18091448a5040dc55bb1a9f6540b093db8XXXXXX",
+"image_name" : "mysql",
+"image_size" : "1000 单位(Bytes)",
+"image_type" : "shared_image",
+"image_version" : "5.5",
+"latest_scan_time" : 1691748641788,
+"latest_update_time" : 1687664346000,
+"latest_version" : false,
+"malicious_file_num" : 0,
+"namespace" : "aaa",
+"scan_status" : "success",
+"scannable" : true,
+"unsafe_setting_num" : 1,
+"vul_num" : 111,
+"instance_name" : "企业实例名称",
+"instance_id" : "",
+"instance_url" : ""
+} ]
+}"#;
+
+    #[test]
+    fn the_official_example_response_parses() {
+        let page = parse_page(SEED_EXAMPLE.as_bytes()).unwrap();
+        assert_eq!(page.total_num, Some(3));
+        assert_eq!(page.rows.len(), 3);
+        let first = &page.rows[0];
+        assert_eq!(first.id, None);
+        assert_eq!(first.namespace, "aaa");
+        assert_eq!(first.image_name, "centos7");
+        assert_eq!(first.scan_status.as_deref(), Some("success"));
+        assert_eq!(first.vul_num, 111);
+        assert_eq!(first.unsafe_setting_num, 1);
+        assert_eq!(first.latest_scan_time, Some(1_691_748_641_788));
+        assert_eq!(page.rows[2].instance_name, "企业实例名称");
+        // The ids are text, not numbers; image_size is not read at all.
+        assert_eq!(page.invalid_fields, vec![("id", 3)]);
+    }
+
+    #[test]
+    fn numbers_come_as_numbers_strings_null_or_not_at_all() {
+        let page = parse_page(
+            br#"{"total_num":"4","data_list":[
+                {"id":7,"vul_num":"12","malicious_file_num":2.0,"unsafe_setting_num":null},
+                {"id":"8","vul_num":" 3 "},
+                {"id":null,"vul_num":"lots","malicious_file_num":-1,"latest_scan_time":"1700000000000"},
+                {"vul_num":true,"scan_status":null,"latest_version":"true"}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(page.total_num, Some(4));
+        let r = &page.rows;
+        assert_eq!((r[0].id, r[0].vul_num, r[0].malicious_file_num, r[0].unsafe_setting_num), (Some(7), 12, 2, 0));
+        assert_eq!((r[1].id, r[1].vul_num), (Some(8), 3));
+        assert_eq!((r[2].id, r[2].vul_num, r[2].malicious_file_num), (None, 0, 0));
+        assert_eq!(r[2].latest_scan_time, Some(1_700_000_000_000));
+        assert_eq!(r[3].vul_num, 0);
+        assert_eq!(r[3].scan_status, None);
+        assert_eq!(r[3].latest_version, Some(true));
+        let mut invalid = page.invalid_fields.clone();
+        invalid.sort();
+        assert_eq!(invalid, vec![("malicious_file_num", 1), ("vul_num", 2)]);
+    }
+
+    #[test]
+    fn strange_rows_and_values_never_fail_the_page() {
+        let page = parse_page(
+            br#"{"total_num":{"x":1},"data_list":[1,"x",null,[],{"namespace":["a"],"image_name":5,"extra":{"deep":[1,2]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(page.total_num, None);
+        assert_eq!(page.rows.len(), 1);
+        assert_eq!(page.rows[0].namespace, "");
+        assert_eq!(page.rows[0].image_name, "5");
+        let mut invalid = page.invalid_fields.clone();
+        invalid.sort();
+        assert_eq!(invalid, vec![("data_list", 4), ("namespace", 1), ("total_num", 1)]);
+    }
+
+    #[test]
+    fn unknown_enum_values_pass_through() {
+        let page = parse_page(
+            br#"{"total_num":1,"data_list":[{"scan_status":"quantum_scanning","scan_failed_desc":"new_reason"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(page.rows[0].scan_status.as_deref(), Some("quantum_scanning"));
+        assert_eq!(page.rows[0].scan_failed_desc, "new_reason");
+        assert!(page.invalid_fields.is_empty());
+    }
+
+    #[test]
+    fn cut_off_or_shapeless_bodies_are_errors() {
+        let cut = &SEED_EXAMPLE.as_bytes()[..200];
+        assert!(matches!(parse_page(cut), Err(ModelError::Malformed(_))));
+        assert!(matches!(parse_page(b"{\"total_num\":0}"), Err(ModelError::NoRows)));
+        assert!(parse_page(b"[]").is_err());
+        assert!(parse_page(b"<html>").unwrap_err().to_string().starts_with("malformed page"));
+    }
+
+    #[test]
+    fn empty_page_parses() {
+        let page = parse_page(br#"{"total_num":0,"data_list":[]}"#).unwrap();
+        assert_eq!(page, Page { total_num: Some(0), ..Page::default() });
+    }
+}

@@ -1,0 +1,588 @@
+//! Metrics: published snapshots and the exporter's own numbers as Prometheus
+//! text.
+//!
+//! Place in the data flow: after the scheduler, before the web server. Scrapes
+//! never call the API: [`Metrics::render`] reads the latest snapshot of each
+//! scope and the self-metrics in memory. Everything is built with the
+//! `prometheus` crate: self-metrics live in a [`Registry`] (the API counters
+//! through [`ApiMetrics`], lane health through a collector over the scope
+//! handles, process metrics, build info); namespace series are built as
+//! metric families from each snapshot and encoded once per snapshot, then
+//! reused by every scrape until the scope publishes again. A namespace that
+//! vanished from the last sweep, or a scope whose data went stale, simply has
+//! no series.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{
+    CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+use crate::collect::aggregate::KNOWN_SCAN_STATUSES;
+use crate::collect::{NamespaceKey, ScopeHandle, ScopeSet, Snapshot};
+use crate::hss::ApiObserver;
+
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The scope labels.
+const SCOPE_LABELS: [&str; 3] = ["target", "enterprise_project_id", "image_type"];
+
+/// Could not set the metrics up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A metric was refused by the registry.
+    #[error("metric registration failed: {0}")]
+    Registry(#[from] prometheus::Error),
+}
+
+/// Counters and histograms about API calls, fed by the client.
+#[derive(Debug, Clone)]
+pub struct ApiMetrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    retries: IntCounterVec,
+    throttled: IntCounterVec,
+    budget_wait: CounterVec,
+    invalid_fields: IntCounterVec,
+}
+
+impl ApiMetrics {
+    fn new(registry: &Registry) -> Result<Self, Error> {
+        let requests = IntCounterVec::new(
+            Opts::new("hss_swr_api_requests_total", "HSS API calls by HTTP status; code=\"error\" when no answer came."),
+            &["target", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new("hss_swr_api_request_duration_seconds", "Latency of HSS API calls, body included.")
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            &["target"],
+        )?;
+        let retries = IntCounterVec::new(
+            Opts::new("hss_swr_api_retries_total", "HSS API calls retried, by the reason of the failed attempt."),
+            &["target", "reason"],
+        )?;
+        let throttled = IntCounterVec::new(
+            Opts::new("hss_swr_api_throttled_total", "HTTP 429 answers received from the HSS API."),
+            &["target"],
+        )?;
+        let budget_wait = CounterVec::new(
+            Opts::new(
+                "hss_swr_api_budget_wait_seconds_total",
+                "Time calls waited for a slot of the shared request budget.",
+            ),
+            &["target"],
+        )?;
+        let invalid_fields = IntCounterVec::new(
+            Opts::new(
+                "hss_swr_invalid_fields_total",
+                "Row values the HSS API sent that could not be read; they count as absent.",
+            ),
+            &["target", "field"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(throttled.clone()))?;
+        registry.register(Box::new(budget_wait.clone()))?;
+        registry.register(Box::new(invalid_fields.clone()))?;
+        Ok(Self {
+            requests,
+            duration,
+            retries,
+            throttled,
+            budget_wait,
+            invalid_fields,
+        })
+    }
+
+    /// Makes the per-target series exist at 0 before the first call.
+    pub fn init_target(&self, target: &str) {
+        self.throttled.with_label_values(&[target]);
+        self.budget_wait.with_label_values(&[target]);
+    }
+}
+
+impl ApiObserver for ApiMetrics {
+    fn request(&self, target: &str, code: &str, duration: Duration) {
+        self.requests.with_label_values(&[target, code]).inc();
+        self.duration
+            .with_label_values(&[target])
+            .observe(duration.as_secs_f64());
+    }
+    fn retry(&self, target: &str, reason: &'static str) {
+        self.retries.with_label_values(&[target, reason]).inc();
+    }
+    fn throttled(&self, target: &str) {
+        self.throttled.with_label_values(&[target]).inc();
+    }
+    fn budget_wait(&self, target: &str, waited: Duration) {
+        self.budget_wait
+            .with_label_values(&[target])
+            .inc_by(waited.as_secs_f64());
+    }
+    fn invalid_field(&self, target: &str, field: &'static str, count: u64) {
+        self.invalid_fields
+            .with_label_values(&[target, field])
+            .inc_by(count);
+    }
+}
+
+/// The metrics of the whole exporter.
+pub struct Metrics {
+    registry: Registry,
+    api: Arc<ApiMetrics>,
+    scopes: Arc<ScopeSet>,
+    image_metrics: bool,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Sets up every self-metric; namespace series come from `scopes`.
+    pub fn new(scopes: Arc<ScopeSet>, image_metrics: bool) -> Result<Self, Error> {
+        let registry = Registry::new();
+        let api = Arc::new(ApiMetrics::new(&registry)?);
+        let build_info = GaugeVec::new(
+            Opts::new("hss_swr_build_info", "Version and git revision of this exporter; always 1."),
+            &["version", "revision"],
+        )?;
+        build_info
+            .with_label_values(&[crate::VERSION, crate::REVISION])
+            .set(1.0);
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(LaneCollector::new(Arc::clone(&scopes))?))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        Ok(Self {
+            registry,
+            api,
+            scopes,
+            image_metrics,
+        })
+    }
+
+    /// The observer the HSS clients report to.
+    pub fn api(&self) -> Arc<ApiMetrics> {
+        Arc::clone(&self.api)
+    }
+
+    /// The whole exposition, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        let families = self.registry.gather();
+        if let Err(error) = TextEncoder::new().encode_utf8(&families, &mut out) {
+            tracing::error!(%error, "encoding self-metrics failed");
+        }
+        let published: Vec<(Arc<ScopeHandle>, Arc<Snapshot>)> = self
+            .scopes
+            .list()
+            .into_iter()
+            .filter_map(|scope| scope.snapshot().map(|snapshot| (scope, snapshot)))
+            .collect();
+        let chunks: Vec<&Vec<String>> = published
+            .iter()
+            .map(|(scope, snapshot)| {
+                snapshot
+                    .rendered
+                    .get_or_init(|| render_snapshot(scope, snapshot, self.image_metrics))
+            })
+            .collect();
+        for (i, family) in NAMESPACE_FAMILIES.iter().enumerate() {
+            if chunks.iter().all(|c| c.get(i).is_none_or(String::is_empty)) {
+                continue;
+            }
+            out.push_str("# HELP ");
+            out.push_str(family.name);
+            out.push(' ');
+            out.push_str(family.help);
+            out.push_str("\n# TYPE ");
+            out.push_str(family.name);
+            out.push_str(" gauge\n");
+            for c in &chunks {
+                if let Some(chunk) = c.get(i) {
+                    out.push_str(chunk);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A namespace (or per-scope) gauge family rendered from snapshots.
+struct FamilySpec {
+    name: &'static str,
+    help: &'static str,
+}
+
+const NAMESPACE_FAMILIES: [FamilySpec; 13] = [
+    FamilySpec {
+        name: "hss_swr_images",
+        help: "Image versions by scan status, from the last complete sweep of the scope.",
+    },
+    FamilySpec {
+        name: "hss_swr_vulnerabilities",
+        help: "Sum of vul_num over the namespace's images, from the last complete sweep.",
+    },
+    FamilySpec {
+        name: "hss_swr_malicious_files",
+        help: "Sum of malicious_file_num over the namespace's images, from the last complete sweep.",
+    },
+    FamilySpec {
+        name: "hss_swr_unsafe_settings",
+        help: "Sum of unsafe_setting_num (failed baseline checks) over the namespace's images, from the last complete sweep.",
+    },
+    FamilySpec {
+        name: "hss_swr_vulnerable_images",
+        help: "Images with vul_num > 0, from the last complete sweep.",
+    },
+    FamilySpec {
+        name: "hss_swr_malicious_images",
+        help: "Images with malicious_file_num > 0, from the last complete sweep.",
+    },
+    FamilySpec {
+        name: "hss_swr_unsafe_images",
+        help: "Images with unsafe_setting_num > 0, from the last complete sweep.",
+    },
+    FamilySpec {
+        name: "hss_swr_scan_failures",
+        help: "Images by scan_failed_desc, from the last complete sweep.",
+    },
+    FamilySpec {
+        name: "hss_swr_oldest_scan_timestamp_seconds",
+        help: "Oldest latest_scan_time among the namespace's scanned images, from the last complete sweep.",
+    },
+    FamilySpec {
+        name: "hss_swr_image_vulnerabilities",
+        help: "vul_num of one image version (image_metrics), from the last complete sweep.",
+    },
+    FamilySpec {
+        name: "hss_swr_image_malicious_files",
+        help: "malicious_file_num of one image version (image_metrics), from the last complete sweep.",
+    },
+    FamilySpec {
+        name: "hss_swr_image_unsafe_settings",
+        help: "unsafe_setting_num of one image version (image_metrics), from the last complete sweep.",
+    },
+    FamilySpec {
+        name: "hss_swr_image_series_dropped",
+        help: "Image versions left out of the per-image series by max_image_series in the last complete sweep.",
+    },
+];
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut pair = LabelPair::default();
+    pair.set_name(name.to_string());
+    pair.set_value(value.to_string());
+    pair
+}
+
+fn gauge(labels: Vec<LabelPair>, value: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(value);
+    let mut m = Metric::from_label(labels);
+    m.set_gauge(g);
+    m
+}
+
+fn counter(labels: Vec<LabelPair>, value: f64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(value);
+    let mut m = Metric::from_label(labels);
+    m.set_counter(c);
+    m
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn scope_labels(scope: &ScopeHandle) -> Vec<LabelPair> {
+    let s = &scope.scope;
+    vec![
+        label("target", &s.target),
+        label("enterprise_project_id", &s.enterprise_project_id),
+        label("image_type", s.image_type.as_str()),
+    ]
+}
+
+fn namespace_labels(scope_labels: &[LabelPair], key: &NamespaceKey) -> Vec<LabelPair> {
+    let mut labels = scope_labels.to_vec();
+    labels.push(label("instance_name", &key.instance_name));
+    labels.push(label("namespace", &key.namespace));
+    labels
+}
+
+fn with(mut labels: Vec<LabelPair>, name: &str, value: &str) -> Vec<LabelPair> {
+    labels.push(label(name, value));
+    labels
+}
+
+/// Encodes one family's samples without the `# TYPE` line: the caller writes
+/// HELP and TYPE once for all scopes.
+fn samples(name: &str, metrics: Vec<Metric>) -> String {
+    if metrics.is_empty() {
+        return String::new();
+    }
+    let f = family(name, "", MetricType::GAUGE, metrics);
+    let mut text = String::new();
+    if let Err(error) = TextEncoder::new().encode_utf8(&[f], &mut text) {
+        tracing::error!(%error, "encoding namespace series failed");
+        return String::new();
+    }
+    // Without a HELP text the encoder writes exactly one header line.
+    match text.split_once('\n') {
+        Some((_, body)) => body.to_string(),
+        None => String::new(),
+    }
+}
+
+/// Renders the namespace families of one snapshot, in [`NAMESPACE_FAMILIES`]
+/// order.
+fn render_snapshot(scope: &ScopeHandle, snapshot: &Snapshot, image_metrics: bool) -> Vec<String> {
+    let base = scope_labels(scope);
+    let mut per_family: Vec<Vec<Metric>> = (0..NAMESPACE_FAMILIES.len()).map(|_| Vec::new()).collect();
+    for (key, stats) in &snapshot.namespaces {
+        let n = namespace_labels(&base, key);
+        for (status, count) in KNOWN_SCAN_STATUSES.iter().zip(stats.known_status) {
+            per_family[0].push(gauge(with(n.clone(), "scan_status", status), count as f64));
+        }
+        for (status, count) in &stats.other_status {
+            per_family[0].push(gauge(with(n.clone(), "scan_status", status), *count as f64));
+        }
+        per_family[1].push(gauge(n.clone(), stats.vulnerabilities as f64));
+        per_family[2].push(gauge(n.clone(), stats.malicious_files as f64));
+        per_family[3].push(gauge(n.clone(), stats.unsafe_settings as f64));
+        per_family[4].push(gauge(n.clone(), stats.vulnerable_images as f64));
+        per_family[5].push(gauge(n.clone(), stats.malicious_images as f64));
+        per_family[6].push(gauge(n.clone(), stats.unsafe_images as f64));
+        for (reason, count) in &stats.scan_failures {
+            per_family[7].push(gauge(with(n.clone(), "reason", reason), *count as f64));
+        }
+        if let Some(ms) = stats.oldest_scan_ms {
+            per_family[8].push(gauge(n.clone(), ms as f64 / 1000.0));
+        }
+    }
+    if image_metrics {
+        for image in &snapshot.image_series {
+            let n = namespace_labels(&base, &image.namespace);
+            let labels = with(with(n, "image", &image.image), "version", &image.version);
+            per_family[9].push(gauge(labels.clone(), image.vulnerabilities as f64));
+            per_family[10].push(gauge(labels.clone(), image.malicious_files as f64));
+            per_family[11].push(gauge(labels, image.unsafe_settings as f64));
+        }
+        per_family[12].push(gauge(base, snapshot.image_series_dropped as f64));
+    }
+    per_family
+        .into_iter()
+        .zip(NAMESPACE_FAMILIES.iter())
+        .map(|(metrics, spec)| samples(spec.name, metrics))
+        .collect()
+}
+
+/// Lane health, read from the scope handles on every scrape.
+struct LaneCollector {
+    scopes: Arc<ScopeSet>,
+    descs: Vec<Desc>,
+}
+
+const LANE_FAMILIES: [(&str, &str, MetricType); 7] = [
+    ("hss_swr_up", "1 if the lane's last run succeeded, 0 if it failed; absent until the first run ends.", MetricType::GAUGE),
+    ("hss_swr_last_success_timestamp_seconds", "End of the lane's last successful run, seconds since the epoch.", MetricType::GAUGE),
+    ("hss_swr_poll_duration_seconds", "Duration of the lane's last run, including waits for the request budget.", MetricType::GAUGE),
+    ("hss_swr_polls_total", "Lane runs finished, successful or not.", MetricType::COUNTER),
+    ("hss_swr_poll_failures_total", "Lane runs that failed.", MetricType::COUNTER),
+    ("hss_swr_duplicate_rows_total", "Rows dropped because an earlier page of the same run had them.", MetricType::COUNTER),
+    ("hss_swr_total_changes_total", "Times total_num changed between pages of one run (the run still completes).", MetricType::COUNTER),
+];
+
+impl LaneCollector {
+    fn new(scopes: Arc<ScopeSet>) -> Result<Self, Error> {
+        let mut labels: Vec<String> = SCOPE_LABELS.iter().map(|s| s.to_string()).collect();
+        labels.push("lane".to_string());
+        let descs = LANE_FAMILIES
+            .iter()
+            .map(|(name, help, _)| Desc::new(name.to_string(), help.to_string(), labels.clone(), Default::default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { scopes, descs })
+    }
+}
+
+fn seconds_since_epoch(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Collector for LaneCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut per_family: Vec<Vec<Metric>> = (0..LANE_FAMILIES.len()).map(|_| Vec::new()).collect();
+        for scope in self.scopes.list() {
+            for lane in scope.lanes() {
+                let status = scope.lane_status(*lane);
+                let labels = with(scope_labels(&scope), "lane", lane.as_str());
+                if status.runs > 0 {
+                    per_family[0].push(gauge(labels.clone(), if status.up { 1.0 } else { 0.0 }));
+                }
+                if let Some(t) = status.last_success {
+                    per_family[1].push(gauge(labels.clone(), seconds_since_epoch(t)));
+                }
+                if let Some(d) = status.last_duration {
+                    per_family[2].push(gauge(labels.clone(), d.as_secs_f64()));
+                }
+                per_family[3].push(counter(labels.clone(), status.runs as f64));
+                per_family[4].push(counter(labels.clone(), status.failures as f64));
+                per_family[5].push(counter(labels.clone(), status.duplicate_rows as f64));
+                per_family[6].push(counter(labels, status.total_changes as f64));
+            }
+        }
+        per_family
+            .into_iter()
+            .zip(LANE_FAMILIES.iter())
+            .filter(|(metrics, _)| !metrics.is_empty())
+            .map(|(metrics, (name, help, kind))| family(name, help, *kind, metrics))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::aggregate::Aggregator;
+    use crate::collect::{Lane, Scope};
+    use crate::config::ImageType;
+    use crate::hss::Row;
+
+    fn published(rows: &[Row], image_metrics: bool) -> (Metrics, Arc<ScopeHandle>) {
+        let handle = ScopeHandle::new(
+            Scope {
+                target: "prod".into(),
+                enterprise_project_id: "0".into(),
+                image_type: ImageType::Private,
+                latest_version_only: false,
+            },
+            Duration::from_secs(3600),
+        );
+        let mut agg = Aggregator::new(image_metrics);
+        for row in rows {
+            agg.add(row);
+        }
+        handle.update_lane(Lane::Sweep, |s| {
+            s.runs = 1;
+            s.up = true;
+            s.last_success = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+            s.last_success_at = Some(tokio::time::Instant::now());
+            s.last_duration = Some(Duration::from_millis(1500));
+        });
+        handle.publish(Some(Arc::new(agg.finish(SystemTime::now(), 100))));
+        let metrics = Metrics::new(ScopeSet::new(vec![Arc::clone(&handle)]), image_metrics).unwrap();
+        (metrics, handle)
+    }
+
+    fn row(ns: &str, vul: u64, mal: u64) -> Row {
+        Row {
+            id: None,
+            namespace: ns.into(),
+            image_name: format!("{ns}-img"),
+            image_version: "1.0".into(),
+            scan_status: Some("success".into()),
+            vul_num: vul,
+            malicious_file_num: mal,
+            latest_scan_time: Some(1_690_000_000_500),
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn namespace_series_carry_the_published_numbers() {
+        let (metrics, _) = published(&[row("team-a", 7, 2)], false);
+        let text = metrics.render();
+        let n = r#"target="prod",enterprise_project_id="0",image_type="private_image",instance_name="",namespace="team-a""#;
+        for line in [
+            format!("hss_swr_images{{{n},scan_status=\"success\"}} 1"),
+            format!("hss_swr_images{{{n},scan_status=\"unscan\"}} 0"),
+            format!("hss_swr_images{{{n},scan_status=\"waiting_for_scan\"}} 0"),
+            format!("hss_swr_vulnerabilities{{{n}}} 7"),
+            format!("hss_swr_malicious_files{{{n}}} 2"),
+            format!("hss_swr_malicious_images{{{n}}} 1"),
+            format!("hss_swr_oldest_scan_timestamp_seconds{{{n}}} 1690000000.5"),
+            "hss_swr_up{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\",lane=\"sweep\"} 1".to_string(),
+            "hss_swr_last_success_timestamp_seconds{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\",lane=\"sweep\"} 1700000000".to_string(),
+            "hss_swr_polls_total{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\",lane=\"sweep\"} 1".to_string(),
+            format!("hss_swr_build_info{{revision=\"{}\",version=\"{}\"}} 1", crate::REVISION, crate::VERSION),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE hss_swr_images gauge").count(), 1);
+        assert!(!text.contains("hss_swr_image_vulnerabilities"), "per-image series are opt-in");
+    }
+
+    #[test]
+    fn awkward_label_values_are_escaped() {
+        let (metrics, _) = published(&[row("q\"uote\\back\nline 团队", 1, 0)], true);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"namespace="q\"uote\\back\nline 团队""#),
+            "{text}"
+        );
+        assert!(text.contains(r#"image="q\"uote\\back\nline 团队-img",version="1.0"} 1"#), "{text}");
+        for line in text.lines() {
+            assert!(!line.is_empty());
+        }
+    }
+
+    #[test]
+    fn per_image_series_when_enabled() {
+        let (metrics, _) = published(&[row("a", 3, 1)], true);
+        let text = metrics.render();
+        assert!(text.contains("hss_swr_image_malicious_files{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\",instance_name=\"\",namespace=\"a\",image=\"a-img\",version=\"1.0\"} 1"));
+        assert!(text.contains("hss_swr_image_series_dropped{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\"} 0"));
+    }
+
+    #[test]
+    fn stale_or_unpublished_scopes_have_no_namespace_series() {
+        let (metrics, handle) = published(&[row("a", 3, 1)], false);
+        handle.publish(None);
+        let text = metrics.render();
+        assert!(!text.contains("hss_swr_vulnerabilities"));
+        assert!(text.contains("hss_swr_up{"));
+    }
+
+    #[test]
+    fn api_observations_become_counters() {
+        let (metrics, _) = published(&[], false);
+        let api = metrics.api();
+        api.init_target("prod");
+        api.request("prod", "200", Duration::from_millis(20));
+        api.request("prod", "429", Duration::from_millis(20));
+        api.throttled("prod");
+        api.retry("prod", "throttled");
+        api.invalid_field("prod", "vul_num", 3);
+        let text = metrics.render();
+        for line in [
+            "hss_swr_api_requests_total{code=\"200\",target=\"prod\"} 1",
+            "hss_swr_api_requests_total{code=\"429\",target=\"prod\"} 1",
+            "hss_swr_api_throttled_total{target=\"prod\"} 1",
+            "hss_swr_api_retries_total{reason=\"throttled\",target=\"prod\"} 1",
+            "hss_swr_invalid_fields_total{field=\"vul_num\",target=\"prod\"} 3",
+            "hss_swr_api_budget_wait_seconds_total{target=\"prod\"} 0",
+            "hss_swr_api_request_duration_seconds_count{target=\"prod\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+    }
+}

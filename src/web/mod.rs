@@ -1,0 +1,250 @@
+//! The HTTP server: `/metrics`, the landing page, health, readiness and
+//! `/status`.
+//!
+//! Place in the data flow: last. Handlers only read memory (the metrics
+//! module's exposition and the scopes' status); no request ever reaches the
+//! HSS API. `/metrics` is gzip-compressed when the client accepts it.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tower_http::compression::CompressionLayer;
+
+use crate::collect::{Lane, LaneStatus, ScopeHandle, ScopeSet};
+use crate::hss::Budget;
+use crate::metrics::{CONTENT_TYPE, Metrics};
+
+/// The web server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Serving failed.
+    #[error("HTTP server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// What the handlers read.
+#[derive(Debug, Clone)]
+pub struct WebState {
+    /// The exposition.
+    pub metrics: Arc<Metrics>,
+    /// The scopes, for status and readiness.
+    pub scopes: Arc<ScopeSet>,
+    /// The request budgets, named by the API they guard.
+    pub budgets: Vec<(String, Arc<Budget>)>,
+    /// Where `/metrics` is served.
+    pub telemetry_path: String,
+}
+
+/// The router with every endpoint.
+pub fn router(state: WebState) -> Router {
+    let telemetry_path = state.telemetry_path.clone();
+    let metrics_route = Router::new()
+        .route(&telemetry_path, get(metrics))
+        .layer(CompressionLayer::new().gzip(true).no_br().no_deflate().no_zstd());
+    Router::new()
+        .route("/", get(landing))
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
+        .route("/status", get(status))
+        .merge(metrics_route)
+        .with_state(Arc::new(state))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes
+/// the requests in progress.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+async fn metrics(State(state): State<Arc<WebState>>) -> Response {
+    let metrics = Arc::clone(&state.metrics);
+    match tokio::task::spawn_blocking(move || metrics.render()).await {
+        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "rendering metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "rendering metrics failed\n").into_response()
+        }
+    }
+}
+
+async fn healthy() -> &'static str {
+    "Healthy\n"
+}
+
+async fn ready(State(state): State<Arc<WebState>>) -> Response {
+    let scopes = state.scopes.list();
+    let done = scopes.iter().filter(|s| s.has_run()).count();
+    if done == scopes.len() {
+        (StatusCode::OK, "Ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "Not ready: {done} of {} scopes have finished a first run\n",
+                scopes.len()
+            ),
+        )
+            .into_response()
+    }
+}
+
+fn epoch(t: Option<SystemTime>) -> Value {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(Value::Null, |d| json!(d.as_secs_f64()))
+}
+
+fn rfc3339(t: Option<SystemTime>) -> String {
+    t.map_or_else(String::new, |t| humantime::format_rfc3339_seconds(t).to_string())
+}
+
+fn lane_state(status: &LaneStatus) -> &'static str {
+    match (status.running_since.is_some(), status.runs, status.up) {
+        (_, 0, _) => "pending",
+        (_, _, true) => "ok",
+        (_, _, false) => "failed",
+    }
+}
+
+fn lane_json(scope: &ScopeHandle, lane: Lane) -> Value {
+    let s = scope.lane_status(lane);
+    json!({
+        "lane": lane.as_str(),
+        "state": lane_state(&s),
+        "running": s.running_since.is_some(),
+        "runs": s.runs,
+        "failures": s.failures,
+        "last_run_end": epoch(s.last_run_end),
+        "last_success": epoch(s.last_success),
+        "last_duration_seconds": s.last_duration.map(|d| d.as_secs_f64()),
+        "next_run": epoch(s.next_run),
+        "pages": s.last_pages,
+        "images": s.last_images,
+        "namespaces": s.last_namespaces,
+        "duplicate_rows": s.duplicate_rows,
+        "total_changes": s.total_changes,
+        "last_error": s.last_error,
+    })
+}
+
+async fn status(State(state): State<Arc<WebState>>) -> Response {
+    let scopes: Vec<Value> = state
+        .scopes
+        .list()
+        .iter()
+        .map(|scope| {
+            json!({
+                "target": scope.scope.target,
+                "enterprise_project_id": scope.scope.enterprise_project_id,
+                "image_type": scope.scope.image_type.as_str(),
+                "serving_data": scope.snapshot().is_some(),
+                "lanes": scope.lanes().iter().map(|lane| lane_json(scope, *lane)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let budgets: Vec<Value> = state
+        .budgets
+        .iter()
+        .map(|(api, budget)| {
+            let s = budget.status();
+            json!({
+                "api": api,
+                "limit": budget.limit().to_string(),
+                "calls_in_window": s.calls_in_window,
+                "waiting": s.waiting,
+                "paused_seconds": s.paused_for.map(|d| d.as_secs_f64()),
+                "calls_granted": s.granted,
+            })
+        })
+        .collect();
+    let body = json!({
+        "version": crate::VERSION,
+        "revision": crate::REVISION,
+        "ready": state.scopes.ready(),
+        "scopes": scopes,
+        "budgets": budgets,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// Escapes text for HTML.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+async fn landing(State(state): State<Arc<WebState>>) -> Html<String> {
+    let mut rows = String::new();
+    for scope in state.scopes.list() {
+        for lane in scope.lanes() {
+            let s = scope.lane_status(*lane);
+            let _ = write!(
+                rows,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{state}\">{state}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&scope.scope.target),
+                escape(&scope.scope.enterprise_project_id),
+                scope.scope.image_type,
+                lane.as_str(),
+                escape(&rfc3339(s.last_success)),
+                s.last_images,
+                s.last_namespaces,
+                escape(s.last_error.as_deref().unwrap_or("")),
+                state = lane_state(&s),
+            );
+        }
+    }
+    let path = escape(&state.telemetry_path);
+    Html(format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>HSS SWR exporter</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.ok{{color:#080}}.failed{{color:#c00}}\
+         .pending{{color:#888}}</style></head><body>\
+         <h1>HSS SWR exporter</h1><p>Version {version} (revision {revision})</p>\
+         <ul><li><a href=\"{path}\">Metrics</a></li><li><a href=\"/status\">Status (JSON)</a></li>\
+         <li><a href=\"/-/healthy\">Health</a></li><li><a href=\"/-/ready\">Readiness</a></li></ul>\
+         <h2>Scopes</h2><table><tr><th>Target</th><th>Enterprise project</th><th>Image type</th><th>Lane</th>\
+         <th>State</th><th>Last success</th><th>Images</th><th>Namespaces</th><th>Last error</th></tr>\
+         {rows}</table></body></html>\n",
+        version = crate::VERSION,
+        revision = crate::REVISION,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+}
