@@ -6,7 +6,8 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs");
     println!("cargo:rerun-if-env-changed=HSS_SWR_REVISION");
-    if std::env::var_os("HSS_SWR_REVISION").is_some() {
+    if let Ok(revision) = std::env::var("HSS_SWR_REVISION") {
+        println!("cargo:rustc-env=HSS_SWR_REVISION={revision}");
         return;
     }
     let revision = Command::new("git")
@@ -17,7 +18,6 @@ fn main() {
         .and_then(|out| String::from_utf8(out.stdout).ok())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
-    if let Some(revision) = revision {
-        println!("cargo:rustc-env=HSS_SWR_REVISION={revision}");
-    }
+    let revision = revision.unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=HSS_SWR_REVISION={revision}");
 }

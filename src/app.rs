@@ -197,7 +197,9 @@ impl Exporter {
             let handle = Arc::clone(handle);
             let source = Arc::clone(source);
             let settings = self.settings;
-            tasks.spawn(async move { scheduler::sweep_once(&handle, source.as_ref(), &settings).await });
+            tasks.spawn(
+                async move { scheduler::sweep_once(&handle, source.as_ref(), &settings).await },
+            );
         }
         let mut all = true;
         while let Some(result) = tasks.join_next().await {
@@ -214,10 +216,11 @@ pub fn parse_listen_address(address: &str) -> Result<SocketAddr, Error> {
     } else {
         address.to_string()
     };
-    full.parse().map_err(|e: std::net::AddrParseError| Error::ListenAddress {
-        address: address.to_string(),
-        reason: e.to_string(),
-    })
+    full.parse()
+        .map_err(|e: std::net::AddrParseError| Error::ListenAddress {
+            address: address.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Binds a listen address.
@@ -267,10 +270,14 @@ pub async fn run_daemon(
     let address = listener.local_addr().map_err(io("listener address"))?;
     tracing::info!(%address, telemetry_path, "serving metrics");
     let stop = cancel.clone();
-    let server = web::serve(listener, web::router(exporter.web_state(telemetry_path)), async move {
-        shutdown.await;
-        stop.cancel();
-    });
+    let server = web::serve(
+        listener,
+        web::router(exporter.web_state(telemetry_path)),
+        async move {
+            shutdown.await;
+            stop.cancel();
+        },
+    );
     let result = server.await;
     cancel.cancel();
     while lanes.join_next().await.is_some() {}
@@ -281,8 +288,13 @@ pub async fn run_daemon(
 /// directory, flushed to disk, then renamed over the target.
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
     use std::io::Write as _;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -321,15 +333,101 @@ pub async fn run_once(config: Config, output: Option<&Path>) -> Result<bool, Err
     Ok(ok)
 }
 
+/// The access key the demo's simulator accepts (not a real credential).
+pub const DEMO_ACCESS_KEY: &str = "DEMOACCESSKEY";
+/// The secret key the demo's simulator accepts (not a real credential).
+pub const DEMO_SECRET_KEY: &str = "demo-secret-key";
+
+/// The configuration the demo runs with, against a simulator at `endpoint`.
+/// The quota is 5 calls a second instead of 5 a minute, so a first sweep
+/// takes seconds instead of minutes.
+pub fn demo_config_yaml(endpoint: &str) -> String {
+    format!(
+        "api_rate_limit: 5/1s
+poll_interval: 30s
+request_timeout: 10s
+stale_after: 10m
+credentials:
+  access_key: {DEMO_ACCESS_KEY}
+  secret_key: {DEMO_SECRET_KEY}
+targets:
+  - name: demo
+    region: cn-north-4
+    project_id: 0123456789abcdef0123456789abcdef
+    endpoint: {endpoint}
+    enterprise_project_ids: [all_granted_eps]
+    image_types: [private_image, shared_image, instance_image]
+  - name: demo-finance
+    region: cn-north-4
+    project_id: 0123456789abcdef0123456789abcdef
+    endpoint: {endpoint}
+    enterprise_project_ids: [ep-finance]
+    image_types: [private_image]
+"
+    )
+}
+
+/// Runs the built-in simulator and the exporter against it in one process,
+/// serving metrics on `listener`, until `shutdown` completes.
+pub async fn run_demo(
+    listener: TcpListener,
+    telemetry_path: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    use crate::simulator::{Quota, SimConfig, Simulator};
+    let simulator = Simulator::new(SimConfig {
+        seed: 42,
+        images: 2400,
+        namespaces: 12,
+        quota: Some(Quota {
+            calls: 5,
+            window: Duration::from_secs(1),
+        }),
+        latency: Duration::from_millis(20),
+        credentials: vec![(DEMO_ACCESS_KEY.to_string(), DEMO_SECRET_KEY.to_string())],
+        ..SimConfig::default()
+    });
+    let sim_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io("cannot start the simulator"))?;
+    let sim_address = sim_listener.local_addr().map_err(io("simulator address"))?;
+    let stop_simulator = CancellationToken::new();
+    let simulator_task =
+        tokio::spawn(simulator.serve(sim_listener, stop_simulator.clone().cancelled_owned()));
+    let endpoint = format!("http://{sim_address}");
+    let yaml = demo_config_yaml(&endpoint);
+    let config = Config::parse(&yaml, Path::new("demo"), &|_| None).map_err(|e| Error::Io {
+        context: "demo configuration".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let address = listener.local_addr().map_err(io("listener address"))?;
+    tracing::info!(
+        simulator = %endpoint,
+        metrics = %format!("http://localhost:{}{telemetry_path}", address.port()),
+        "demo: the exporter polls the built-in simulator (2400 synthetic images, quota 5 calls/s)"
+    );
+    let exporter = Exporter::new(config)?;
+    let result = run_daemon(exporter, listener, telemetry_path, shutdown).await;
+    stop_simulator.cancel();
+    let _ = simulator_task.await;
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn listen_addresses_in_prometheus_form() {
-        assert_eq!(parse_listen_address(":9929").unwrap().to_string(), "0.0.0.0:9929");
+        assert_eq!(
+            parse_listen_address(":9929").unwrap().to_string(),
+            "0.0.0.0:9929"
+        );
         assert_eq!(parse_listen_address("127.0.0.1:0").unwrap().port(), 0);
-        assert_eq!(parse_listen_address("[::1]:9929").unwrap().to_string(), "[::1]:9929");
+        assert_eq!(
+            parse_listen_address("[::1]:9929").unwrap().to_string(),
+            "[::1]:9929"
+        );
         assert!(parse_listen_address("localhost").is_err());
     }
 
@@ -341,7 +439,11 @@ mod tests {
         std::fs::write(&path, "old").unwrap();
         write_atomically(&path, "new\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
         assert!(write_atomically(&dir.join("missing/x.prom"), "x").is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -152,7 +152,12 @@ impl FromStr for RateLimit {
 
 impl fmt::Display for RateLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.calls, humantime::format_duration(self.window))
+        write!(
+            f,
+            "{}/{}",
+            self.calls,
+            humantime::format_duration(self.window)
+        )
     }
 }
 
@@ -296,13 +301,15 @@ impl Config {
         origin: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let mut value: Value =
-            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax {
-                path: origin.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let mut value: Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })?;
         if value.is_null() {
-            return Err(ConfigError::invalid("targets", "the file is empty; at least one target is required"));
+            return Err(ConfigError::invalid(
+                "targets",
+                "the file is empty; at least one target is required",
+            ));
         }
         expand_env(&mut value, &mut String::new(), env)?;
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -332,7 +339,8 @@ fn expand_env(
 ) -> Result<(), ConfigError> {
     match value {
         Value::String(s) if s.contains('$') => {
-            *s = expand_string(s, env).map_err(|reason| ConfigError::invalid(path.clone(), reason))?;
+            *s = expand_string(s, env)
+                .map_err(|reason| ConfigError::invalid(path.clone(), reason))?;
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -376,12 +384,10 @@ fn expand_string(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
                 Some((name, default)) => (name, Some(default)),
                 None => (reference, None),
             };
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(format!("${{{reference}}} is not a valid environment reference"));
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "${{{reference}}} is not a valid environment reference"
+                ));
             }
             match (env(name), default) {
                 (Some(v), _) => out.push_str(&v),
@@ -418,7 +424,10 @@ impl DurationValue {
                 format!("{n} has no unit; write a duration such as {n}s or {n}m"),
             )),
             Self::Text(text) => humantime::parse_duration(text.trim()).map_err(|e| {
-                ConfigError::invalid(key, format!("{text:?} is not a duration (like 30s or 5m): {e}"))
+                ConfigError::invalid(
+                    key,
+                    format!("{text:?} is not a duration (like 30s or 5m): {e}"),
+                )
             }),
         }
     }
@@ -498,12 +507,14 @@ fn resolve_path(base_dir: &Path, value: &str) -> PathBuf {
 
 fn read_secret_file(base_dir: &Path, value: &str, key: &str) -> Result<Secret, ConfigError> {
     let path = resolve_path(base_dir, value);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        ConfigError::invalid(key, format!("cannot read {}: {e}", path.display()))
-    })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))?;
     let secret = text.trim_end_matches(['\r', '\n']).to_string();
     if secret.is_empty() {
-        return Err(ConfigError::invalid(key, format!("{} is empty", path.display())));
+        return Err(ConfigError::invalid(
+            key,
+            format!("{} is empty", path.display()),
+        ));
     }
     Ok(Secret(secret))
 }
@@ -564,7 +575,10 @@ impl RawCredentials {
             )),
             (Some(path), false) => {
                 if path.trim().is_empty() {
-                    return Err(ConfigError::invalid(format!("{key}.token_file"), "is empty"));
+                    return Err(ConfigError::invalid(
+                        format!("{key}.token_file"),
+                        "is empty",
+                    ));
                 }
                 let path = resolve_path(base_dir, path);
                 std::fs::metadata(&path).map_err(|e| {
@@ -598,7 +612,10 @@ impl RawCredentials {
                     }
                     (Some(sk), None) if !sk.is_empty() => Secret(sk.clone()),
                     (Some(_), None) => {
-                        return Err(ConfigError::invalid(format!("{key}.secret_key"), "is empty"));
+                        return Err(ConfigError::invalid(
+                            format!("{key}.secret_key"),
+                            "is empty",
+                        ));
                     }
                     (None, Some(file)) => {
                         read_secret_file(base_dir, file, &format!("{key}.secret_key_file"))?
@@ -651,14 +668,21 @@ impl RawConfig {
             }
             None => DEFAULT_API_RATE_LIMIT,
         };
-        let malicious_interval =
-            duration_or(&self.malicious_interval, "malicious_interval", DEFAULT_MALICIOUS_INTERVAL)?;
+        let malicious_interval = duration_or(
+            &self.malicious_interval,
+            "malicious_interval",
+            DEFAULT_MALICIOUS_INTERVAL,
+        )?;
         let poll_interval = positive(
             duration_or(&self.poll_interval, "poll_interval", DEFAULT_POLL_INTERVAL)?,
             "poll_interval",
         )?;
         let request_timeout = positive(
-            duration_or(&self.request_timeout, "request_timeout", DEFAULT_REQUEST_TIMEOUT)?,
+            duration_or(
+                &self.request_timeout,
+                "request_timeout",
+                DEFAULT_REQUEST_TIMEOUT,
+            )?,
             "request_timeout",
         )?;
         let stale_after = positive(
@@ -683,7 +707,9 @@ impl RawConfig {
                 format!("{max_retries} is more than 20; every retry spends the call budget"),
             ));
         }
-        let max_response_bytes = self.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
+        let max_response_bytes = self
+            .max_response_bytes
+            .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
         if max_response_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "max_response_bytes",
@@ -697,10 +723,16 @@ impl RawConfig {
             .map(|s| resolve_path(base_dir, s));
 
         let Some(raw_targets) = self.targets else {
-            return Err(ConfigError::invalid("targets", "at least one target is required"));
+            return Err(ConfigError::invalid(
+                "targets",
+                "at least one target is required",
+            ));
         };
         if raw_targets.is_empty() {
-            return Err(ConfigError::invalid("targets", "at least one target is required"));
+            return Err(ConfigError::invalid(
+                "targets",
+                "at least one target is required",
+            ));
         }
         let mut targets = Vec::with_capacity(raw_targets.len());
         let mut names = BTreeSet::new();
@@ -710,7 +742,10 @@ impl RawConfig {
             if !names.insert(target.name.clone()) {
                 return Err(ConfigError::invalid(
                     format!("{key}.name"),
-                    format!("target name {:?} is used twice; names must be unique", target.name),
+                    format!(
+                        "target name {:?} is used twice; names must be unique",
+                        target.name
+                    ),
                 ));
             }
             targets.push(target);
@@ -749,8 +784,10 @@ impl RawTarget {
         base_dir: &Path,
         default_credentials: Option<&RawCredentials>,
     ) -> Result<Target, ConfigError> {
-        let region = non_empty(self.region.as_deref(), &format!("{key}.region"))?
-            .ok_or_else(|| ConfigError::invalid(format!("{key}.region"), "is required, e.g. cn-north-4"))?;
+        let region =
+            non_empty(self.region.as_deref(), &format!("{key}.region"))?.ok_or_else(|| {
+                ConfigError::invalid(format!("{key}.region"), "is required, e.g. cn-north-4")
+            })?;
         if !region
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -830,7 +867,8 @@ impl RawTarget {
                 let mut out: Vec<ImageType> = Vec::with_capacity(types.len());
                 for (j, t) in types.iter().enumerate() {
                     let k = format!("{key}.image_types[{j}]");
-                    let parsed: ImageType = t.trim().parse().map_err(|r| ConfigError::invalid(&k, r))?;
+                    let parsed: ImageType =
+                        t.trim().parse().map_err(|r| ConfigError::invalid(&k, r))?;
                     if out.contains(&parsed) {
                         return Err(ConfigError::invalid(k, format!("{t:?} is listed twice")));
                     }
@@ -906,7 +944,10 @@ targets:
         assert_eq!(config.max_response_bytes, 16 * 1024 * 1024);
         let target = &config.targets[0];
         assert_eq!(target.name, "cn-north-4");
-        assert_eq!(target.endpoint.as_str(), "https://hss.cn-north-4.myhuaweicloud.com/");
+        assert_eq!(
+            target.endpoint.as_str(),
+            "https://hss.cn-north-4.myhuaweicloud.com/"
+        );
         assert_eq!(target.enterprise_project_ids, vec!["all_granted_eps"]);
         assert_eq!(
             target.image_types,
@@ -962,10 +1003,16 @@ targets:
             }
         );
         assert_eq!(config.malicious_interval, Duration::ZERO);
-        assert_eq!(config.state_file, Some(PathBuf::from("/etc/hss/state.json")));
+        assert_eq!(
+            config.state_file,
+            Some(PathBuf::from("/etc/hss/state.json"))
+        );
         let t = &config.targets[0];
         assert_eq!(t.name, "prod");
-        assert_eq!(t.iam_endpoint.as_str(), "https://iam.eu-west-101.myhuaweicloud.eu/");
+        assert_eq!(
+            t.iam_endpoint.as_str(),
+            "https://iam.eu-west-101.myhuaweicloud.eu/"
+        );
         assert_eq!(t.image_types, vec![ImageType::Instance, ImageType::Local]);
         assert_eq!(config.scope_count(), 4);
         assert!(t.latest_version_only);
@@ -985,10 +1032,16 @@ targets:
     project_id: p
 ",
         );
-        assert!(message.starts_with("targets[0].regoin: unknown field `regoin`"), "{message}");
+        assert!(
+            message.starts_with("targets[0].regoin: unknown field `regoin`"),
+            "{message}"
+        );
         assert!(!message.contains('\n'));
         let message = error("poll_intreval: 5m\ntargets: []\n");
-        assert!(message.contains("unknown field `poll_intreval`"), "{message}");
+        assert!(
+            message.contains("unknown field `poll_intreval`"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -997,9 +1050,18 @@ targets:
             ("page_size: 201", "page_size: 201 is outside 1..=200"),
             ("page_size: -1", "page_size: invalid value"),
             ("api_rate_limit: 5", "api_rate_limit: 5 is not of the form"),
-            ("api_rate_limit: 5 per minute", "api_rate_limit: \"5 per minute\" is not of the form"),
-            ("api_rate_limit: 0/1m", "api_rate_limit: the number of calls"),
-            ("poll_interval: 5 minutes please", "poll_interval: \"5 minutes please\" is not a duration"),
+            (
+                "api_rate_limit: 5 per minute",
+                "api_rate_limit: \"5 per minute\" is not of the form",
+            ),
+            (
+                "api_rate_limit: 0/1m",
+                "api_rate_limit: the number of calls",
+            ),
+            (
+                "poll_interval: 5 minutes please",
+                "poll_interval: \"5 minutes please\" is not a duration",
+            ),
             ("poll_interval: 300", "poll_interval: 300 has no unit"),
             ("poll_interval: 0", "poll_interval: must be longer than 0"),
             ("concurrency: 0", "concurrency: must be at least 1"),
@@ -1043,7 +1105,10 @@ targets:
             let message = error(&format!("{base}{targets}"));
             assert!(message.starts_with(expected), "got {message}");
         }
-        assert!(error("credentials: {access_key: a, secret_key: b}\n").starts_with("targets: at least one"));
+        assert!(
+            error("credentials: {access_key: a, secret_key: b}\n")
+                .starts_with("targets: at least one")
+        );
         assert!(error("").starts_with("targets:"));
     }
 
@@ -1054,23 +1119,38 @@ targets:
         );
         assert!(message.contains("exclusive"), "{message}");
         assert!(!message.contains("SUPERSECRET"));
-        let message = error("credentials: {secret_key: SUPERSECRET}\ntargets: [{region: r, project_id: p}]\n");
-        assert!(message.starts_with("credentials.access_key: is required"), "{message}");
+        let message = error(
+            "credentials: {secret_key: SUPERSECRET}\ntargets: [{region: r, project_id: p}]\n",
+        );
+        assert!(
+            message.starts_with("credentials.access_key: is required"),
+            "{message}"
+        );
         assert!(!message.contains("SUPERSECRET"));
         let message = error("targets: [{region: r, project_id: p}]\n");
-        assert!(message.starts_with("targets[0].credentials: no credentials"), "{message}");
-        let message = error(
-            "credentials: {iam: {domain_name: d}}\ntargets: [{region: r, project_id: p}]\n",
+        assert!(
+            message.starts_with("targets[0].credentials: no credentials"),
+            "{message}"
         );
-        assert!(message.starts_with("credentials.iam: IAM password tokens are not supported"), "{message}");
+        let message =
+            error("credentials: {iam: {domain_name: d}}\ntargets: [{region: r, project_id: p}]\n");
+        assert!(
+            message.starts_with("credentials.iam: IAM password tokens are not supported"),
+            "{message}"
+        );
         let config = parse("credentials: {access_key: AK, secret_key: SUPERSECRET}\ntargets: [{region: r, project_id: p}]\n").unwrap();
         assert!(!format!("{config:?}").contains("SUPERSECRET"));
     }
 
     #[test]
     fn unset_environment_variable_is_named() {
-        let message = error("credentials: {access_key: a, secret_key: '${MISSING_SK}'}\ntargets: [{region: r, project_id: p}]\n");
-        assert_eq!(message, "credentials.secret_key: environment variable MISSING_SK is not set");
+        let message = error(
+            "credentials: {access_key: a, secret_key: '${MISSING_SK}'}\ntargets: [{region: r, project_id: p}]\n",
+        );
+        assert_eq!(
+            message,
+            "credentials.secret_key: environment variable MISSING_SK is not set"
+        );
     }
 
     #[test]
@@ -1091,12 +1171,16 @@ targets:
         let text = "credentials: {access_key: AK, secret_key_file: sk}\ntargets:\n  - {region: r, project_id: p}\n  - {region: s, project_id: p, credentials: {token_file: token}}\n";
         let config = Config::parse(text, &dir.join("config.yml"), &env).unwrap();
         match &config.targets[0].credentials {
-            CredentialsConfig::AkSk { secret_key, .. } => assert_eq!(secret_key.expose(), "from-file"),
+            CredentialsConfig::AkSk { secret_key, .. } => {
+                assert_eq!(secret_key.expose(), "from-file")
+            }
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(
             config.targets[1].credentials,
-            CredentialsConfig::TokenFile { path: dir.join("token") }
+            CredentialsConfig::TokenFile {
+                path: dir.join("token")
+            }
         );
         let message = Config::parse(
             "credentials: {access_key: AK, secret_key_file: nope}\ntargets: [{region: r, project_id: p}]\n",
@@ -1105,7 +1189,10 @@ targets:
         )
         .unwrap_err()
         .to_string();
-        assert!(message.starts_with("credentials.secret_key_file: cannot read"), "{message}");
+        assert!(
+            message.starts_with("credentials.secret_key_file: cannot read"),
+            "{message}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1121,7 +1208,10 @@ targets:
     #[test]
     fn syntax_errors_give_the_position() {
         let message = error("targets: [\n");
-        assert!(message.starts_with("config file /etc/hss/config.yml is not valid YAML"), "{message}");
+        assert!(
+            message.starts_with("config file /etc/hss/config.yml is not valid YAML"),
+            "{message}"
+        );
         assert!(message.contains("line"), "{message}");
     }
 }

@@ -30,14 +30,11 @@ pub mod config;
 pub mod hss;
 pub mod logging;
 pub mod metrics;
-// pub mod simulator;
+pub mod simulator;
 pub mod web;
 
 /// The version of this build, from Cargo.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The git revision this build came from, or `unknown`.
-pub const REVISION: &str = match option_env!("HSS_SWR_REVISION") {
-    Some(revision) => revision,
-    None => "unknown",
-};
+pub const REVISION: &str = env!("HSS_SWR_REVISION");

@@ -30,7 +30,9 @@ impl FromStr for Format {
         match s {
             "logfmt" => Ok(Self::Logfmt),
             "json" => Ok(Self::Json),
-            other => Err(format!("unknown log format {other:?}; expected logfmt or json")),
+            other => Err(format!(
+                "unknown log format {other:?}; expected logfmt or json"
+            )),
         }
     }
 }
@@ -42,7 +44,9 @@ pub fn parse_level(s: &str) -> Result<Level, String> {
         "info" => Ok(Level::INFO),
         "warn" => Ok(Level::WARN),
         "error" => Ok(Level::ERROR),
-        other => Err(format!("unknown log level {other:?}; expected debug, info, warn or error")),
+        other => Err(format!(
+            "unknown log level {other:?}; expected debug, info, warn or error"
+        )),
     }
 }
 
@@ -89,7 +93,11 @@ impl Visit for Fields {
 }
 
 fn rename(name: &'static str) -> &'static str {
-    if name == "target_name" { "target" } else { name }
+    if name == "target_name" {
+        "target"
+    } else {
+        name
+    }
 }
 
 /// Quotes a logfmt value when it needs it.
@@ -124,7 +132,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let mut fields = Fields::default();
         event.record(&mut fields);
         let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();

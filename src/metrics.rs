@@ -53,20 +53,32 @@ pub struct ApiMetrics {
 impl ApiMetrics {
     fn new(registry: &Registry) -> Result<Self, Error> {
         let requests = IntCounterVec::new(
-            Opts::new("hss_swr_api_requests_total", "HSS API calls by HTTP status; code=\"error\" when no answer came."),
+            Opts::new(
+                "hss_swr_api_requests_total",
+                "HSS API calls by HTTP status; code=\"error\" when no answer came.",
+            ),
             &["target", "code"],
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new("hss_swr_api_request_duration_seconds", "Latency of HSS API calls, body included.")
-                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            HistogramOpts::new(
+                "hss_swr_api_request_duration_seconds",
+                "Latency of HSS API calls, body included.",
+            )
+            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
             &["target"],
         )?;
         let retries = IntCounterVec::new(
-            Opts::new("hss_swr_api_retries_total", "HSS API calls retried, by the reason of the failed attempt."),
+            Opts::new(
+                "hss_swr_api_retries_total",
+                "HSS API calls retried, by the reason of the failed attempt.",
+            ),
             &["target", "reason"],
         )?;
         let throttled = IntCounterVec::new(
-            Opts::new("hss_swr_api_throttled_total", "HTTP 429 answers received from the HSS API."),
+            Opts::new(
+                "hss_swr_api_throttled_total",
+                "HTTP 429 answers received from the HSS API.",
+            ),
             &["target"],
         )?;
         let budget_wait = CounterVec::new(
@@ -151,7 +163,10 @@ impl Metrics {
         let registry = Registry::new();
         let api = Arc::new(ApiMetrics::new(&registry)?);
         let build_info = GaugeVec::new(
-            Opts::new("hss_swr_build_info", "Version and git revision of this exporter; always 1."),
+            Opts::new(
+                "hss_swr_build_info",
+                "Version and git revision of this exporter; always 1.",
+            ),
             &["version", "revision"],
         )?;
         build_info
@@ -160,7 +175,9 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(LaneCollector::new(Arc::clone(&scopes))?))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Self {
             registry,
             api,
@@ -353,7 +370,8 @@ fn samples(name: &str, metrics: Vec<Metric>) -> String {
 /// order.
 fn render_snapshot(scope: &ScopeHandle, snapshot: &Snapshot, image_metrics: bool) -> Vec<String> {
     let base = scope_labels(scope);
-    let mut per_family: Vec<Vec<Metric>> = (0..NAMESPACE_FAMILIES.len()).map(|_| Vec::new()).collect();
+    let mut per_family: Vec<Vec<Metric>> =
+        (0..NAMESPACE_FAMILIES.len()).map(|_| Vec::new()).collect();
     for (key, stats) in &snapshot.namespaces {
         let n = namespace_labels(&base, key);
         for (status, count) in KNOWN_SCAN_STATUSES.iter().zip(stats.known_status) {
@@ -399,13 +417,41 @@ struct LaneCollector {
 }
 
 const LANE_FAMILIES: [(&str, &str, MetricType); 7] = [
-    ("hss_swr_up", "1 if the lane's last run succeeded, 0 if it failed; absent until the first run ends.", MetricType::GAUGE),
-    ("hss_swr_last_success_timestamp_seconds", "End of the lane's last successful run, seconds since the epoch.", MetricType::GAUGE),
-    ("hss_swr_poll_duration_seconds", "Duration of the lane's last run, including waits for the request budget.", MetricType::GAUGE),
-    ("hss_swr_polls_total", "Lane runs finished, successful or not.", MetricType::COUNTER),
-    ("hss_swr_poll_failures_total", "Lane runs that failed.", MetricType::COUNTER),
-    ("hss_swr_duplicate_rows_total", "Rows dropped because an earlier page of the same run had them.", MetricType::COUNTER),
-    ("hss_swr_total_changes_total", "Times total_num changed between pages of one run (the run still completes).", MetricType::COUNTER),
+    (
+        "hss_swr_up",
+        "1 if the lane's last run succeeded, 0 if it failed; absent until the first run ends.",
+        MetricType::GAUGE,
+    ),
+    (
+        "hss_swr_last_success_timestamp_seconds",
+        "End of the lane's last successful run, seconds since the epoch.",
+        MetricType::GAUGE,
+    ),
+    (
+        "hss_swr_poll_duration_seconds",
+        "Duration of the lane's last run, including waits for the request budget.",
+        MetricType::GAUGE,
+    ),
+    (
+        "hss_swr_polls_total",
+        "Lane runs finished, successful or not.",
+        MetricType::COUNTER,
+    ),
+    (
+        "hss_swr_poll_failures_total",
+        "Lane runs that failed.",
+        MetricType::COUNTER,
+    ),
+    (
+        "hss_swr_duplicate_rows_total",
+        "Rows dropped because an earlier page of the same run had them.",
+        MetricType::COUNTER,
+    ),
+    (
+        "hss_swr_total_changes_total",
+        "Times total_num changed between pages of one run (the run still completes).",
+        MetricType::COUNTER,
+    ),
 ];
 
 impl LaneCollector {
@@ -414,14 +460,22 @@ impl LaneCollector {
         labels.push("lane".to_string());
         let descs = LANE_FAMILIES
             .iter()
-            .map(|(name, help, _)| Desc::new(name.to_string(), help.to_string(), labels.clone(), Default::default()))
+            .map(|(name, help, _)| {
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    labels.clone(),
+                    Default::default(),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { scopes, descs })
     }
 }
 
 fn seconds_since_epoch(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Collector for LaneCollector {
@@ -430,7 +484,8 @@ impl Collector for LaneCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut per_family: Vec<Vec<Metric>> = (0..LANE_FAMILIES.len()).map(|_| Vec::new()).collect();
+        let mut per_family: Vec<Vec<Metric>> =
+            (0..LANE_FAMILIES.len()).map(|_| Vec::new()).collect();
         for scope in self.scopes.list() {
             for lane in scope.lanes() {
                 let status = scope.lane_status(*lane);
@@ -489,7 +544,8 @@ mod tests {
             s.last_duration = Some(Duration::from_millis(1500));
         });
         handle.publish(Some(Arc::new(agg.finish(SystemTime::now(), 100))));
-        let metrics = Metrics::new(ScopeSet::new(vec![Arc::clone(&handle)]), image_metrics).unwrap();
+        let metrics =
+            Metrics::new(ScopeSet::new(vec![Arc::clone(&handle)]), image_metrics).unwrap();
         (metrics, handle)
     }
 
@@ -528,7 +584,10 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
         assert_eq!(text.matches("# TYPE hss_swr_images gauge").count(), 1);
-        assert!(!text.contains("hss_swr_image_vulnerabilities"), "per-image series are opt-in");
+        assert!(
+            !text.contains("hss_swr_image_vulnerabilities"),
+            "per-image series are opt-in"
+        );
     }
 
     #[test]
@@ -539,7 +598,10 @@ mod tests {
             text.contains(r#"namespace="q\"uote\\back\nline 团队""#),
             "{text}"
         );
-        assert!(text.contains(r#"image="q\"uote\\back\nline 团队-img",version="1.0"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"image="q\"uote\\back\nline 团队-img",version="1.0"} 1"#),
+            "{text}"
+        );
         for line in text.lines() {
             assert!(!line.is_empty());
         }

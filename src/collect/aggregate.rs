@@ -77,7 +77,12 @@ impl NamespaceStats {
                 Some(i) => self.known_status[i] += 1,
                 None => *self.other_status.entry(status.to_string()).or_default() += 1,
             },
-            None => *self.other_status.entry(MISSING_SCAN_STATUS.to_string()).or_default() += 1,
+            None => {
+                *self
+                    .other_status
+                    .entry(MISSING_SCAN_STATUS.to_string())
+                    .or_default() += 1
+            }
         }
         self.vulnerabilities += row.vul_num;
         self.malicious_files += row.malicious_file_num;
@@ -86,7 +91,10 @@ impl NamespaceStats {
         self.malicious_images += u64::from(row.malicious_file_num > 0);
         self.unsafe_images += u64::from(row.unsafe_setting_num > 0);
         if !row.scan_failed_desc.is_empty() {
-            *self.scan_failures.entry(row.scan_failed_desc.clone()).or_default() += 1;
+            *self
+                .scan_failures
+                .entry(row.scan_failed_desc.clone())
+                .or_default() += 1;
         }
         if let Some(t) = row.latest_scan_time {
             self.oldest_scan_ms = Some(self.oldest_scan_ms.map_or(t, |o| o.min(t)));
@@ -203,8 +211,11 @@ impl Aggregator {
         let mut dropped = 0;
         if image_series.len() > max_image_series {
             image_series.sort_by(|a, b| {
-                (b.malicious_files, b.vulnerabilities, b.unsafe_settings)
-                    .cmp(&(a.malicious_files, a.vulnerabilities, a.unsafe_settings))
+                (b.malicious_files, b.vulnerabilities, b.unsafe_settings).cmp(&(
+                    a.malicious_files,
+                    a.vulnerabilities,
+                    a.unsafe_settings,
+                ))
             });
             dropped = (image_series.len() - max_image_series) as u64;
             image_series.truncate(max_image_series);
@@ -270,14 +281,26 @@ mod tests {
         agg.add(&row(Some(5), "b", "", 0, 0, 0));
         let snap = agg.finish(SystemTime::UNIX_EPOCH, 10);
         assert_eq!(snap.images, 5);
-        let a = &snap.namespaces[&NamespaceKey { instance_name: String::new(), namespace: "a".into() }];
+        let a = &snap.namespaces[&NamespaceKey {
+            instance_name: String::new(),
+            namespace: "a".into(),
+        }];
         assert_eq!(a.known_status, [0, 2, 0, 1, 0, 0, 0]);
-        assert_eq!((a.vulnerabilities, a.malicious_files, a.unsafe_settings), (10, 3, 1));
-        assert_eq!((a.vulnerable_images, a.malicious_images, a.unsafe_images), (1, 1, 1));
+        assert_eq!(
+            (a.vulnerabilities, a.malicious_files, a.unsafe_settings),
+            (10, 3, 1)
+        );
+        assert_eq!(
+            (a.vulnerable_images, a.malicious_images, a.unsafe_images),
+            (1, 1, 1)
+        );
         assert_eq!(a.scan_failures.get("download_failed"), Some(&1));
         assert_eq!(a.oldest_scan_ms, Some(5_000));
         assert_eq!(a.images(), 3);
-        let b = &snap.namespaces[&NamespaceKey { instance_name: String::new(), namespace: "b".into() }];
+        let b = &snap.namespaces[&NamespaceKey {
+            instance_name: String::new(),
+            namespace: "b".into(),
+        }];
         assert_eq!(b.known_status, [0; 7]);
         assert_eq!(b.other_status.get("brand_new_status"), Some(&1));
         assert_eq!(b.other_status.get(MISSING_SCAN_STATUS), Some(&1));
@@ -292,8 +315,17 @@ mod tests {
         let no_id = row(None, "a", "success", 7, 0, 0);
         assert!(agg.add(&no_id));
         assert!(!agg.add(&no_id));
-        assert!(agg.add(&Row { image_version: "v2".into(), ..no_id.clone() }));
-        assert_eq!(agg.counts(), SweepCounts { rows: 5, duplicates: 2 });
+        assert!(agg.add(&Row {
+            image_version: "v2".into(),
+            ..no_id.clone()
+        }));
+        assert_eq!(
+            agg.counts(),
+            SweepCounts {
+                rows: 5,
+                duplicates: 2
+            }
+        );
         let snap = agg.finish(SystemTime::UNIX_EPOCH, 10);
         assert_eq!(snap.images, 3);
         assert_eq!(snap.namespaces.values().next().unwrap().vulnerabilities, 19);
@@ -302,8 +334,14 @@ mod tests {
     #[test]
     fn instances_keep_namespaces_apart() {
         let mut agg = Aggregator::new(false);
-        agg.add(&Row { instance_name: "i1".into(), ..row(Some(1), "a", "success", 1, 0, 0) });
-        agg.add(&Row { instance_name: "i2".into(), ..row(Some(2), "a", "success", 1, 0, 0) });
+        agg.add(&Row {
+            instance_name: "i1".into(),
+            ..row(Some(1), "a", "success", 1, 0, 0)
+        });
+        agg.add(&Row {
+            instance_name: "i2".into(),
+            ..row(Some(2), "a", "success", 1, 0, 0)
+        });
         assert_eq!(agg.finish(SystemTime::UNIX_EPOCH, 0).namespaces.len(), 2);
     }
 

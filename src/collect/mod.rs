@@ -54,7 +54,11 @@ pub struct Scope {
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.target, self.enterprise_project_id, self.image_type)
+        write!(
+            f,
+            "{}/{}/{}",
+            self.target, self.enterprise_project_id, self.image_type
+        )
     }
 }
 
@@ -174,7 +178,10 @@ impl ScopeHandle {
 
     /// Replaces the published snapshot in one step.
     pub fn publish(&self, snapshot: Option<Arc<Snapshot>>) {
-        *self.published.write().unwrap_or_else(PoisonError::into_inner) = snapshot;
+        *self
+            .published
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = snapshot;
     }
 }
 

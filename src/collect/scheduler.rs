@@ -107,7 +107,10 @@ pub async fn list_all(
     let mut exhausted = false;
     let mut in_flight = FuturesUnordered::new();
     loop {
-        while !exhausted && in_flight.len() < concurrency.max(1) && next_offset < last_total.unwrap_or(0) {
+        while !exhausted
+            && in_flight.len() < concurrency.max(1)
+            && next_offset < last_total.unwrap_or(0)
+        {
             if next_offset > MAX_OFFSET {
                 return Err(Error::TooLong(MAX_OFFSET));
             }
@@ -133,7 +136,11 @@ pub async fn list_all(
 }
 
 /// Runs one sweep of a scope and publishes it; returns whether it succeeded.
-pub async fn sweep_once(handle: &ScopeHandle, source: &dyn ImageSource, settings: &Settings) -> bool {
+pub async fn sweep_once(
+    handle: &ScopeHandle,
+    source: &dyn ImageSource,
+    settings: &Settings,
+) -> bool {
     let started_wall = SystemTime::now();
     let started = Instant::now();
     handle.update_lane(Lane::Sweep, |s| s.running_since = Some(started_wall));
@@ -147,17 +154,24 @@ pub async fn sweep_once(handle: &ScopeHandle, source: &dyn ImageSource, settings
         has_malicious_file: None,
     };
     let mut aggregator = Aggregator::new(settings.image_metrics);
-    let result = list_all(source, &template, Priority::Low, settings.concurrency, |page| {
-        for row in &page.rows {
-            aggregator.add(row);
-        }
-    })
+    let result = list_all(
+        source,
+        &template,
+        Priority::Low,
+        settings.concurrency,
+        |page| {
+            for row in &page.rows {
+                aggregator.add(row);
+            }
+        },
+    )
     .await;
     let duration = started.elapsed();
     let counts = aggregator.counts();
     match result {
         Ok(stats) => {
-            let snapshot = Arc::new(aggregator.finish(SystemTime::now(), settings.max_image_series));
+            let snapshot =
+                Arc::new(aggregator.finish(SystemTime::now(), settings.max_image_series));
             let images = snapshot.images;
             let namespaces = snapshot.namespaces.len() as u64;
             let was_down = {
@@ -432,7 +446,10 @@ mod tests {
             .unwrap()
             .extend([Some(300), Some(500), Some(500)]);
         let h = handle();
-        let s = Settings { concurrency: 1, ..settings() };
+        let s = Settings {
+            concurrency: 1,
+            ..settings()
+        };
         assert!(sweep_once(&h, &source, &s).await);
         assert_eq!(source.offsets(), vec![0, 200, 400]);
         assert_eq!(h.snapshot().unwrap().images, 500);
@@ -447,13 +464,24 @@ mod tests {
         let before = h.snapshot().unwrap();
         // The data changes, but the next sweep fails on its second page.
         source.rows.lock().unwrap().truncate(10);
-        source.rows.lock().unwrap().extend(FakeSource::with_rows(600, 5).rows.into_inner().unwrap());
+        source
+            .rows
+            .lock()
+            .unwrap()
+            .extend(FakeSource::with_rows(600, 5).rows.into_inner().unwrap());
         source.failures.lock().unwrap().extend([]);
         let source_failing = FakeSource::with_rows(600, 5);
-        source_failing.failures.lock().unwrap().push_back(forbidden());
+        source_failing
+            .failures
+            .lock()
+            .unwrap()
+            .push_back(forbidden());
         assert!(!sweep_once(&h, &source_failing, &settings()).await);
         let after = h.snapshot().unwrap();
-        assert!(Arc::ptr_eq(&before, &after), "the old snapshot must stay published");
+        assert!(
+            Arc::ptr_eq(&before, &after),
+            "the old snapshot must stay published"
+        );
         assert_eq!(after.images, 300);
         let status = h.lane_status(Lane::Sweep);
         assert!(!status.up);
@@ -473,7 +501,12 @@ mod tests {
         let first = h.snapshot().unwrap();
         // Second sweep: page 1 works, a later page fails.
         let failing = FakeSource::with_rows(1000, 4);
-        failing.rows.lock().unwrap().iter_mut().for_each(|r| r.vul_num = 1000);
+        failing
+            .rows
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .for_each(|r| r.vul_num = 1000);
         {
             let mut f = failing.failures.lock().unwrap();
             f.push_back(crate::hss::Error::Timeout(Duration::from_secs(30)));
@@ -482,7 +515,11 @@ mod tests {
         failing.failures.lock().unwrap().clear();
         struct FailAt<'a>(&'a FakeSource, u64);
         impl ImageSource for FailAt<'_> {
-            fn list_page<'a>(&'a self, q: &'a ListQuery, p: Priority) -> BoxFuture<'a, Result<Page, crate::hss::Error>> {
+            fn list_page<'a>(
+                &'a self,
+                q: &'a ListQuery,
+                p: Priority,
+            ) -> BoxFuture<'a, Result<Page, crate::hss::Error>> {
                 Box::pin(async move {
                     if q.offset == self.1 {
                         return Err(crate::hss::Error::Timeout(Duration::from_secs(30)));
@@ -494,7 +531,12 @@ mod tests {
         assert!(!sweep_once(&h, &FailAt(&failing, 600), &settings()).await);
         let after = h.snapshot().unwrap();
         assert!(Arc::ptr_eq(&first, &after));
-        assert!(after.namespaces.values().all(|n| n.vulnerabilities < 1000 * 250));
+        assert!(
+            after
+                .namespaces
+                .values()
+                .all(|n| n.vulnerabilities < 1000 * 250)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -521,7 +563,11 @@ mod tests {
         let h = handle();
         assert!(sweep_once(&h, &source, &settings()).await);
         assert!(h.snapshot().unwrap().namespaces.contains_key(&ns("ns-1")));
-        source.rows.lock().unwrap().retain(|r| r.namespace == "ns-0");
+        source
+            .rows
+            .lock()
+            .unwrap()
+            .retain(|r| r.namespace == "ns-0");
         assert!(sweep_once(&h, &source, &settings()).await);
         let snap = h.snapshot().unwrap();
         assert!(!snap.namespaces.contains_key(&ns("ns-1")));
@@ -536,11 +582,23 @@ mod tests {
         });
         let h = handle();
         let cancel = CancellationToken::new();
-        let s = Settings { concurrency: 1, ..settings() };
-        let task = tokio::spawn(run_sweep_lane(Arc::clone(&h), source.clone(), s, cancel.clone()));
+        let s = Settings {
+            concurrency: 1,
+            ..settings()
+        };
+        let task = tokio::spawn(run_sweep_lane(
+            Arc::clone(&h),
+            source.clone(),
+            s,
+            cancel.clone(),
+        ));
         // Each sweep takes 2 pages x 100 s = 200 s; the interval is 300 s.
         tokio::time::sleep(Duration::from_secs(1000)).await;
-        assert_eq!(h.lane_status(Lane::Sweep).runs, 3, "sweeps at 0, 300 and 600 s");
+        assert_eq!(
+            h.lane_status(Lane::Sweep).runs,
+            3,
+            "sweeps at 0, 300 and 600 s"
+        );
         cancel.cancel();
         task.await.unwrap();
 
@@ -553,7 +611,11 @@ mod tests {
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run_sweep_lane(Arc::clone(&h), slow, s, cancel.clone()));
         tokio::time::sleep(Duration::from_secs(1250)).await;
-        assert_eq!(h.lane_status(Lane::Sweep).runs, 3, "sweeps end at 400, 800 and 1200 s");
+        assert_eq!(
+            h.lane_status(Lane::Sweep).runs,
+            3,
+            "sweeps end at 400, 800 and 1200 s"
+        );
         cancel.cancel();
         task.await.unwrap();
     }

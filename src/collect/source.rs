@@ -10,11 +10,19 @@ use crate::hss::{Client, Error, ListQuery, Page, Priority};
 /// Lists pages of images.
 pub trait ImageSource: Send + Sync {
     /// Fetches one page, retrying as the source sees fit.
-    fn list_page<'a>(&'a self, query: &'a ListQuery, priority: Priority) -> BoxFuture<'a, Result<Page, Error>>;
+    fn list_page<'a>(
+        &'a self,
+        query: &'a ListQuery,
+        priority: Priority,
+    ) -> BoxFuture<'a, Result<Page, Error>>;
 }
 
 impl ImageSource for Client {
-    fn list_page<'a>(&'a self, query: &'a ListQuery, priority: Priority) -> BoxFuture<'a, Result<Page, Error>> {
+    fn list_page<'a>(
+        &'a self,
+        query: &'a ListQuery,
+        priority: Priority,
+    ) -> BoxFuture<'a, Result<Page, Error>> {
         Box::pin(Client::list_page(self, query, priority))
     }
 }

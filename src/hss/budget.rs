@@ -279,7 +279,10 @@ mod tests {
     fn max_in_window(times: &[Instant], window: Duration) -> usize {
         let mut best = 0;
         for (i, start) in times.iter().enumerate() {
-            let n = times[i..].iter().take_while(|t| **t < *start + window).count();
+            let n = times[i..]
+                .iter()
+                .take_while(|t| **t < *start + window)
+                .count();
             best = best.max(n);
         }
         best
@@ -334,7 +337,11 @@ mod tests {
         budget.acquire(Priority::Low).await.0.finish();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        for (name, priority) in [("sweep-1", Priority::Low), ("sweep-2", Priority::Low), ("malicious", Priority::High)] {
+        for (name, priority) in [
+            ("sweep-1", Priority::Low),
+            ("sweep-2", Priority::Low),
+            ("malicious", Priority::High),
+        ] {
             let b = Arc::clone(&budget);
             let order = Arc::clone(&order);
             tasks.push(tokio::spawn(async move {
@@ -347,7 +354,10 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        assert_eq!(*order.lock().unwrap(), vec!["malicious", "sweep-1", "sweep-2"]);
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec!["malicious", "sweep-1", "sweep-2"]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -135,8 +135,14 @@ pub struct ListQuery {
 impl ListQuery {
     fn pairs(&self) -> Vec<(String, String)> {
         let mut pairs = vec![
-            ("enterprise_project_id".to_string(), self.enterprise_project_id.clone()),
-            ("image_type".to_string(), self.image_type.as_str().to_string()),
+            (
+                "enterprise_project_id".to_string(),
+                self.enterprise_project_id.clone(),
+            ),
+            (
+                "image_type".to_string(),
+                self.image_type.as_str().to_string(),
+            ),
             ("limit".to_string(), self.limit.to_string()),
             ("offset".to_string(), self.offset.to_string()),
         ];
@@ -279,7 +285,12 @@ impl Client {
             );
             // After a 429 the budget pause is the wait; otherwise back off.
             if !matches!(error, Error::Api { status: 429, .. }) {
-                tokio::time::sleep(backoff(attempt, self.settings.retry_base, self.settings.retry_cap)).await;
+                tokio::time::sleep(backoff(
+                    attempt,
+                    self.settings.retry_base,
+                    self.settings.retry_cap,
+                ))
+                .await;
             }
             attempt += 1;
         }
@@ -315,7 +326,8 @@ impl Client {
         let mut response = match response {
             Ok(response) => response,
             Err(error) => {
-                self.observer.request(&self.target, "error", started.elapsed());
+                self.observer
+                    .request(&self.target, "error", started.elapsed());
                 return Err(self.transport_error(&error));
             }
         };
@@ -327,8 +339,13 @@ impl Client {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let body = self.read_body(&mut response).await;
-        let code = if body.is_ok() { status.to_string() } else { "error".to_string() };
-        self.observer.request(&self.target, &code, started.elapsed());
+        let code = if body.is_ok() {
+            status.to_string()
+        } else {
+            "error".to_string()
+        };
+        self.observer
+            .request(&self.target, &code, started.elapsed());
         let body = body?;
         if !(200..300).contains(&status) {
             let (code, message) = error_details(&body);
@@ -409,7 +426,10 @@ pub fn error_details(body: &[u8]) -> (String, String) {
         }
     }
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
-        let inner = value.get("error").filter(|v| v.is_object()).unwrap_or(&value);
+        let inner = value
+            .get("error")
+            .filter(|v| v.is_object())
+            .unwrap_or(&value);
         let code = text(inner.get("error_code")).or_else(|| text(inner.get("code")));
         let message = text(inner.get("error_msg"))
             .or_else(|| text(inner.get("error_message")))
@@ -458,7 +478,10 @@ mod tests {
             error_details(br#"{"error":{"code":401,"message":"The request you have made requires authentication.","title":"Unauthorized"}}"#),
             ("401".into(), "The request you have made requires authentication.".into())
         );
-        assert_eq!(error_details(b"<html>\n bad gateway</html>"), ("-".into(), "<html> bad gateway</html>".into()));
+        assert_eq!(
+            error_details(b"<html>\n bad gateway</html>"),
+            ("-".into(), "<html> bad gateway</html>".into())
+        );
     }
 
     #[test]
@@ -509,8 +532,17 @@ mod tests {
 
     #[test]
     fn host_header_keeps_explicit_ports_only() {
-        assert_eq!(host_header(&Url::parse("https://hss.x.com/").unwrap()), "hss.x.com");
-        assert_eq!(host_header(&Url::parse("https://hss.x.com:443/").unwrap()), "hss.x.com");
-        assert_eq!(host_header(&Url::parse("http://127.0.0.1:9930/").unwrap()), "127.0.0.1:9930");
+        assert_eq!(
+            host_header(&Url::parse("https://hss.x.com/").unwrap()),
+            "hss.x.com"
+        );
+        assert_eq!(
+            host_header(&Url::parse("https://hss.x.com:443/").unwrap()),
+            "hss.x.com"
+        );
+        assert_eq!(
+            host_header(&Url::parse("http://127.0.0.1:9930/").unwrap()),
+            "127.0.0.1:9930"
+        );
     }
 }

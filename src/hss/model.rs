@@ -11,8 +11,8 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// A page body that could not be read at all.
 #[derive(Debug, thiserror::Error)]
@@ -303,7 +303,9 @@ impl<'de> Deserialize<'de> for Loose<bool> {
 }
 
 /// A row as it arrives: an object with the fields read leniently and the
-/// names of unreadable fields, or something else entirely.
+/// names of unreadable fields, or something else entirely. Rows are consumed
+/// one by one straight after parsing, so the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum RawRow {
     Row(Row, Vec<&'static str>),
     NotAnObject,
@@ -401,8 +403,12 @@ impl<'de> Visitor<'de> for RowVisitor {
                     Loose::Absent => {}
                     _ => invalid.push("id"),
                 },
-                Field::Namespace => row.namespace = text(map.next_value()?, "namespace", &mut invalid),
-                Field::ImageName => row.image_name = text(map.next_value()?, "image_name", &mut invalid),
+                Field::Namespace => {
+                    row.namespace = text(map.next_value()?, "namespace", &mut invalid)
+                }
+                Field::ImageName => {
+                    row.image_name = text(map.next_value()?, "image_name", &mut invalid)
+                }
                 Field::ImageVersion => {
                     row.image_version = text(map.next_value()?, "image_version", &mut invalid);
                 }
@@ -415,7 +421,8 @@ impl<'de> Visitor<'de> for RowVisitor {
                     Loose::Invalid => invalid.push("scan_status"),
                 },
                 Field::ScanFailedDesc => {
-                    row.scan_failed_desc = text(map.next_value()?, "scan_failed_desc", &mut invalid);
+                    row.scan_failed_desc =
+                        text(map.next_value()?, "scan_failed_desc", &mut invalid);
                 }
                 Field::LatestScanTime => match map.next_value::<Loose<i64>>()? {
                     Loose::Value(n) if n > 0 => row.latest_scan_time = Some(n),
@@ -424,15 +431,19 @@ impl<'de> Visitor<'de> for RowVisitor {
                 },
                 Field::VulNum => row.vul_num = count(map.next_value()?, "vul_num", &mut invalid),
                 Field::UnsafeSettingNum => {
-                    row.unsafe_setting_num = count(map.next_value()?, "unsafe_setting_num", &mut invalid);
+                    row.unsafe_setting_num =
+                        count(map.next_value()?, "unsafe_setting_num", &mut invalid);
                 }
                 Field::MaliciousFileNum => {
-                    row.malicious_file_num = count(map.next_value()?, "malicious_file_num", &mut invalid);
+                    row.malicious_file_num =
+                        count(map.next_value()?, "malicious_file_num", &mut invalid);
                 }
                 Field::InstanceName => {
                     row.instance_name = text(map.next_value()?, "instance_name", &mut invalid);
                 }
-                Field::InstanceId => row.instance_id = text(map.next_value()?, "instance_id", &mut invalid),
+                Field::InstanceId => {
+                    row.instance_id = text(map.next_value()?, "instance_id", &mut invalid)
+                }
                 Field::LatestVersion => match map.next_value::<Loose<bool>>()? {
                     Loose::Value(b) => row.latest_version = Some(b),
                     Loose::Absent => {}
@@ -581,9 +592,20 @@ mod tests {
         .unwrap();
         assert_eq!(page.total_num, Some(4));
         let r = &page.rows;
-        assert_eq!((r[0].id, r[0].vul_num, r[0].malicious_file_num, r[0].unsafe_setting_num), (Some(7), 12, 2, 0));
+        assert_eq!(
+            (
+                r[0].id,
+                r[0].vul_num,
+                r[0].malicious_file_num,
+                r[0].unsafe_setting_num
+            ),
+            (Some(7), 12, 2, 0)
+        );
         assert_eq!((r[1].id, r[1].vul_num), (Some(8), 3));
-        assert_eq!((r[2].id, r[2].vul_num, r[2].malicious_file_num), (None, 0, 0));
+        assert_eq!(
+            (r[2].id, r[2].vul_num, r[2].malicious_file_num),
+            (None, 0, 0)
+        );
         assert_eq!(r[2].latest_scan_time, Some(1_700_000_000_000));
         assert_eq!(r[3].vul_num, 0);
         assert_eq!(r[3].scan_status, None);
@@ -605,7 +627,10 @@ mod tests {
         assert_eq!(page.rows[0].image_name, "5");
         let mut invalid = page.invalid_fields.clone();
         invalid.sort();
-        assert_eq!(invalid, vec![("data_list", 4), ("namespace", 1), ("total_num", 1)]);
+        assert_eq!(
+            invalid,
+            vec![("data_list", 4), ("namespace", 1), ("total_num", 1)]
+        );
     }
 
     #[test]
@@ -614,7 +639,10 @@ mod tests {
             br#"{"total_num":1,"data_list":[{"scan_status":"quantum_scanning","scan_failed_desc":"new_reason"}]}"#,
         )
         .unwrap();
-        assert_eq!(page.rows[0].scan_status.as_deref(), Some("quantum_scanning"));
+        assert_eq!(
+            page.rows[0].scan_status.as_deref(),
+            Some("quantum_scanning")
+        );
         assert_eq!(page.rows[0].scan_failed_desc, "new_reason");
         assert!(page.invalid_fields.is_empty());
     }
@@ -623,14 +651,28 @@ mod tests {
     fn cut_off_or_shapeless_bodies_are_errors() {
         let cut = &SEED_EXAMPLE.as_bytes()[..200];
         assert!(matches!(parse_page(cut), Err(ModelError::Malformed(_))));
-        assert!(matches!(parse_page(b"{\"total_num\":0}"), Err(ModelError::NoRows)));
+        assert!(matches!(
+            parse_page(b"{\"total_num\":0}"),
+            Err(ModelError::NoRows)
+        ));
         assert!(parse_page(b"[]").is_err());
-        assert!(parse_page(b"<html>").unwrap_err().to_string().starts_with("malformed page"));
+        assert!(
+            parse_page(b"<html>")
+                .unwrap_err()
+                .to_string()
+                .starts_with("malformed page")
+        );
     }
 
     #[test]
     fn empty_page_parses() {
         let page = parse_page(br#"{"total_num":0,"data_list":[]}"#).unwrap();
-        assert_eq!(page, Page { total_num: Some(0), ..Page::default() });
+        assert_eq!(
+            page,
+            Page {
+                total_num: Some(0),
+                ..Page::default()
+            }
+        );
     }
 }

@@ -46,9 +46,13 @@ pub struct WebState {
 /// The router with every endpoint.
 pub fn router(state: WebState) -> Router {
     let telemetry_path = state.telemetry_path.clone();
-    let metrics_route = Router::new()
-        .route(&telemetry_path, get(metrics))
-        .layer(CompressionLayer::new().gzip(true).no_br().no_deflate().no_zstd());
+    let metrics_route = Router::new().route(&telemetry_path, get(metrics)).layer(
+        CompressionLayer::new()
+            .gzip(true)
+            .no_br()
+            .no_deflate()
+            .no_zstd(),
+    );
     Router::new()
         .route("/", get(landing))
         .route("/-/healthy", get(healthy))
@@ -77,7 +81,11 @@ async fn metrics(State(state): State<Arc<WebState>>) -> Response {
         Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
         Err(error) => {
             tracing::error!(%error, "rendering metrics failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "rendering metrics failed\n").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering metrics failed\n",
+            )
+                .into_response()
         }
     }
 }
@@ -109,7 +117,9 @@ fn epoch(t: Option<SystemTime>) -> Value {
 }
 
 fn rfc3339(t: Option<SystemTime>) -> String {
-    t.map_or_else(String::new, |t| humantime::format_rfc3339_seconds(t).to_string())
+    t.map_or_else(String::new, |t| {
+        humantime::format_rfc3339_seconds(t).to_string()
+    })
 }
 
 fn lane_state(status: &LaneStatus) -> &'static str {
@@ -245,6 +255,9 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -53,7 +53,10 @@ pub struct OutgoingRequest {
 /// One way of authenticating calls.
 pub trait Credential: Send + Sync + std::fmt::Debug {
     /// Adds the authentication headers to `request`.
-    fn authorize<'a>(&'a self, request: &'a mut OutgoingRequest) -> BoxFuture<'a, Result<(), AuthError>>;
+    fn authorize<'a>(
+        &'a self,
+        request: &'a mut OutgoingRequest,
+    ) -> BoxFuture<'a, Result<(), AuthError>>;
 
     /// A short name of the kind, for logs and `/status`.
     fn kind(&self) -> &'static str;

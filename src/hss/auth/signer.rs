@@ -156,7 +156,10 @@ pub fn canonical_request(input: &SigningInput<'_>) -> (String, String) {
 
 /// The hex signature of a canonical request made at `sdk_date`.
 pub fn signature(secret_key: &str, sdk_date: &str, canonical: &str) -> String {
-    let string_to_sign = format!("{ALGORITHM}\n{sdk_date}\n{}", sha256_hex(canonical.as_bytes()));
+    let string_to_sign = format!(
+        "{ALGORITHM}\n{sdk_date}\n{}",
+        sha256_hex(canonical.as_bytes())
+    );
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret_key.as_bytes()) {
         Ok(mac) => mac,
@@ -179,7 +182,9 @@ pub fn sign(access_key: &str, secret_key: &str, input: &SigningInput<'_>) -> Str
         .unwrap_or_default();
     let (canonical, signed_headers) = canonical_request(input);
     let signature = signature(secret_key, date, &canonical);
-    format!("{ALGORITHM} Access={access_key}, SignedHeaders={signed_headers}, Signature={signature}")
+    format!(
+        "{ALGORITHM} Access={access_key}, SignedHeaders={signed_headers}, Signature={signature}"
+    )
 }
 
 /// Formats a time as `X-Sdk-Date` wants it: `YYYYMMDDTHHMMSSZ`, UTC.
@@ -409,7 +414,10 @@ mod tests {
             method: "POST",
             path: "/v3/a b/tokens",
             query: &[],
-            headers: &pairs(&[("X-Sdk-Date", "20200101T010203Z"), ("Host", "iam.example.test")]),
+            headers: &pairs(&[
+                ("X-Sdk-Date", "20200101T010203Z"),
+                ("Host", "iam.example.test"),
+            ]),
             body: br#"{"auth":{"name":"x"}}"#,
         };
         let (canonical, _) = canonical_request(&input);

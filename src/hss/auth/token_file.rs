@@ -53,7 +53,10 @@ impl TokenFile {
             len: meta.len(),
             inode: inode(&meta),
         };
-        if let Some((cached_version, token)) = &*self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        if let Some((cached_version, token)) = &*self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             && *cached_version == version
         {
             return Ok(token.clone());
@@ -69,7 +72,10 @@ impl TokenFile {
             return Err(self.error("the token spans several lines"));
         }
         let token = Secret::new(token);
-        *self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((version, token.clone()));
+        *self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((version, token.clone()));
         Ok(token)
     }
 }
@@ -85,7 +91,10 @@ fn inode(_: &std::fs::Metadata) -> u64 {
 }
 
 impl Credential for TokenFile {
-    fn authorize<'a>(&'a self, request: &'a mut OutgoingRequest) -> BoxFuture<'a, Result<(), AuthError>> {
+    fn authorize<'a>(
+        &'a self,
+        request: &'a mut OutgoingRequest,
+    ) -> BoxFuture<'a, Result<(), AuthError>> {
         Box::pin(async move {
             let token = self.token().await?;
             request
@@ -115,7 +124,10 @@ mod tests {
         // A rotation writes a new file and renames it into place, as secret managers do.
         std::fs::write(dir.join("token.new"), "second-token-longer").unwrap();
         std::fs::rename(dir.join("token.new"), &path).unwrap();
-        assert_eq!(credential.token().await.unwrap().expose(), "second-token-longer");
+        assert_eq!(
+            credential.token().await.unwrap().expose(),
+            "second-token-longer"
+        );
         std::fs::write(&path, "  \n").unwrap();
         let err = credential.token().await.unwrap_err().to_string();
         assert!(err.ends_with("the file is empty"), "{err}");
@@ -139,7 +151,10 @@ mod tests {
             body: vec![],
         };
         credential.authorize(&mut req).await.unwrap();
-        assert_eq!(req.headers, vec![("X-Auth-Token".to_string(), "abc".to_string())]);
+        assert_eq!(
+            req.headers,
+            vec![("X-Auth-Token".to_string(), "abc".to_string())]
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,0 +1,809 @@
+//! Synthetic image rows for the simulator, and their wire form.
+//!
+//! Place in the project: the simulator stands in for the HSS API; it is used
+//! by tests, benchmarks and the demo; the exporter's own code never depends
+//! on it. This file makes the rows ([`generate`], deterministic from a seed)
+//! and writes a page of them the way the official API does
+//! (`PrivateImageRepositoryInfo`, DESIGN.md section 1), strictly typed or as
+//! loosely typed as the official example response.
+
+use std::collections::HashMap;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::SimConfig;
+
+/// Every documented `scan_status` value.
+pub const SCAN_STATUSES: [&str; 7] = [
+    "unscan",
+    "success",
+    "scanning",
+    "failed",
+    "download_failed",
+    "image_oversized",
+    "waiting_for_scan",
+];
+
+/// The 15 documented `scan_failed_desc` values (the SDK comment says 14).
+pub const SCAN_FAILED_DESCS: [&str; 15] = [
+    "unknown_error",
+    "authentication_failed",
+    "download_failed",
+    "image_over_sized",
+    "image_oversized",
+    "failed_to_scan_vulnerability",
+    "failed_to_scan_file",
+    "failed_to_scan_software",
+    "failed_to_check_sensitive_information",
+    "failed_to_check_baseline",
+    "failed_to_check_software_compliance",
+    "failed_to_query_basic_image_information",
+    "response_timed_out",
+    "database_error",
+    "failed_to_send_the_scan_request",
+];
+
+/// Every documented `image_type` request value.
+pub const IMAGE_TYPES: [&str; 4] = [
+    "private_image",
+    "shared_image",
+    "instance_image",
+    "local_image",
+];
+
+/// Enterprise projects the generated data uses besides the default `"0"`.
+pub const EXTRA_EPS: [&str; 2] = ["ep-finance", "ep-platform"];
+
+/// The two SWR Enterprise Edition instances: name, id, URL.
+pub const INSTANCES: [(&str, &str, &str); 2] = [
+    (
+        "企业实例-生产",
+        "6f1c2a4e-8b3d-4c5e-9f70-1a2b3c4d5e6f",
+        "https://prod-ee.swr.cn-north-4.myhuaweicloud.com",
+    ),
+    (
+        "swr-ee-staging",
+        "0d9e8f7a-6b5c-4d3e-2f1a-0b9c8d7e6f5a",
+        "https://staging-ee.swr.cn-north-4.myhuaweicloud.com",
+    ),
+];
+
+/// Namespace names handed out first; more are `team-NN`. The CJK one is
+/// fifth, so it is there whenever there are at least five namespaces.
+const NAMESPACES: [&str; 10] = [
+    "payments",
+    "platform",
+    "frontend",
+    "data-lake",
+    "支付-团队",
+    "security",
+    "ml-models",
+    "infra",
+    "mobile",
+    "search",
+];
+
+const IMAGE_NAMES: [&str; 20] = [
+    "nginx",
+    "redis",
+    "api-gateway",
+    "order-service",
+    "billing",
+    "postgres",
+    "kafka",
+    "node-base",
+    "python-runtime",
+    "auth",
+    "cart",
+    "web-ui",
+    "ml-trainer",
+    "log-agent",
+    "centos7",
+    "mysql",
+    "envoy",
+    "grafana",
+    "payment-core",
+    "search-indexer",
+];
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The first generated id.
+pub const FIRST_ID: u64 = 1000;
+
+/// One image version as the simulator keeps it: the official row fields
+/// plus `enterprise_project_id`, the simulator's own bookkeeping (the API
+/// does not return it). Strings are empty when not applicable.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimImage {
+    /// Unique row id; rows are served in id order.
+    pub id: u64,
+    /// SWR organisation.
+    pub namespace: String,
+    /// Repository name.
+    pub image_name: String,
+    /// Image id (64 hex).
+    pub image_id: String,
+    /// `sha256:` + 64 hex.
+    pub image_digest: String,
+    /// Tag.
+    pub image_version: String,
+    /// `private_image`, `shared_image`, `instance_image` or `local_image`.
+    pub image_type: String,
+    /// Whether this is the newest version of its repository.
+    pub latest_version: bool,
+    /// One of [`SCAN_STATUSES`].
+    pub scan_status: String,
+    /// One of [`SCAN_FAILED_DESCS`] for failed scans, else empty.
+    pub scan_failed_desc: String,
+    /// Bytes.
+    pub image_size: i64,
+    /// Epoch ms of the version's last update.
+    pub latest_update_time: i64,
+    /// Epoch ms of the last scan; 0 when never scanned.
+    pub latest_scan_time: i64,
+    /// Vulnerabilities found.
+    pub vul_num: i64,
+    /// Failed baseline checks.
+    pub unsafe_setting_num: i64,
+    /// Malicious files found.
+    pub malicious_file_num: i64,
+    /// Owner of a shared image.
+    pub domain_name: String,
+    /// `effective` or `expired` for shared images.
+    pub shared_status: String,
+    /// Whether HSS can scan the image.
+    pub scannable: bool,
+    /// SWR Enterprise Edition instance name.
+    pub instance_name: String,
+    /// SWR Enterprise Edition instance id.
+    pub instance_id: String,
+    /// SWR Enterprise Edition instance URL.
+    pub instance_url: String,
+    /// Enterprise project the row belongs to (`"0"` = default).
+    pub enterprise_project_id: String,
+}
+
+/// The namespace names used for `count` namespaces.
+pub fn namespace_names(count: usize) -> Vec<String> {
+    (0..count.max(1))
+        .map(|i| match NAMESPACES.get(i) {
+            Some(name) => (*name).to_string(),
+            None => format!("team-{:02}", i - NAMESPACES.len()),
+        })
+        .collect()
+}
+
+fn random_hex(rng: &mut StdRng) -> String {
+    let mut bytes = [0u8; 32];
+    rng.fill(&mut bytes[..]);
+    hex::encode(bytes)
+}
+
+/// Sets the scan status and every field that follows from it.
+fn apply_scan_status(row: &mut SimImage, status: &str, rng: &mut StdRng, base_time_ms: i64) {
+    row.scan_status = status.to_string();
+    row.scan_failed_desc = match status {
+        "failed" => SCAN_FAILED_DESCS[rng.random_range(0..SCAN_FAILED_DESCS.len())].to_string(),
+        "download_failed" => "download_failed".to_string(),
+        "image_oversized" => SCAN_FAILED_DESCS[rng.random_range(3..5)].to_string(),
+        _ => String::new(),
+    };
+    row.scannable = status != "image_oversized";
+    if status == "image_oversized" {
+        row.image_size = rng.random_range(11_000_000_000..30_000_000_000);
+    }
+    let scanned = matches!(
+        status,
+        "success" | "failed" | "download_failed" | "image_oversized"
+    );
+    row.latest_scan_time = if scanned {
+        let mut at = base_time_ms - rng.random_range(0..30 * DAY_MS);
+        if at < row.latest_update_time && row.latest_update_time <= base_time_ms {
+            at = rng.random_range(row.latest_update_time..=base_time_ms);
+        }
+        at
+    } else {
+        0
+    };
+    if status == "success" {
+        row.vul_num = if rng.random_bool(0.2) {
+            0
+        } else {
+            rng.random_range(1..=300)
+        };
+        row.unsafe_setting_num = rng.random_range(0..=10);
+        row.malicious_file_num = if rng.random_bool(0.01) {
+            rng.random_range(1..=5)
+        } else {
+            0
+        };
+    } else {
+        row.vul_num = 0;
+        row.unsafe_setting_num = 0;
+        row.malicious_file_num = 0;
+    }
+}
+
+fn roll_scan_status(rng: &mut StdRng) -> &'static str {
+    match rng.random_range(0..100) {
+        0..80 => "success",
+        80..84 => "unscan",
+        84..87 => "scanning",
+        87..91 => "failed",
+        91..93 => "download_failed",
+        93..95 => "image_oversized",
+        _ => "waiting_for_scan",
+    }
+}
+
+/// Generates `config.images` rows over `config.namespaces` namespaces,
+/// deterministically from `config.seed` and `config.base_time_ms`.
+///
+/// Repositories get 1 to 8 versions; the newest is `latest_version`. About
+/// 60 % of repositories are private, 20 % shared, 20 % on one of two
+/// enterprise instances; most rows are in enterprise project `"0"`, some in
+/// `ep-finance` or `ep-platform`. With at least 7 rows every scan status
+/// appears, and with at least 20 at least one row has malicious files. Ids
+/// ascend from [`FIRST_ID`].
+pub fn generate(config: &SimConfig) -> Vec<SimImage> {
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let namespaces = namespace_names(config.namespaces);
+    let base = config.base_time_ms;
+    let total = config.images;
+    let mut rows: Vec<SimImage> = Vec::with_capacity(total);
+    // How often each (namespace, type, instance, base name) was used, so
+    // that repository names stay unique.
+    let mut repo_names: HashMap<(usize, usize, usize, usize), u32> = HashMap::new();
+
+    while rows.len() < total {
+        let ns = rng.random_range(0..namespaces.len());
+        let (kind, image_type) = match rng.random_range(0..10) {
+            0..6 => (0, "private_image"),
+            6..8 => (1, "shared_image"),
+            _ => (2, "instance_image"),
+        };
+        let instance = if kind == 2 {
+            rng.random_range(0..INSTANCES.len())
+        } else {
+            0
+        };
+        let base_name = rng.random_range(0..IMAGE_NAMES.len());
+        let used = repo_names
+            .entry((ns, kind, instance, base_name))
+            .or_insert(0);
+        *used += 1;
+        let image_name = if *used == 1 {
+            IMAGE_NAMES[base_name].to_string()
+        } else {
+            format!("{}-{}", IMAGE_NAMES[base_name], used)
+        };
+        let enterprise_project_id = match rng.random_range(0..10) {
+            0..8 => "0",
+            8 => EXTRA_EPS[0],
+            _ => EXTRA_EPS[1],
+        };
+        let (domain_name, shared_status) = if kind == 1 {
+            let status = if rng.random_bool(0.85) {
+                "effective"
+            } else {
+                "expired"
+            };
+            (
+                format!("scc_cgs_partner{:02}", rng.random_range(1..=12)),
+                status,
+            )
+        } else {
+            (String::new(), "")
+        };
+        let (instance_name, instance_id, instance_url) = if kind == 2 {
+            INSTANCES[instance]
+        } else {
+            ("", "", "")
+        };
+
+        let versions = rng.random_range(1..=8usize).min(total - rows.len());
+        let mut times: Vec<i64> = (0..versions)
+            .map(|_| base - rng.random_range(0..365 * DAY_MS))
+            .collect();
+        times.sort_unstable();
+        let (mut major, mut minor, mut patch) =
+            (rng.random_range(0..4u32), rng.random_range(0..10u32), 0u32);
+        for (v, time) in times.into_iter().enumerate() {
+            if v > 0 {
+                if rng.random_bool(0.7) {
+                    patch += 1;
+                } else {
+                    minor += 1;
+                    patch = 0;
+                }
+            }
+            if minor >= 20 {
+                major += 1;
+                minor = 0;
+            }
+            let mut row = SimImage {
+                id: FIRST_ID + rows.len() as u64,
+                namespace: namespaces[ns].clone(),
+                image_name: image_name.clone(),
+                image_id: random_hex(&mut rng),
+                image_digest: format!("sha256:{}", random_hex(&mut rng)),
+                image_version: format!("{major}.{minor}.{patch}"),
+                image_type: image_type.to_string(),
+                latest_version: v + 1 == versions,
+                image_size: rng.random_range(5_000_000..2_000_000_000),
+                latest_update_time: time,
+                domain_name: domain_name.clone(),
+                shared_status: shared_status.to_string(),
+                instance_name: instance_name.to_string(),
+                instance_id: instance_id.to_string(),
+                instance_url: instance_url.to_string(),
+                enterprise_project_id: enterprise_project_id.to_string(),
+                ..SimImage::default()
+            };
+            let status = roll_scan_status(&mut rng);
+            apply_scan_status(&mut row, status, &mut rng, base);
+            rows.push(row);
+        }
+    }
+
+    ensure_every_status(&mut rows, &mut rng, base);
+    ensure_malicious(&mut rows, &mut rng);
+    rows
+}
+
+/// With at least as many rows as statuses, gives each missing status to a
+/// row whose status is shared with another row.
+fn ensure_every_status(rows: &mut [SimImage], rng: &mut StdRng, base: i64) {
+    if rows.len() < SCAN_STATUSES.len() {
+        return;
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for row in rows.iter() {
+        *counts.entry(row.scan_status.clone()).or_insert(0) += 1;
+    }
+    for (j, status) in SCAN_STATUSES.iter().enumerate() {
+        if counts.get(*status).copied().unwrap_or(0) > 0 {
+            continue;
+        }
+        let start = j * rows.len() / SCAN_STATUSES.len();
+        let n = rows.len();
+        let found = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| counts.get(&rows[i].scan_status).copied().unwrap_or(0) > 1);
+        if let Some(i) = found {
+            if let Some(count) = counts.get_mut(&rows[i].scan_status) {
+                *count -= 1;
+            }
+            apply_scan_status(&mut rows[i], status, rng, base);
+            counts.insert((*status).to_string(), 1);
+        }
+    }
+}
+
+/// With at least 20 rows, makes sure one scanned row has malicious files.
+fn ensure_malicious(rows: &mut [SimImage], rng: &mut StdRng) {
+    if rows.len() < 20 || rows.iter().any(|r| r.malicious_file_num > 0) {
+        return;
+    }
+    let n = rows.len();
+    let found = (0..n)
+        .map(|k| (n / 2 + k) % n)
+        .find(|&i| rows[i].scan_status == "success");
+    if let Some(i) = found {
+        rows[i].malicious_file_num = rng.random_range(1..=5);
+    }
+}
+
+/// A row in the official, strictly typed wire form.
+#[derive(Serialize)]
+struct WireRow<'a> {
+    id: u64,
+    namespace: &'a str,
+    image_name: &'a str,
+    image_id: &'a str,
+    image_digest: &'a str,
+    image_version: &'a str,
+    image_type: &'a str,
+    latest_version: bool,
+    scan_status: &'a str,
+    scan_failed_desc: &'a str,
+    image_size: i64,
+    latest_update_time: i64,
+    latest_scan_time: i64,
+    vul_num: i64,
+    unsafe_setting_num: i64,
+    malicious_file_num: i64,
+    domain_name: &'a str,
+    shared_status: &'a str,
+    scannable: bool,
+    instance_name: &'a str,
+    instance_id: &'a str,
+    instance_url: &'a str,
+    association_images: [(); 0],
+}
+
+impl<'a> From<&'a SimImage> for WireRow<'a> {
+    fn from(r: &'a SimImage) -> Self {
+        WireRow {
+            id: r.id,
+            namespace: &r.namespace,
+            image_name: &r.image_name,
+            image_id: &r.image_id,
+            image_digest: &r.image_digest,
+            image_version: &r.image_version,
+            image_type: &r.image_type,
+            latest_version: r.latest_version,
+            scan_status: &r.scan_status,
+            scan_failed_desc: &r.scan_failed_desc,
+            image_size: r.image_size,
+            latest_update_time: r.latest_update_time,
+            latest_scan_time: r.latest_scan_time,
+            vul_num: r.vul_num,
+            unsafe_setting_num: r.unsafe_setting_num,
+            malicious_file_num: r.malicious_file_num,
+            domain_name: &r.domain_name,
+            shared_status: &r.shared_status,
+            scannable: r.scannable,
+            instance_name: &r.instance_name,
+            instance_id: &r.instance_id,
+            instance_url: &r.instance_url,
+            association_images: [],
+        }
+    }
+}
+
+/// A well-mixed 64-bit hash of `x` (splitmix64 finaliser), used to decide
+/// deterministically how loosely each row is typed.
+pub(crate) fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// A row as loosely typed as the official example response, decided per
+/// row from its id:
+/// - `id`: a third `"1042(私有镜像举例)"` (unreadable), a third `"1042"`, a
+///   third a number;
+/// - `image_size`: `"N 单位(Bytes)"` (unreadable), `"N"`, `null` or a number;
+/// - `latest_update_time` and `latest_scan_time`: sometimes numeric
+///   strings; a never-scanned `latest_scan_time` is sometimes `null`;
+/// - the three counters: numeric strings half of the time (always readable,
+///   so malicious files are never hidden);
+/// - empty `domain_name`, `shared_status` and `scan_failed_desc` are left
+///   out, as in the example.
+fn loose_row(r: &SimImage) -> Value {
+    let h = mix(r.id);
+    let bits = |shift: u32, modulo: u64| (h >> shift) % modulo;
+    let label = match r.image_type.as_str() {
+        "shared_image" => "共享镜像举例",
+        "instance_image" => "企业镜像举例",
+        _ => "私有镜像举例",
+    };
+    let numeric_string = |n: i64| Value::String(n.to_string());
+    let mut m = Map::new();
+    m.insert(
+        "id".into(),
+        match bits(0, 3) {
+            0 => Value::String(format!("{}({label})", r.id)),
+            1 => Value::String(r.id.to_string()),
+            _ => json!(r.id),
+        },
+    );
+    for (key, value) in [
+        ("namespace", &r.namespace),
+        ("image_name", &r.image_name),
+        ("image_id", &r.image_id),
+        ("image_digest", &r.image_digest),
+        ("image_version", &r.image_version),
+        ("image_type", &r.image_type),
+        ("scan_status", &r.scan_status),
+        ("instance_name", &r.instance_name),
+        ("instance_id", &r.instance_id),
+        ("instance_url", &r.instance_url),
+    ] {
+        m.insert(key.into(), Value::String(value.clone()));
+    }
+    for (key, value) in [
+        ("scan_failed_desc", &r.scan_failed_desc),
+        ("domain_name", &r.domain_name),
+        ("shared_status", &r.shared_status),
+    ] {
+        if !value.is_empty() {
+            m.insert(key.into(), Value::String(value.clone()));
+        }
+    }
+    m.insert("latest_version".into(), json!(r.latest_version));
+    m.insert("scannable".into(), json!(r.scannable));
+    m.insert(
+        "image_size".into(),
+        match bits(2, 4) {
+            0 => Value::String(format!("{} 单位(Bytes)", r.image_size)),
+            1 => numeric_string(r.image_size),
+            2 => Value::Null,
+            _ => json!(r.image_size),
+        },
+    );
+    m.insert(
+        "latest_update_time".into(),
+        if bits(4, 4) == 0 {
+            numeric_string(r.latest_update_time)
+        } else {
+            json!(r.latest_update_time)
+        },
+    );
+    m.insert(
+        "latest_scan_time".into(),
+        match (r.latest_scan_time, bits(6, 4)) {
+            (0, 0 | 1) => Value::Null,
+            (t, 0) => numeric_string(t),
+            (t, _) => json!(t),
+        },
+    );
+    for (i, (key, value)) in [
+        ("vul_num", r.vul_num),
+        ("unsafe_setting_num", r.unsafe_setting_num),
+        ("malicious_file_num", r.malicious_file_num),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let value = if bits(8 + i as u32, 2) == 0 {
+            numeric_string(value)
+        } else {
+            json!(value)
+        };
+        m.insert(key.into(), value);
+    }
+    m.insert("association_images".into(), json!([]));
+    Value::Object(m)
+}
+
+#[derive(Serialize)]
+struct Page<T> {
+    total_num: i64,
+    data_list: Vec<T>,
+}
+
+/// Serialises one listing answer, `{"total_num": N, "data_list": [...]}`,
+/// with the rows in the official form (strict or loose).
+pub(crate) fn page_json(total_num: i64, rows: &[&SimImage], loose: bool) -> Vec<u8> {
+    let result = if loose {
+        serde_json::to_vec(&Page {
+            total_num,
+            data_list: rows.iter().map(|r| loose_row(r)).collect(),
+        })
+    } else {
+        serde_json::to_vec(&Page {
+            total_num,
+            data_list: rows.iter().map(|r| WireRow::from(*r)).collect(),
+        })
+    };
+    // Serialising plain structs and JSON values into memory cannot fail.
+    result.unwrap_or_else(|_| b"{\"total_num\":0,\"data_list\":[]}".to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    const BASE: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+    fn config(images: usize, namespaces: usize, seed: u64) -> SimConfig {
+        SimConfig {
+            images,
+            namespaces,
+            seed,
+            base_time_ms: BASE,
+            ..SimConfig::default()
+        }
+    }
+
+    #[test]
+    fn generation_is_deterministic_and_seed_dependent() {
+        let a = generate(&config(500, 10, 7));
+        let b = generate(&config(500, 10, 7));
+        let c = generate(&config(500, 10, 8));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.len(), 500);
+    }
+
+    #[test]
+    fn generated_rows_cover_the_documented_shapes() {
+        let rows = generate(&config(2000, 10, 1));
+        assert_eq!(rows.len(), 2000);
+        // Ids unique and ascending from FIRST_ID.
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(row.id, FIRST_ID + i as u64);
+            assert!(row.image_digest.starts_with("sha256:"));
+            assert_eq!(row.image_digest.len(), 7 + 64);
+            assert!(row.image_digest[7..].bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        let statuses: HashSet<&str> = rows.iter().map(|r| r.scan_status.as_str()).collect();
+        for status in SCAN_STATUSES {
+            assert!(statuses.contains(status), "{status} missing");
+        }
+        let success = rows.iter().filter(|r| r.scan_status == "success").count();
+        assert!(success > rows.len() / 2);
+        let namespaces: HashSet<&str> = rows.iter().map(|r| r.namespace.as_str()).collect();
+        assert_eq!(namespaces.len(), 10);
+        assert!(namespaces.contains("支付-团队"));
+        for (kind, low, high) in [
+            ("private_image", 0.45, 0.75),
+            ("shared_image", 0.1, 0.3),
+            ("instance_image", 0.1, 0.3),
+        ] {
+            let share =
+                rows.iter().filter(|r| r.image_type == kind).count() as f64 / rows.len() as f64;
+            assert!((low..high).contains(&share), "{kind}: {share}");
+        }
+        let eps: HashSet<&str> = rows
+            .iter()
+            .map(|r| r.enterprise_project_id.as_str())
+            .collect();
+        assert_eq!(eps, HashSet::from(["0", "ep-finance", "ep-platform"]));
+        let instances: HashSet<&str> = rows
+            .iter()
+            .filter(|r| r.image_type == "instance_image")
+            .map(|r| r.instance_name.as_str())
+            .collect();
+        assert_eq!(
+            instances,
+            HashSet::from(["企业实例-生产", "swr-ee-staging"])
+        );
+        for row in &rows {
+            match row.image_type.as_str() {
+                "shared_image" => {
+                    assert!(!row.domain_name.is_empty());
+                    assert!(["effective", "expired"].contains(&row.shared_status.as_str()));
+                }
+                "instance_image" => assert!(!row.instance_id.is_empty()),
+                _ => assert!(row.instance_name.is_empty() && row.domain_name.is_empty()),
+            }
+            let failed = matches!(
+                row.scan_status.as_str(),
+                "failed" | "download_failed" | "image_oversized"
+            );
+            assert_eq!(failed, !row.scan_failed_desc.is_empty(), "{row:?}");
+            if failed {
+                assert!(SCAN_FAILED_DESCS.contains(&row.scan_failed_desc.as_str()));
+            }
+            if row.scan_status == "success" {
+                assert!((0..=300).contains(&row.vul_num));
+                assert!((0..=10).contains(&row.unsafe_setting_num));
+                assert!((0..=5).contains(&row.malicious_file_num));
+            } else {
+                assert_eq!(
+                    (row.vul_num, row.unsafe_setting_num, row.malicious_file_num),
+                    (0, 0, 0)
+                );
+            }
+            if matches!(
+                row.scan_status.as_str(),
+                "unscan" | "scanning" | "waiting_for_scan"
+            ) {
+                assert_eq!(row.latest_scan_time, 0);
+            } else {
+                assert!(row.latest_scan_time <= BASE);
+                assert!(row.latest_scan_time >= BASE - 30 * DAY_MS);
+            }
+            assert!(row.latest_update_time <= BASE);
+        }
+        let malicious = rows.iter().filter(|r| r.malicious_file_num > 0).count();
+        assert!((1..=60).contains(&malicious), "{malicious}");
+    }
+
+    #[test]
+    fn latest_version_marks_the_newest_version_of_each_repository() {
+        let rows = generate(&config(3000, 6, 3));
+        let mut repos: HashMap<(&str, &str, &str, &str), Vec<&SimImage>> = HashMap::new();
+        for row in &rows {
+            repos
+                .entry((
+                    row.namespace.as_str(),
+                    row.image_name.as_str(),
+                    row.image_type.as_str(),
+                    row.instance_id.as_str(),
+                ))
+                .or_default()
+                .push(row);
+        }
+        for versions in repos.values() {
+            let latest: Vec<_> = versions.iter().filter(|r| r.latest_version).collect();
+            assert_eq!(latest.len(), 1, "{versions:?}");
+            let newest = versions.iter().map(|r| r.latest_update_time).max();
+            assert_eq!(Some(latest[0].latest_update_time), newest);
+            let tags: HashSet<&str> = versions.iter().map(|r| r.image_version.as_str()).collect();
+            assert_eq!(tags.len(), versions.len(), "duplicate tags");
+        }
+    }
+
+    #[test]
+    fn small_data_sets_still_cover_statuses_and_malware() {
+        for seed in 0..20 {
+            let rows = generate(&config(20, 2, seed));
+            let statuses: HashSet<&str> = rows.iter().map(|r| r.scan_status.as_str()).collect();
+            assert_eq!(statuses.len(), 7, "seed {seed}");
+            assert!(rows.iter().any(|r| r.malicious_file_num > 0), "seed {seed}");
+            assert!(!rows.iter().any(|r| r.namespace == "支付-团队"));
+        }
+        assert!(generate(&config(0, 10, 1)).is_empty());
+        assert_eq!(generate(&config(3, 0, 1)).len(), 3);
+    }
+
+    #[test]
+    fn large_data_sets_generate() {
+        let rows = generate(&config(100_000, 40, 1));
+        assert_eq!(rows.len(), 100_000);
+        assert!(rows.iter().any(|r| r.namespace == "team-29"));
+    }
+
+    #[test]
+    fn strict_page_has_the_official_fields_and_types() {
+        let rows = generate(&config(30, 3, 1));
+        let refs: Vec<&SimImage> = rows.iter().take(2).collect();
+        let page: Value = serde_json::from_slice(&page_json(30, &refs, false)).unwrap();
+        assert_eq!(page["total_num"], 30);
+        let row = page["data_list"][0].as_object().unwrap();
+        let keys: HashSet<&str> = row.keys().map(String::as_str).collect();
+        let expected: HashSet<&str> = [
+            "id",
+            "namespace",
+            "image_name",
+            "image_id",
+            "image_digest",
+            "image_version",
+            "image_type",
+            "latest_version",
+            "scan_status",
+            "scan_failed_desc",
+            "image_size",
+            "latest_update_time",
+            "latest_scan_time",
+            "vul_num",
+            "unsafe_setting_num",
+            "malicious_file_num",
+            "domain_name",
+            "shared_status",
+            "scannable",
+            "instance_name",
+            "instance_id",
+            "instance_url",
+            "association_images",
+        ]
+        .into();
+        assert_eq!(keys, expected);
+        assert_eq!(row["id"], rows[0].id);
+        assert_eq!(row["association_images"], json!([]));
+        assert!(row["image_size"].is_i64());
+    }
+
+    #[test]
+    fn loose_page_mixes_types_but_keeps_counters_readable() {
+        let rows = generate(&config(300, 3, 1));
+        let refs: Vec<&SimImage> = rows.iter().collect();
+        let page: Value = serde_json::from_slice(&page_json(300, &refs, true)).unwrap();
+        let list = page["data_list"].as_array().unwrap();
+        let ids_with_label = list
+            .iter()
+            .filter(|r| r["id"].as_str().is_some_and(|s| s.contains("镜像举例")))
+            .count();
+        assert!(ids_with_label > 50 && ids_with_label < 150);
+        assert!(list.iter().any(|r| r["image_size"].is_null()));
+        assert!(list.iter().any(|r| r["vul_num"].is_string()));
+        for (row, original) in list.iter().zip(&rows) {
+            let malicious = &row["malicious_file_num"];
+            let value = malicious
+                .as_i64()
+                .or_else(|| malicious.as_str().and_then(|s| s.parse().ok()));
+            assert_eq!(value, Some(original.malicious_file_num));
+        }
+    }
+}

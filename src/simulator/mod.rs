@@ -1,0 +1,603 @@
+//! A built-in simulator of the HSS "list SWR image repository images" API
+//! (`GET /v5/{project_id}/image/swr-repository`).
+//!
+//! Place in the project: the simulator stands in for the HSS API; it is used
+//! by tests, benchmarks and the demo; the exporter's own code never depends
+//! on it. It is faithful to what the real API gateway and service do
+//! (DESIGN.md sections 1-2, reference/hss-api.md sections 1, 5 and 6): AK/SK
+//! signature and token checks with the documented lockout, the per-user and
+//! per-IP sliding-window quota answered with `APIGW.0308` and HTTP 429, the
+//! documented error bodies, paging limits and filters.
+//!
+//! - this file: configuration ([`SimConfig`], [`Quota`], [`Faults`],
+//!   [`Scripted`]), call statistics ([`Stats`], [`Call`],
+//!   [`max_calls_in_window`]) and the `simulate` subcommand ([`SimulateArgs`],
+//!   [`run`]);
+//! - [`data`]: the synthetic image rows ([`SimImage`], [`generate`]) and their
+//!   wire form;
+//! - [`server`]: the HTTP side ([`Simulator`]): routes, checks in the
+//!   gateway's order, faults;
+//! - `auth`: signature and token verification.
+
+mod auth;
+pub mod data;
+pub mod server;
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub use data::{SimImage, generate};
+pub use server::Simulator;
+
+/// Access key accepted by default (never a real credential).
+pub const DEFAULT_ACCESS_KEY: &str = "SIMULATORAK";
+
+/// Secret key accepted by default, paired with [`DEFAULT_ACCESS_KEY`].
+pub const DEFAULT_SECRET_KEY: &str = "SIMULATORSK";
+
+/// Address `simulate` listens on unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9930";
+
+/// The quota `simulate` enforces unless told otherwise: the documented HSS
+/// limit of 5 calls per minute per user and per source IP for one API.
+pub const DEFAULT_QUOTA: &str = "5/1m";
+
+/// How long a "hang" fault delays an answer when [`Faults::hang`] is unset:
+/// longer than any sensible client timeout.
+pub const DEFAULT_HANG: Duration = Duration::from_secs(60);
+
+/// Errors of the simulator module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A quota specification such as `5/1m` could not be read.
+    #[error("invalid quota {input:?}: {reason} (expected CALLS/WINDOW, e.g. 5/1m, or none)")]
+    Quota {
+        /// The text that was given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A fault probability outside 0..=1.
+    #[error("invalid rate {input:?}: expected a probability between 0 and 1")]
+    Rate {
+        /// The text that was given.
+        input: String,
+    },
+}
+
+/// Everything that shapes a simulator: data, limits, credentials, faults.
+#[derive(Clone)]
+pub struct SimConfig {
+    /// Seed of the deterministic data and fault random generators.
+    pub seed: u64,
+    /// Total synthetic image versions (all types, all enterprise projects).
+    pub images: usize,
+    /// Distinct namespaces the images are spread over.
+    pub namespaces: usize,
+    /// Call quota per credential and per peer IP; `None` = unlimited.
+    pub quota: Option<Quota>,
+    /// Delay added to every listing answer.
+    pub latency: Duration,
+    /// Accepted (access key, secret key) pairs.
+    pub credentials: Vec<(String, String)>,
+    /// Accepted static `X-Auth-Token` values.
+    pub tokens: Vec<String>,
+    /// Random and configured faults.
+    pub faults: Faults,
+    /// "Now" for generated timestamps, epoch milliseconds; tests fix it so
+    /// that the data does not depend on the clock.
+    pub base_time_ms: i64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            images: 1000,
+            namespaces: 10,
+            quota: None,
+            latency: Duration::ZERO,
+            credentials: vec![(
+                DEFAULT_ACCESS_KEY.to_string(),
+                DEFAULT_SECRET_KEY.to_string(),
+            )],
+            tokens: Vec::new(),
+            faults: Faults::default(),
+            base_time_ms: now_ms(),
+        }
+    }
+}
+
+impl fmt::Debug for SimConfig {
+    // Written by hand so that secret keys and tokens never reach a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let access_keys: Vec<&str> = self.credentials.iter().map(|(ak, _)| ak.as_str()).collect();
+        f.debug_struct("SimConfig")
+            .field("seed", &self.seed)
+            .field("images", &self.images)
+            .field("namespaces", &self.namespaces)
+            .field("quota", &self.quota)
+            .field("latency", &self.latency)
+            .field("access_keys", &access_keys)
+            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .field("faults", &self.faults)
+            .field("base_time_ms", &self.base_time_ms)
+            .finish()
+    }
+}
+
+/// The current wall-clock time in epoch milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A call quota: at most `calls` admitted calls in any `window` (a sliding
+/// window by arrival time). Written `5/1m`, `50/1s`, `5/100ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// Calls admitted per window; at least 1.
+    pub calls: u32,
+    /// Length of the sliding window; not zero.
+    pub window: Duration,
+}
+
+impl Quota {
+    /// The documented HSS per-user limit: 5 calls per minute.
+    pub const DOCUMENTED: Quota = Quota {
+        calls: 5,
+        window: Duration::from_secs(60),
+    };
+
+    /// The window as the gateway words it in `APIGW.0308` messages:
+    /// `1 minute`, `1 second`, `100 millisecond`.
+    pub fn gateway_time(&self) -> String {
+        let ms = self.window.as_millis();
+        if ms.is_multiple_of(3_600_000) {
+            format!("{} hour", ms / 3_600_000)
+        } else if ms.is_multiple_of(60_000) {
+            format!("{} minute", ms / 60_000)
+        } else if ms.is_multiple_of(1000) {
+            format!("{} second", ms / 1000)
+        } else {
+            format!("{ms} millisecond")
+        }
+    }
+}
+
+impl FromStr for Quota {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let fail = |reason: &str| Error::Quota {
+            input: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let (calls, window) = s.trim().split_once('/').ok_or_else(|| fail("no '/'"))?;
+        let calls: u32 = calls
+            .trim()
+            .parse()
+            .map_err(|_| fail("the call count is not a whole number"))?;
+        if calls == 0 {
+            return Err(fail("the call count must be at least 1"));
+        }
+        let window = humantime::parse_duration(window.trim()).map_err(|e| fail(&e.to_string()))?;
+        if window.is_zero() {
+            return Err(fail("the window must not be zero"));
+        }
+        Ok(Quota { calls, window })
+    }
+}
+
+impl fmt::Display for Quota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.calls,
+            humantime::format_duration(self.window)
+        )
+    }
+}
+
+/// A quota setting as given on the command line: a [`Quota`] or `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaSetting(pub Option<Quota>);
+
+impl FromStr for QuotaSetting {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().eq_ignore_ascii_case("none") {
+            Ok(QuotaSetting(None))
+        } else {
+            s.parse().map(|quota| QuotaSetting(Some(quota)))
+        }
+    }
+}
+
+impl fmt::Display for QuotaSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(quota) => quota.fmt(f),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+/// Faults the simulator injects into listing answers. Rates are
+/// probabilities per call (0..=1), drawn after authentication and quota, in
+/// this order on one draw: fail, throttle, reset, malformed, hang.
+///
+/// As JSON (`POST /_sim/faults`) every field is optional and unknown fields
+/// are refused; `hang` is a humantime string such as `"45s"`.
+#[derive(Clone, Default, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Probability of a 500 answer (`HSS.0000`).
+    pub fail_rate: f64,
+    /// Probability of a 429 answer (`APIGW.0308`), independent of the quota.
+    pub throttle_rate: f64,
+    /// Probability that the connection breaks mid-answer: status 200 and
+    /// headers are sent, then the body stream fails.
+    pub reset_rate: f64,
+    /// Probability of a 200 whose JSON body is cut off half-way.
+    pub malformed_rate: f64,
+    /// Probability that the answer is delayed by [`Faults::hang`].
+    pub hang_rate: f64,
+    /// How long a hang lasts; [`DEFAULT_HANG`] when unset.
+    #[serde(with = "humantime_opt")]
+    pub hang: Option<Duration>,
+    /// When set, 429 answers carry `Retry-After: N` (seconds).
+    pub retry_after: Option<u64>,
+    /// `enterprise_project_id` values answered 403 `HSS.0013`; they are also
+    /// left out of `all_granted_eps`.
+    pub forbidden_eps: Vec<String>,
+    /// Serve rows as loosely typed as the official example: numeric
+    /// strings, nulls, ids like `"1042(私有镜像举例)"`, missing empty strings.
+    pub loose_types: bool,
+    /// Added to `total_num` on every page after the first (`offset > 0`).
+    pub total_num_drift: i64,
+    /// Each page after the first starts with the last row of the previous
+    /// page (so such a page carries up to `limit + 1` rows).
+    pub duplicate_rows: bool,
+}
+
+/// Serde helpers for an optional humantime duration (`"45s"`).
+mod humantime_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_some(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| humantime::parse_duration(&text).map_err(D::Error::custom))
+            .transpose()
+    }
+}
+
+/// A scripted answer for one of the next listing calls (see
+/// [`Simulator::fail_next`]); it replaces the random faults for that call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scripted {
+    /// Answer this HTTP status with a plausible error body (429 uses the
+    /// `APIGW.0308` body, 500 `HSS.0000`, 401 `APIG.0301`, ...). 200 answers
+    /// normally.
+    Status(u16),
+    /// Status 200 and headers, then the body stream breaks.
+    Reset,
+    /// Status 200 with the JSON body cut off half-way.
+    Malformed,
+    /// Answer normally after this delay.
+    Hang(Duration),
+}
+
+/// One listing request as the simulator received it.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// Arrival time (tokio's clock, so paused-time tests see exact values).
+    pub at: tokio::time::Instant,
+    /// The HTTP status answered (200 for reset and malformed answers too).
+    pub status: u16,
+    /// The `offset` asked for (0 when absent or unreadable).
+    pub offset: u64,
+    /// The `limit` asked for (10 when absent, 0 when unreadable).
+    pub limit: u64,
+    /// The raw query string.
+    pub query: String,
+}
+
+/// Every listing request received so far, refused ones included, in
+/// arrival order.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// The calls.
+    pub calls: Vec<Call>,
+}
+
+impl Stats {
+    /// How many calls were answered with `status`.
+    pub fn count_status(&self, status: u16) -> usize {
+        self.calls.iter().filter(|c| c.status == status).count()
+    }
+}
+
+/// The most calls whose arrival falls inside any window of length `window`
+/// (half-open: `[t, t + window)`). A client that keeps a `N/window` budget
+/// never makes this exceed `N`.
+pub fn max_calls_in_window(calls: &[Call], window: Duration) -> usize {
+    let mut times: Vec<tokio::time::Instant> = calls.iter().map(|c| c.at).collect();
+    times.sort_unstable();
+    let mut best = 0;
+    let mut end = 0;
+    for (start, &t) in times.iter().enumerate() {
+        // The busiest window can always be taken to start at a call.
+        let limit = t + window;
+        if end < start {
+            end = start;
+        }
+        while end < times.len() && times[end] < limit {
+            end += 1;
+        }
+        best = best.max(end - start);
+    }
+    best
+}
+
+fn parse_rate(text: &str) -> Result<f64, Error> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(Error::Rate {
+            input: text.to_string(),
+        }),
+    }
+}
+
+/// Arguments of the `simulate` subcommand: serve a simulated HSS API.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Total synthetic image versions.
+    #[arg(long, default_value_t = 1000)]
+    pub images: usize,
+    /// Distinct namespaces.
+    #[arg(long, default_value_t = 10)]
+    pub namespaces: usize,
+    /// Seed of the synthetic data and of the random faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Delay added to every listing answer (e.g. 200ms).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+    /// Call quota per user and per source IP, e.g. 5/1m (the documented HSS
+    /// limit), 50/1s, or none.
+    #[arg(long, default_value = DEFAULT_QUOTA)]
+    pub quota: QuotaSetting,
+    /// Probability of a 500 answer.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fail_rate: f64,
+    /// Probability of a 429 answer besides the quota.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub throttle_rate: f64,
+    /// Probability of a connection broken mid-answer.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub reset_rate: f64,
+    /// Probability of a truncated JSON body.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub malformed_rate: f64,
+    /// `Retry-After` seconds sent with 429 answers.
+    #[arg(long)]
+    pub retry_after: Option<u64>,
+    /// Accepted access key.
+    #[arg(long, env = "HSS_SWR_SIM_ACCESS_KEY", default_value = DEFAULT_ACCESS_KEY)]
+    pub access_key: String,
+    /// Accepted secret key.
+    #[arg(
+        long,
+        env = "HSS_SWR_SIM_SECRET_KEY",
+        default_value = DEFAULT_SECRET_KEY,
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub secret_key: String,
+    /// Accepted static X-Auth-Token value (repeatable).
+    #[arg(long = "token")]
+    pub tokens: Vec<String>,
+}
+
+impl SimulateArgs {
+    /// The simulator configuration these arguments describe.
+    pub fn config(&self) -> SimConfig {
+        SimConfig {
+            seed: self.seed,
+            images: self.images,
+            namespaces: self.namespaces,
+            quota: self.quota.0,
+            latency: self.latency,
+            credentials: vec![(self.access_key.clone(), self.secret_key.clone())],
+            tokens: self.tokens.clone(),
+            faults: Faults {
+                fail_rate: self.fail_rate,
+                throttle_rate: self.throttle_rate,
+                reset_rate: self.reset_rate,
+                malformed_rate: self.malformed_rate,
+                retry_after: self.retry_after,
+                ..Faults::default()
+            },
+            base_time_ms: now_ms(),
+        }
+    }
+}
+
+/// Runs the `simulate` subcommand: binds `args.listen`, logs the address and
+/// the accepted access keys (never a secret), and serves until `shutdown`.
+pub async fn run(
+    args: SimulateArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let config = args.config();
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let address = listener.local_addr()?;
+    let access_keys: Vec<&str> = config
+        .credentials
+        .iter()
+        .map(|(ak, _)| ak.as_str())
+        .collect();
+    let quota = QuotaSetting(config.quota).to_string();
+    tracing::info!(
+        %address,
+        ?access_keys,
+        tokens = config.tokens.len(),
+        images = config.images,
+        namespaces = config.namespaces,
+        seed = config.seed,
+        %quota,
+        "HSS simulator listening"
+    );
+    Simulator::new(config).serve(listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn quota_parses_and_displays() {
+        let q: Quota = "5/1m".parse().unwrap();
+        assert_eq!(q, Quota::DOCUMENTED);
+        assert_eq!(q.to_string(), "5/1m");
+        assert_eq!(q.gateway_time(), "1 minute");
+        let q: Quota = "50/1s".parse().unwrap();
+        assert_eq!((q.calls, q.window), (50, Duration::from_secs(1)));
+        assert_eq!(q.gateway_time(), "1 second");
+        let q: Quota = " 5 / 100ms ".parse().unwrap();
+        assert_eq!(q.window, Duration::from_millis(100));
+        assert_eq!(q.to_string(), "5/100ms");
+        assert_eq!(q.gateway_time(), "100 millisecond");
+        for bad in ["5", "0/1m", "x/1m", "5/0s", "5/soon", "-1/1m"] {
+            assert!(
+                matches!(bad.parse::<Quota>(), Err(Error::Quota { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!("none".parse::<QuotaSetting>().unwrap(), QuotaSetting(None));
+        assert_eq!(QuotaSetting(None).to_string(), "none");
+    }
+
+    #[test]
+    fn faults_read_humantime_and_refuse_unknown_fields() {
+        let faults: Faults =
+            serde_json::from_str(r#"{"hang_rate": 0.5, "hang": "45s", "forbidden_eps": ["ep-x"]}"#)
+                .unwrap();
+        assert_eq!(faults.hang, Some(Duration::from_secs(45)));
+        assert_eq!(faults.forbidden_eps, vec!["ep-x"]);
+        assert_eq!(faults.fail_rate, 0.0);
+        let json = serde_json::to_value(&faults).unwrap();
+        assert_eq!(json["hang"], "45s");
+        assert!(serde_json::from_str::<Faults>(r#"{"fail_rat": 0.1}"#).is_err());
+        assert!(serde_json::from_str::<Faults>(r#"{"hang": "soon"}"#).is_err());
+    }
+
+    fn calls_at(offsets_ms: &[u64]) -> Vec<Call> {
+        let base = tokio::time::Instant::now();
+        offsets_ms
+            .iter()
+            .map(|ms| Call {
+                at: base + Duration::from_millis(*ms),
+                status: 200,
+                offset: 0,
+                limit: 200,
+                query: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn max_calls_in_window_uses_half_open_windows() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(max_calls_in_window(&[], minute), 0);
+        // Five calls at 12 s spacing then one exactly a minute after the first:
+        // the window [0, 60 s) holds five, [12 s, 72 s) holds five too.
+        let calls = calls_at(&[0, 12_000, 24_000, 36_000, 48_000, 60_000]);
+        assert_eq!(max_calls_in_window(&calls, minute), 5);
+        // One millisecond earlier and six fall inside one minute.
+        let calls = calls_at(&[0, 12_000, 24_000, 36_000, 48_000, 59_999]);
+        assert_eq!(max_calls_in_window(&calls, minute), 6);
+        // Order of the input does not matter.
+        let calls = calls_at(&[59_999, 0, 48_000, 12_000, 36_000, 24_000, 200_000]);
+        assert_eq!(max_calls_in_window(&calls, minute), 6);
+        // A token bucket's burst: 5 at the start, 5 just before the end.
+        let calls = calls_at(&[0, 1, 2, 3, 4, 59_000, 59_001, 59_002, 59_003, 59_004]);
+        assert_eq!(max_calls_in_window(&calls, minute), 10);
+    }
+
+    #[tokio::test]
+    async fn run_serves_until_shutdown() {
+        let cli = Cli::try_parse_from(["x", "--listen", "127.0.0.1:0", "--images", "5"]).unwrap();
+        run(cli.args, async {}).await.unwrap();
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    #[test]
+    fn simulate_args_build_a_config() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--images",
+            "50",
+            "--quota",
+            "none",
+            "--fail-rate",
+            "0.25",
+            "--token",
+            "t1",
+            "--token",
+            "t2",
+            "--latency",
+            "150ms",
+        ])
+        .unwrap();
+        let config = cli.args.config();
+        assert_eq!(config.images, 50);
+        assert_eq!(config.quota, None);
+        assert_eq!(config.faults.fail_rate, 0.25);
+        assert_eq!(config.tokens, vec!["t1", "t2"]);
+        assert_eq!(config.latency, Duration::from_millis(150));
+        assert_eq!(
+            config.credentials,
+            vec![(
+                DEFAULT_ACCESS_KEY.to_string(),
+                DEFAULT_SECRET_KEY.to_string()
+            )]
+        );
+        let defaults = Cli::try_parse_from(["x"]).unwrap().args;
+        assert_eq!(defaults.config().quota, Some(Quota::DOCUMENTED));
+        assert_eq!(defaults.listen.to_string(), DEFAULT_LISTEN);
+        assert!(Cli::try_parse_from(["x", "--fail-rate", "1.5"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--quota", "5/"]).is_err());
+        // Secrets never reach Debug output.
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(DEFAULT_SECRET_KEY) && !debug.contains("t1"));
+    }
+}

@@ -1,0 +1,1928 @@
+//! The simulator's HTTP side: the listing endpoint, the control endpoints
+//! and the shared state behind them.
+//!
+//! Place in the project: the simulator stands in for the HSS API; it is used
+//! by tests, benchmarks and the demo; the exporter's own code never depends
+//! on it. A listing call goes through the checks in the order of the real
+//! API gateway and service: authentication (with the AK lockout), quota,
+//! scripted then random faults, parameters, data. Every listing call is
+//! recorded, refused ones included, so tests can check a client's budget.
+//!
+//! State is kept in `std::sync` locks that are never held across an await;
+//! the image rows sit behind an `Arc` so a call filters them by reference
+//! and serialises only its page.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::auth::{self, Credential, Failure};
+use super::data::{self, SimImage};
+use super::{Call, DEFAULT_HANG, Faults, Quota, Scripted, SimConfig, Stats, max_calls_in_window};
+
+/// The listing route (axum path syntax).
+pub const LISTING_PATH: &str = "/v5/{project_id}/image/swr-repository";
+
+/// `Content-Type` of every API answer, as the service sends it.
+pub const CONTENT_TYPE_JSON: &str = "application/json;charset=UTF-8";
+
+/// Consecutive authentication failures an access key may have; one more
+/// locks it (documented gateway behaviour).
+pub const MAX_AUTH_FAILURES: u32 = 5;
+
+/// How long a locked access key stays locked.
+pub const AUTH_LOCK: Duration = Duration::from_secs(5 * 60);
+
+/// Largest request body read (the gateway signs bodies up to 12 MB).
+const MAX_BODY: usize = 12 * 1024 * 1024;
+
+/// Largest `limit` accepted.
+pub const MAX_LIMIT: u64 = 200;
+
+/// Largest `offset` accepted.
+pub const MAX_OFFSET: u64 = 2_000_000;
+
+/// How long a "reset" answer waits after its first half before breaking.
+const RESET_AFTER: Duration = Duration::from_millis(20);
+
+/// Window of `max_calls_per_window` in `/_sim/stats` when no quota is set.
+const DEFAULT_STATS_WINDOW: Duration = Duration::from_secs(60);
+
+/// A simulated HSS API. Cheap to clone: clones share one state.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Access key -> secret key.
+    credentials: HashMap<String, String>,
+    tokens: HashSet<String>,
+    latency: Duration,
+    /// Rows sorted by id; replaced copy-on-write so a call can filter a
+    /// snapshot without holding the lock.
+    images: RwLock<Dataset>,
+    /// Indices of the rows matching recent filters, for one data version:
+    /// the pages of one sweep share a filter, so only the first page scans
+    /// every row.
+    matches: Mutex<MatchCache>,
+    state: Mutex<MutableState>,
+    /// Counter behind the request ids.
+    requests: AtomicU64,
+    /// Flipped to `true` when a `serve` is shutting down, which cuts short
+    /// hangs and latency so graceful shutdown does not wait for them.
+    stopping: watch::Sender<bool>,
+}
+
+/// The rows and a version that changes with every modification.
+struct Dataset {
+    version: u64,
+    rows: Arc<Vec<SimImage>>,
+}
+
+/// Matching row indices per filter, valid for one [`Dataset`] version.
+#[derive(Default)]
+struct MatchCache {
+    version: u64,
+    entries: HashMap<String, Arc<Vec<usize>>>,
+}
+
+/// Filters remembered in the [`MatchCache`] before it starts over.
+const MATCH_CACHE_ENTRIES: usize = 32;
+
+/// Lockout bookkeeping of one access key.
+#[derive(Default)]
+struct AuthRecord {
+    consecutive_failures: u32,
+    locked_until: Option<Instant>,
+}
+
+struct MutableState {
+    faults: Faults,
+    quota: Option<Quota>,
+    scripted: VecDeque<Scripted>,
+    rng: StdRng,
+    /// Arrival times of admitted calls per quota key (`ak:`, `token:`,
+    /// `ip:`), oldest first, pruned to the window.
+    admitted: HashMap<String, VecDeque<Instant>>,
+    auth: HashMap<String, AuthRecord>,
+    calls: Vec<Call>,
+}
+
+/// A fault decided for one call.
+#[derive(Debug, Clone, PartialEq)]
+enum Fault {
+    Status(u16),
+    Reset,
+    Malformed,
+    Hang(Duration),
+}
+
+/// How the body of an answer is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Whole,
+    /// Status 200, half the body, then the stream fails.
+    Reset,
+    /// Status 200, half the body, complete response.
+    Truncated,
+}
+
+/// An answer decided for a listing call, before it is sent.
+struct Answer {
+    status: StatusCode,
+    body: Vec<u8>,
+    retry_after: Option<u64>,
+    request_id: String,
+    delivery: Delivery,
+    delay: Duration,
+}
+
+/// Listing parameters after validation.
+#[derive(Debug)]
+struct ListQuery {
+    offset: usize,
+    limit: usize,
+    filter: Filter,
+}
+
+/// The parameters that select rows.
+#[derive(Debug)]
+struct Filter {
+    image_type: String,
+    /// `None` = `all_granted_eps`.
+    enterprise_project_id: Option<String>,
+    namespace: Option<String>,
+    image_name: Option<String>,
+    image_version: Option<String>,
+    scan_status: Option<String>,
+    instance_name: Option<String>,
+    instance_id: Option<String>,
+    latest_version: bool,
+    has_vul: Option<bool>,
+    has_malicious_file: Option<bool>,
+    has_unsafe_setting: Option<bool>,
+    update_time: (Option<i64>, Option<i64>),
+    scan_time: (Option<i64>, Option<i64>),
+}
+
+impl Filter {
+    fn matches(&self, row: &SimImage, forbidden_eps: &[String]) -> bool {
+        fn eq(filter: &Option<String>, value: &str) -> bool {
+            filter.as_deref().is_none_or(|f| f == value)
+        }
+        fn flag(filter: Option<bool>, count: i64) -> bool {
+            filter.is_none_or(|wanted| wanted == (count > 0))
+        }
+        fn within(range: (Option<i64>, Option<i64>), value: i64) -> bool {
+            range.0.is_none_or(|start| value >= start) && range.1.is_none_or(|end| value <= end)
+        }
+        row.image_type == self.image_type
+            && match &self.enterprise_project_id {
+                Some(ep) => row.enterprise_project_id == *ep,
+                None => !forbidden_eps.contains(&row.enterprise_project_id),
+            }
+            && eq(&self.namespace, &row.namespace)
+            && eq(&self.image_name, &row.image_name)
+            && eq(&self.image_version, &row.image_version)
+            && eq(&self.scan_status, &row.scan_status)
+            && eq(&self.instance_name, &row.instance_name)
+            && eq(&self.instance_id, &row.instance_id)
+            && (!self.latest_version || row.latest_version)
+            && flag(self.has_vul, row.vul_num)
+            && flag(self.has_malicious_file, row.malicious_file_num)
+            && flag(self.has_unsafe_setting, row.unsafe_setting_num)
+            && within(self.update_time, row.latest_update_time)
+            && within(self.scan_time, row.latest_scan_time)
+    }
+}
+
+/// An error answer of the service (`HSS.*`) or the gateway (`APIG*`,
+/// which adds `request_id`).
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(400, "HSS.0001", message)
+    }
+
+    fn throttled(quota: Option<Quota>, policy: &str) -> Self {
+        let quota = quota.unwrap_or(Quota::DOCUMENTED);
+        ApiError::new(
+            429,
+            "APIGW.0308",
+            format!(
+                "The throttling threshold has been reached: policy {policy} over ratelimit,limit:{},time:{}",
+                quota.calls,
+                quota.gateway_time()
+            ),
+        )
+    }
+
+    /// A plausible error for a scripted or random status.
+    fn for_status(status: u16, quota: Option<Quota>) -> Self {
+        match status {
+            400 => ApiError::invalid("Invalid parameter"),
+            401 => ApiError::new(401, "APIG.0301", auth::MSG_SIGNATURE),
+            403 => ApiError::new(403, "HSS.0013", "Insufficient permission"),
+            404 => not_found_error(),
+            429 => ApiError::throttled(quota, "user"),
+            502 | 503 => ApiError::new(status, "APIG.0201", "Backend unavailable"),
+            504 => ApiError::new(504, "APIG.0202", "Backend timeout"),
+            402..=499 => ApiError::new(status, "HSS.0002", "Failed to parse request"),
+            _ => ApiError::new(status, "HSS.0000", "Internal server error"),
+        }
+    }
+
+    fn body(&self, request_id: &str) -> Vec<u8> {
+        let value = if self.code.starts_with("APIG") {
+            json!({"error_code": self.code, "error_msg": self.message, "request_id": request_id})
+        } else {
+            json!({"error_code": self.code, "error_msg": self.message})
+        };
+        value.to_string().into_bytes()
+    }
+}
+
+fn not_found_error() -> ApiError {
+    ApiError::new(
+        404,
+        "APIG.0101",
+        "The API does not exist or has not been published in the environment",
+    )
+}
+
+/// Query parameters as the service reads them: split on `&` and the first
+/// `=`, `+` read as a space, percent-decoded.
+fn service_params(raw: &str) -> Vec<(String, String)> {
+    auth::signing_query_pairs(&raw.replace('+', "%20"))
+}
+
+/// Looks a parameter up (first occurrence); an empty value counts as absent.
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+        .filter(|value| !value.is_empty())
+}
+
+fn parse_bool(params: &[(String, String)], name: &str) -> Result<Option<bool>, ApiError> {
+    match param(params, name) {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(other) => Err(ApiError::invalid(format!(
+            "Invalid parameter: {name} must be true or false, got {other:?}"
+        ))),
+    }
+}
+
+fn parse_i64(params: &[(String, String)], name: &str) -> Result<Option<i64>, ApiError> {
+    param(params, name)
+        .map(|text| {
+            text.parse::<i64>().map_err(|_| {
+                ApiError::invalid(format!("Invalid parameter: {name} must be an integer"))
+            })
+        })
+        .transpose()
+}
+
+fn parse_ranged(
+    params: &[(String, String)],
+    name: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<usize, ApiError> {
+    let value = parse_i64(params, name)?.unwrap_or(default as i64);
+    match u64::try_from(value) {
+        Ok(v) if range.contains(&v) => Ok(usize::try_from(v).unwrap_or(usize::MAX)),
+        _ => Err(ApiError::invalid(format!(
+            "Invalid parameter: {name} must be between {} and {}",
+            range.start(),
+            range.end()
+        ))),
+    }
+}
+
+fn parse_list_query(params: &[(String, String)], faults: &Faults) -> Result<ListQuery, ApiError> {
+    let image_type = match param(params, "image_type") {
+        Some(t) if data::IMAGE_TYPES.contains(&t) => t.to_string(),
+        Some(t) => {
+            return Err(ApiError::invalid(format!(
+                "Invalid parameter: image_type {t:?} is not one of private_image, shared_image, instance_image, local_image"
+            )));
+        }
+        None => {
+            return Err(ApiError::invalid(
+                "Invalid parameter: image_type is required",
+            ));
+        }
+    };
+    let limit = parse_ranged(params, "limit", 10, 1..=MAX_LIMIT)?;
+    let offset = parse_ranged(params, "offset", 0, 0..=MAX_OFFSET)?;
+    let own = |name: &str| param(params, name).map(str::to_string);
+    let filter = Filter {
+        image_type,
+        enterprise_project_id: match param(params, "enterprise_project_id").unwrap_or("0") {
+            "all_granted_eps" => None,
+            ep => Some(ep.to_string()),
+        },
+        namespace: own("namespace"),
+        image_name: own("image_name"),
+        image_version: own("image_version"),
+        scan_status: own("scan_status"),
+        instance_name: own("instance_name"),
+        instance_id: own("instance_id"),
+        latest_version: parse_bool(params, "latest_version")?.unwrap_or(false),
+        has_vul: parse_bool(params, "has_vul")?,
+        has_malicious_file: parse_bool(params, "has_malicious_file")?,
+        has_unsafe_setting: parse_bool(params, "has_unsafe_setting")?,
+        update_time: (
+            parse_i64(params, "start_latest_update_time")?,
+            parse_i64(params, "end_latest_update_time")?,
+        ),
+        scan_time: (
+            parse_i64(params, "start_latest_scan_time")?,
+            parse_i64(params, "end_latest_scan_time")?,
+        ),
+    };
+    // Documented, validated, but not a filter the simulator applies.
+    parse_i64(params, "image_size")?;
+    if let Some(ep) = &filter.enterprise_project_id
+        && faults.forbidden_eps.contains(ep)
+    {
+        return Err(ApiError::new(
+            403,
+            "HSS.0013",
+            format!("Insufficient permission for enterprise project {ep}"),
+        ));
+    }
+    Ok(ListQuery {
+        offset,
+        limit,
+        filter,
+    })
+}
+
+fn lock(mutex: &Mutex<MutableState>) -> MutexGuard<'_, MutableState> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MutableState {
+    /// Applies the outcome of authentication to the lockout records; the
+    /// error to answer when the request is refused.
+    fn settle_auth(
+        &mut self,
+        outcome: Result<Credential, Failure>,
+        now: Instant,
+    ) -> Result<Credential, ApiError> {
+        let access_key = match &outcome {
+            Ok(credential) => credential.access_key.clone(),
+            Err(failure) => failure.access_key.clone(),
+        };
+        if let Some(ak) = access_key {
+            let record = self.auth.entry(ak).or_default();
+            if record.locked_until.is_some_and(|until| now < until) {
+                return Err(ApiError::new(401, "APIG.0301", auth::MSG_LOCKED));
+            }
+            record.locked_until = None;
+            match &outcome {
+                Ok(_) => record.consecutive_failures = 0,
+                Err(_) => {
+                    record.consecutive_failures += 1;
+                    if record.consecutive_failures > MAX_AUTH_FAILURES {
+                        record.consecutive_failures = 0;
+                        record.locked_until = Some(now + AUTH_LOCK);
+                    }
+                }
+            }
+        }
+        outcome.map_err(|failure| {
+            tracing::debug!(reason = failure.detail, "simulator refused authentication");
+            ApiError::new(401, "APIG.0301", failure.message)
+        })
+    }
+
+    /// Admits a call under the quota for every key, or names the policy
+    /// that refuses it. Refused calls are not admitted.
+    fn admit(&mut self, keys: &[String; 2], now: Instant) -> Result<(), &'static str> {
+        let Some(quota) = self.quota else {
+            return Ok(());
+        };
+        for (key, policy) in keys.iter().zip(["user", "ip"]) {
+            let times = self.admitted.entry(key.clone()).or_default();
+            while times
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= quota.window)
+            {
+                times.pop_front();
+            }
+            if times.len() >= quota.calls as usize {
+                return Err(policy);
+            }
+        }
+        for key in keys {
+            self.admitted.entry(key.clone()).or_default().push_back(now);
+        }
+        Ok(())
+    }
+
+    /// The scripted answer for this call, else a random fault by rate.
+    fn next_fault(&mut self) -> Option<Fault> {
+        if let Some(scripted) = self.scripted.pop_front() {
+            return match scripted {
+                Scripted::Status(200) => None,
+                Scripted::Status(code) => Some(Fault::Status(code)),
+                Scripted::Reset => Some(Fault::Reset),
+                Scripted::Malformed => Some(Fault::Malformed),
+                Scripted::Hang(d) => Some(Fault::Hang(d)),
+            };
+        }
+        let f = &self.faults;
+        let rate = |r: f64| {
+            if r.is_finite() {
+                r.clamp(0.0, 1.0)
+            } else {
+                0.0
+            }
+        };
+        let hang = f.hang.unwrap_or(DEFAULT_HANG);
+        let table = [
+            (rate(f.fail_rate), Fault::Status(500)),
+            (rate(f.throttle_rate), Fault::Status(429)),
+            (rate(f.reset_rate), Fault::Reset),
+            (rate(f.malformed_rate), Fault::Malformed),
+            (rate(f.hang_rate), Fault::Hang(hang)),
+        ];
+        if table.iter().all(|(r, _)| *r == 0.0) {
+            return None;
+        }
+        let draw: f64 = self.rng.random();
+        let mut threshold = 0.0;
+        for (r, fault) in table {
+            threshold += r;
+            if draw < threshold {
+                return Some(fault);
+            }
+        }
+        None
+    }
+
+    fn record(&mut self, call: Call) {
+        // Keep arrival order even when two calls finish deciding out of order.
+        let at = self.calls.partition_point(|c| c.at <= call.at);
+        self.calls.insert(at, call);
+    }
+}
+
+/// Body of a control endpoint's error.
+fn control_error(message: impl std::fmt::Display) -> Response {
+    let body = json!({"error_code": "SIM.0001", "error_msg": message.to_string()});
+    json_response(StatusCode::BAD_REQUEST, &body)
+}
+
+/// A JSON answer of a control endpoint.
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(CONTENT_TYPE_JSON),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn valid_rates(faults: &Faults) -> bool {
+    [
+        faults.fail_rate,
+        faults.throttle_rate,
+        faults.reset_rate,
+        faults.malformed_rate,
+        faults.hang_rate,
+    ]
+    .iter()
+    .all(|r| (0.0..=1.0).contains(r))
+}
+
+/// Body of `POST /_sim/malicious`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaliciousRequest {
+    namespace: String,
+    image_name: String,
+    image_version: String,
+    malicious_file_num: i64,
+    #[serde(default = "default_image_type")]
+    image_type: String,
+    #[serde(default = "default_ep")]
+    enterprise_project_id: String,
+}
+
+fn default_image_type() -> String {
+    "private_image".to_string()
+}
+
+fn default_ep() -> String {
+    "0".to_string()
+}
+
+impl Simulator {
+    /// A simulator serving data generated from `config`.
+    pub fn new(config: SimConfig) -> Self {
+        let mut images = data::generate(&config);
+        images.sort_by_key(|row| row.id);
+        let (stopping, _) = watch::channel(false);
+        Simulator {
+            inner: Arc::new(Inner {
+                credentials: config.credentials.into_iter().collect(),
+                tokens: config.tokens.into_iter().collect(),
+                latency: config.latency,
+                images: RwLock::new(Dataset {
+                    version: 0,
+                    rows: Arc::new(images),
+                }),
+                matches: Mutex::new(MatchCache::default()),
+                state: Mutex::new(MutableState {
+                    faults: config.faults,
+                    quota: config.quota,
+                    scripted: VecDeque::new(),
+                    // Distinct from the data generator's stream.
+                    rng: StdRng::seed_from_u64(config.seed ^ 0x5EED_FA17_0000_0001),
+                    admitted: HashMap::new(),
+                    auth: HashMap::new(),
+                    calls: Vec::new(),
+                }),
+                requests: AtomicU64::new(0),
+                stopping,
+            }),
+        }
+    }
+
+    /// All routes: the listing API, the `/_sim/*` control endpoints, and a
+    /// gateway-style 404 (`APIG.0101`) for everything else.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(LISTING_PATH, any(listing))
+            .route("/_sim/stats", get(stats_endpoint))
+            .route("/_sim/faults", post(faults_endpoint))
+            .route("/_sim/images", post(images_endpoint))
+            .route("/_sim/malicious", post(malicious_endpoint))
+            .fallback(fallback)
+            .with_state(self.clone())
+    }
+
+    /// Serves the routes on `listener` until `shutdown` completes, then
+    /// finishes the calls in flight (cutting hangs short). Peer addresses
+    /// are passed on, so the per-IP quota sees them.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let inner = Arc::clone(&self.inner);
+        let signal = async move {
+            shutdown.await;
+            inner.stopping.send_replace(true);
+        };
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await
+    }
+
+    fn snapshot(&self) -> (u64, Arc<Vec<SimImage>>) {
+        let guard = self
+            .inner
+            .images
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        (guard.version, Arc::clone(&guard.rows))
+    }
+
+    fn modify_images<T>(&self, change: impl FnOnce(&mut Vec<SimImage>) -> T) -> T {
+        let mut guard = self
+            .inner
+            .images
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        guard.version += 1;
+        change(Arc::make_mut(&mut guard.rows))
+    }
+
+    /// The current rows, in id order.
+    pub fn images(&self) -> Vec<SimImage> {
+        self.snapshot().1.as_ref().clone()
+    }
+
+    /// Replaces all rows.
+    pub fn set_images(&self, mut images: Vec<SimImage>) {
+        images.sort_by_key(|row| row.id);
+        self.modify_images(|rows| *rows = images);
+    }
+
+    /// Adds a row, replacing the row with the same id if there is one.
+    pub fn add_image(&self, image: SimImage) {
+        self.modify_images(|rows| insert_row(rows, image));
+    }
+
+    /// Replaces the faults.
+    pub fn set_faults(&self, faults: Faults) {
+        lock(&self.inner.state).faults = faults;
+    }
+
+    /// Replaces the quota (`None` = unlimited). Calls admitted so far keep
+    /// counting against the new quota's window.
+    pub fn set_quota(&self, quota: Option<Quota>) {
+        lock(&self.inner.state).quota = quota;
+    }
+
+    /// Scripts the answers of the next listing calls that pass
+    /// authentication and quota, in order, before any random fault; appended
+    /// to answers still pending.
+    pub fn fail_next(&self, scripted: Vec<Scripted>) {
+        lock(&self.inner.state).scripted.extend(scripted);
+    }
+
+    /// Every listing request received so far, refused ones included.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            calls: lock(&self.inner.state).calls.clone(),
+        }
+    }
+
+    /// Sets `malicious_file_num` on the row matching namespace, name,
+    /// version, image type and enterprise project, or adds such a row
+    /// (scanned now, the newest of its repository, with a fresh id).
+    /// Returns the row as it now is.
+    pub fn set_malicious(
+        &self,
+        namespace: &str,
+        image_name: &str,
+        image_version: &str,
+        image_type: &str,
+        enterprise_project_id: &str,
+        malicious_file_num: i64,
+    ) -> SimImage {
+        let now = super::now_ms();
+        self.modify_images(|rows| {
+            let same_repo = |r: &SimImage| {
+                r.namespace == namespace
+                    && r.image_name == image_name
+                    && r.image_type == image_type
+                    && r.enterprise_project_id == enterprise_project_id
+            };
+            if let Some(row) = rows
+                .iter_mut()
+                .find(|r| same_repo(r) && r.image_version == image_version)
+            {
+                row.malicious_file_num = malicious_file_num;
+                return row.clone();
+            }
+            let id = rows.last().map_or(data::FIRST_ID, |r| r.id + 1);
+            for row in rows.iter_mut().filter(|r| same_repo(r)) {
+                row.latest_version = false;
+            }
+            let digest = format!("{:016x}", data::mix(id)).repeat(4);
+            let row = SimImage {
+                id,
+                namespace: namespace.to_string(),
+                image_name: image_name.to_string(),
+                image_id: format!("{:016x}", data::mix(!id)).repeat(4),
+                image_digest: format!("sha256:{digest}"),
+                image_version: image_version.to_string(),
+                image_type: image_type.to_string(),
+                latest_version: true,
+                scan_status: "success".to_string(),
+                image_size: 52_428_800,
+                latest_update_time: now,
+                latest_scan_time: now,
+                malicious_file_num,
+                scannable: true,
+                enterprise_project_id: enterprise_project_id.to_string(),
+                ..SimImage::default()
+            };
+            insert_row(rows, row.clone());
+            row
+        })
+    }
+
+    fn request_id(&self) -> String {
+        let n = self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}{:016x}", data::mix(n), data::mix(n ^ 0xA5A5))
+    }
+
+    /// Sleeps, but wakes early when the server is shutting down.
+    async fn pause(&self, delay: Duration) {
+        if delay.is_zero() {
+            return;
+        }
+        let mut stopping = self.inner.stopping.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
+    }
+
+    /// Decides the answer to one listing call and records the call.
+    fn decide(
+        &self,
+        raw_query: &str,
+        auth_outcome: Result<Credential, Failure>,
+        peer: Option<IpAddr>,
+    ) -> Answer {
+        let request_id = self.request_id();
+        let params = service_params(raw_query);
+        let mut answer = Answer {
+            status: StatusCode::OK,
+            body: Vec::new(),
+            retry_after: None,
+            request_id,
+            delivery: Delivery::Whole,
+            delay: self.inner.latency,
+        };
+
+        let mut state = lock(&self.inner.state);
+        let arrival = Instant::now();
+        let mut call = Call {
+            at: arrival,
+            status: 0,
+            offset: param(&params, "offset")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            limit: match param(&params, "limit") {
+                None => 10,
+                Some(v) => v.parse().unwrap_or(0),
+            },
+            query: raw_query.to_string(),
+        };
+        let faults = state.faults.clone();
+        let quota = state.quota;
+
+        let gate = (|| {
+            let credential = state.settle_auth(auth_outcome, arrival)?;
+            let ip = peer.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+            let keys = [credential.key, format!("ip:{ip}")];
+            state
+                .admit(&keys, arrival)
+                .map_err(|policy| ApiError::throttled(quota, policy))?;
+            Ok::<_, ApiError>(state.next_fault())
+        })();
+
+        let outcome = match gate {
+            Err(error) => Err(error),
+            Ok(Some(Fault::Status(code))) => Err(ApiError::for_status(code, quota)),
+            Ok(fault) => {
+                match fault {
+                    Some(Fault::Hang(d)) => answer.delay += d,
+                    Some(Fault::Reset) => answer.delivery = Delivery::Reset,
+                    Some(Fault::Malformed) => answer.delivery = Delivery::Truncated,
+                    _ => {}
+                }
+                // Parameters and data need no lock.
+                drop(state);
+                let result =
+                    parse_list_query(&params, &faults).map(|query| self.page(&query, &faults));
+                state = lock(&self.inner.state);
+                result
+            }
+        };
+
+        match outcome {
+            Ok(body) => answer.body = body,
+            Err(error) => {
+                if error.status == StatusCode::TOO_MANY_REQUESTS {
+                    answer.retry_after = faults.retry_after;
+                }
+                answer.status = error.status;
+                answer.body = error.body(&answer.request_id);
+            }
+        }
+        if answer.delivery != Delivery::Whole {
+            // A broken answer always starts as a 200.
+            answer.status = StatusCode::OK;
+        }
+        call.status = answer.status.as_u16();
+        state.record(call);
+        answer
+    }
+
+    /// Filters the rows by reference and serialises one page.
+    fn page(&self, query: &ListQuery, faults: &Faults) -> Vec<u8> {
+        let (version, images) = self.snapshot();
+        let matching = self.matching(version, &images, &query.filter, &faults.forbidden_eps);
+        let start = if faults.duplicate_rows && query.offset > 0 {
+            query.offset - 1
+        } else {
+            query.offset
+        };
+        let end = query.offset.saturating_add(query.limit).min(matching.len());
+        let rows: Vec<&SimImage> = matching
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|&i| images.get(i))
+            .collect();
+        let mut total_num = i64::try_from(matching.len()).unwrap_or(i64::MAX);
+        if query.offset > 0 {
+            total_num = total_num.saturating_add(faults.total_num_drift).max(0);
+        }
+        data::page_json(total_num, &rows, faults.loose_types)
+    }
+
+    /// Indices (into `images`, in id order) of the rows `filter` selects.
+    fn matching(
+        &self,
+        version: u64,
+        images: &[SimImage],
+        filter: &Filter,
+        forbidden_eps: &[String],
+    ) -> Arc<Vec<usize>> {
+        let key = format!("{filter:?}|{forbidden_eps:?}");
+        {
+            let cache = self
+                .inner
+                .matches
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if cache.version == version
+                && let Some(hit) = cache.entries.get(&key)
+            {
+                return Arc::clone(hit);
+            }
+        }
+        let found: Arc<Vec<usize>> = Arc::new(
+            images
+                .iter()
+                .enumerate()
+                .filter(|(_, row)| filter.matches(row, forbidden_eps))
+                .map(|(i, _)| i)
+                .collect(),
+        );
+        let mut cache = self
+            .inner
+            .matches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A result from older data than the cache holds is not kept.
+        if version >= cache.version {
+            if cache.version != version || cache.entries.len() >= MATCH_CACHE_ENTRIES {
+                cache.entries.clear();
+                cache.version = version;
+            }
+            cache.entries.insert(key, Arc::clone(&found));
+        }
+        found
+    }
+}
+
+fn insert_row(rows: &mut Vec<SimImage>, image: SimImage) {
+    match rows.binary_search_by_key(&image.id, |row| row.id) {
+        Ok(i) => rows[i] = image,
+        Err(i) => rows.insert(i, image),
+    }
+}
+
+fn render(answer: Answer) -> Response {
+    let Answer {
+        status,
+        mut body,
+        retry_after,
+        request_id,
+        delivery,
+        ..
+    } = answer;
+    let body = match delivery {
+        Delivery::Whole => Body::from(body),
+        Delivery::Truncated => {
+            body.truncate(body.len() / 2);
+            Body::from(body)
+        }
+        Delivery::Reset => {
+            use futures_util::StreamExt as _;
+            body.truncate(body.len() / 2);
+            let first = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(body))]);
+            // The pause lets the server flush status, headers and the first
+            // half before the stream fails and the connection is dropped.
+            let broken = futures_util::stream::once(async {
+                tokio::time::sleep(RESET_AFTER).await;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "simulated connection reset",
+                ))
+            });
+            Body::from_stream(first.chain(broken))
+        }
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(CONTENT_TYPE_JSON),
+    );
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-request-id", value);
+    }
+    if let Some(seconds) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+fn api_error_response(error: &ApiError, request_id: String) -> Response {
+    render(Answer {
+        status: error.status,
+        body: error.body(&request_id),
+        retry_after: None,
+        request_id,
+        delivery: Delivery::Whole,
+        delay: Duration::ZERO,
+    })
+}
+
+async fn fallback(State(sim): State<Simulator>) -> Response {
+    api_error_response(&not_found_error(), sim.request_id())
+}
+
+/// `GET /v5/{project_id}/image/swr-repository`.
+async fn listing(State(sim): State<Simulator>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    if parts.method != Method::GET {
+        return api_error_response(&not_found_error(), sim.request_id());
+    }
+    let body = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .unwrap_or_default();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let auth_outcome = auth::verify(
+        &parts,
+        &body,
+        &sim.inner.credentials,
+        &sim.inner.tokens,
+        SystemTime::now(),
+    );
+    let raw_query = parts.uri.query().unwrap_or("");
+    let answer = sim.decide(raw_query, auth_outcome, peer);
+    sim.pause(answer.delay).await;
+    render(answer)
+}
+
+/// `GET /_sim/stats`.
+async fn stats_endpoint(State(sim): State<Simulator>) -> Response {
+    let (calls, window) = {
+        let state = lock(&sim.inner.state);
+        let window = state.quota.map_or(DEFAULT_STATS_WINDOW, |q| q.window);
+        (state.calls.clone(), window)
+    };
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    for call in &calls {
+        *by_status.entry(call.status.to_string()).or_insert(0) += 1;
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "calls": calls.len(),
+            "by_status": by_status,
+            "max_calls_per_window": max_calls_in_window(&calls, window),
+        }),
+    )
+}
+
+/// `POST /_sim/faults` with a [`Faults`] JSON body.
+async fn faults_endpoint(State(sim): State<Simulator>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Faults>(&body) {
+        Ok(faults) if valid_rates(&faults) => {
+            sim.set_faults(faults.clone());
+            json_response(StatusCode::OK, &faults)
+        }
+        Ok(_) => control_error("rates must be between 0 and 1"),
+        Err(error) => control_error(error),
+    }
+}
+
+/// `POST /_sim/images` with a JSON array of [`SimImage`].
+async fn images_endpoint(State(sim): State<Simulator>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Vec<SimImage>>(&body) {
+        Ok(images) => {
+            let added = images.len();
+            let total = sim.modify_images(|rows| {
+                for image in images {
+                    insert_row(rows, image);
+                }
+                rows.len()
+            });
+            json_response(StatusCode::OK, &json!({"added": added, "total": total}))
+        }
+        Err(error) => control_error(error),
+    }
+}
+
+/// `POST /_sim/malicious`.
+async fn malicious_endpoint(State(sim): State<Simulator>, body: Bytes) -> Response {
+    match serde_json::from_slice::<MaliciousRequest>(&body) {
+        Ok(req) => {
+            let row = sim.set_malicious(
+                &req.namespace,
+                &req.image_name,
+                &req.image_version,
+                &req.image_type,
+                &req.enterprise_project_id,
+                req.malicious_file_num,
+            );
+            json_response(StatusCode::OK, &row)
+        }
+        Err(error) => control_error(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hss::auth::signer;
+    use axum::http::{HeaderMap, Request};
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    const BASE: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    const PATH: &str = "/v5/proj/image/swr-repository";
+
+    fn sim_with(images: usize, quota: Option<Quota>) -> Simulator {
+        Simulator::new(SimConfig {
+            images,
+            quota,
+            tokens: vec!["tok".to_string(), "tok2".to_string()],
+            base_time_ms: BASE,
+            ..SimConfig::default()
+        })
+    }
+
+    struct Reply {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    }
+
+    impl Reply {
+        fn json(&self) -> Value {
+            serde_json::from_slice(&self.body).unwrap()
+        }
+        fn error_code(&self) -> String {
+            self.json()["error_code"].as_str().unwrap().to_string()
+        }
+        fn ids(&self) -> Vec<u64> {
+            self.json()["data_list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|row| row["id"].as_u64().unwrap())
+                .collect()
+        }
+    }
+
+    async fn send(sim: &Simulator, request: Request<Body>) -> Reply {
+        let response = sim.router().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn token_request(token: &str, query: &str, peer: Option<[u8; 4]>) -> Request<Body> {
+        let mut request = Request::get(format!("{PATH}?{query}"))
+            .header("x-auth-token", token)
+            .body(Body::empty())
+            .unwrap();
+        if let Some(ip) = peer {
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+        }
+        request
+    }
+
+    async fn list(sim: &Simulator, query: &str) -> Reply {
+        send(sim, token_request("tok", query, None)).await
+    }
+
+    fn signed_request(access_key: &str, secret_key: &str, query: &[(&str, &str)]) -> Request<Body> {
+        let query: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let date = signer::sdk_date(SystemTime::now());
+        let headers = vec![
+            ("Host".to_string(), "hss.sim.test".to_string()),
+            ("X-Project-Id".to_string(), "proj".to_string()),
+            ("X-Sdk-Date".to_string(), date.clone()),
+        ];
+        let authorization = signer::sign(
+            access_key,
+            secret_key,
+            &signer::SigningInput {
+                method: "GET",
+                path: PATH,
+                query: &query,
+                headers: &headers,
+                body: b"",
+            },
+        );
+        Request::get(format!("{PATH}?{}", signer::canonical_query(&query)))
+            .header("host", "hss.sim.test")
+            .header("x-project-id", "proj")
+            .header("x-sdk-date", date)
+            .header("authorization", authorization)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn pages_cover_the_listing_in_id_order() {
+        let sim = sim_with(1000, None);
+        let expected: Vec<u64> = sim
+            .images()
+            .iter()
+            .filter(|r| r.image_type == "private_image" && r.enterprise_project_id == "0")
+            .map(|r| r.id)
+            .collect();
+        assert!(expected.len() > 200, "{}", expected.len());
+        let mut seen = Vec::new();
+        let mut offset = 0;
+        while offset < expected.len() {
+            let reply = list(
+                &sim,
+                &format!("image_type=private_image&limit=200&offset={offset}"),
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::OK);
+            assert_eq!(
+                reply.headers[header::CONTENT_TYPE],
+                "application/json;charset=UTF-8"
+            );
+            assert_eq!(reply.json()["total_num"], expected.len());
+            let ids = reply.ids();
+            assert!(ids.len() <= 200);
+            seen.extend(ids);
+            offset += 200;
+        }
+        assert_eq!(seen, expected);
+        // Default limit is 10; past the end the page is empty.
+        assert_eq!(list(&sim, "image_type=private_image").await.ids().len(), 10);
+        let past = list(&sim, "image_type=private_image&offset=2000000").await;
+        assert_eq!(past.status, StatusCode::OK);
+        assert!(past.ids().is_empty());
+        // Changes to the data show on the next call with the same filter.
+        sim.add_image(SimImage {
+            id: 1,
+            image_type: "private_image".into(),
+            enterprise_project_id: "0".into(),
+            ..SimImage::default()
+        });
+        let reply = list(&sim, "image_type=private_image&limit=200&offset=0").await;
+        assert_eq!(reply.json()["total_num"], expected.len() + 1);
+        assert_eq!(reply.ids()[0], 1);
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_are_refused_with_hss_0001() {
+        let sim = sim_with(50, None);
+        for query in [
+            "image_type=private_image&limit=201",
+            "image_type=private_image&limit=0",
+            "image_type=private_image&limit=ten",
+            "image_type=private_image&offset=-1",
+            "image_type=private_image&offset=2000001",
+            "limit=10",
+            "image_type=harbor",
+            "image_type=private_image&has_vul=yes",
+            "image_type=private_image&latest_version=1",
+            "image_type=private_image&start_latest_scan_time=yesterday",
+        ] {
+            let reply = list(&sim, query).await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+            assert_eq!(reply.error_code(), "HSS.0001", "{query}");
+            assert!(reply.json().get("request_id").is_none());
+        }
+        let ok = list(&sim, "image_type=local_image&limit=200").await;
+        assert_eq!(
+            (ok.status, ok.json()["total_num"].as_u64()),
+            (StatusCode::OK, Some(0))
+        );
+    }
+
+    #[tokio::test]
+    async fn filters_narrow_the_result() {
+        let sim = sim_with(1000, None);
+        let rows = sim.images();
+        let count = |f: &dyn Fn(&SimImage) -> bool| {
+            rows.iter()
+                .filter(|r| r.image_type == "private_image" && r.enterprise_project_id == "0")
+                .filter(|r| f(r))
+                .count() as u64
+        };
+        let total = |reply: Reply| {
+            assert_eq!(reply.status, StatusCode::OK);
+            reply.json()["total_num"].as_u64().unwrap()
+        };
+        let p = "image_type=private_image&limit=200";
+        let cjk = signer::percent_encode("支付-团队");
+        assert_eq!(
+            total(list(&sim, &format!("{p}&namespace={cjk}")).await),
+            count(&|r| r.namespace == "支付-团队")
+        );
+        assert!(count(&|r| r.namespace == "支付-团队") > 0);
+        assert_eq!(
+            total(list(&sim, &format!("{p}&latest_version=true")).await),
+            count(&|r| r.latest_version)
+        );
+        assert_eq!(
+            total(list(&sim, &format!("{p}&latest_version=false")).await),
+            count(&|_| true)
+        );
+        assert_eq!(
+            total(list(&sim, &format!("{p}&has_vul=false")).await),
+            count(&|r| r.vul_num == 0)
+        );
+        assert_eq!(
+            total(
+                list(
+                    &sim,
+                    &format!("{p}&has_unsafe_setting=true&scan_status=success")
+                )
+                .await
+            ),
+            count(&|r| r.unsafe_setting_num > 0 && r.scan_status == "success")
+        );
+        let since = BASE - 7 * 86_400_000;
+        assert_eq!(
+            total(
+                list(
+                    &sim,
+                    &format!("{p}&start_latest_scan_time={since}&end_latest_scan_time={BASE}")
+                )
+                .await
+            ),
+            count(&|r| r.latest_scan_time >= since && r.latest_scan_time <= BASE)
+        );
+        assert_eq!(
+            total(list(&sim, &format!("{p}&end_latest_update_time={since}")).await),
+            count(&|r| r.latest_update_time <= since)
+        );
+        let row = rows
+            .iter()
+            .find(|r| r.image_type == "private_image" && r.enterprise_project_id == "0")
+            .unwrap();
+        let exact = list(
+            &sim,
+            &format!(
+                "{p}&namespace={}&image_name={}&image_version={}",
+                signer::percent_encode(&row.namespace),
+                row.image_name,
+                row.image_version
+            ),
+        )
+        .await;
+        assert_eq!(exact.ids(), vec![row.id]);
+
+        // Malicious rows, also across every enterprise project.
+        let all_malicious = rows
+            .iter()
+            .filter(|r| r.image_type == "private_image" && r.malicious_file_num > 0)
+            .count() as u64;
+        let reply = list(
+            &sim,
+            "image_type=private_image&has_malicious_file=true&enterprise_project_id=all_granted_eps&limit=200",
+        )
+        .await;
+        assert_eq!(total(reply), all_malicious);
+
+        // Instance filters, with a CJK instance name.
+        let instance = signer::percent_encode("企业实例-生产");
+        let reply = list(
+            &sim,
+            &format!("image_type=instance_image&enterprise_project_id=all_granted_eps&instance_name={instance}&limit=200"),
+        )
+        .await;
+        let expected = rows
+            .iter()
+            .filter(|r| r.instance_name == "企业实例-生产")
+            .count() as u64;
+        assert!(expected > 0);
+        assert_eq!(total(reply), expected);
+        // `+` reads as a space, as on the real service.
+        sim.add_image(SimImage {
+            id: 999_999,
+            namespace: "a b".into(),
+            image_type: "private_image".into(),
+            enterprise_project_id: "0".into(),
+            ..SimImage::default()
+        });
+        assert_eq!(
+            list(&sim, &format!("{p}&namespace=a+b")).await.ids(),
+            vec![999_999]
+        );
+    }
+
+    #[tokio::test]
+    async fn enterprise_projects_select_rows_and_forbidden_ones_get_403() {
+        let sim = sim_with(1000, None);
+        let rows = sim.images();
+        let in_ep = |ep: &str| {
+            rows.iter()
+                .filter(|r| r.image_type == "shared_image" && r.enterprise_project_id == ep)
+                .count() as u64
+        };
+        let total = |reply: Reply| reply.json()["total_num"].as_u64().unwrap();
+        let p = "image_type=shared_image";
+        assert_eq!(total(list(&sim, p).await), in_ep("0"));
+        assert_eq!(
+            total(list(&sim, &format!("{p}&enterprise_project_id=0")).await),
+            in_ep("0")
+        );
+        assert_eq!(
+            total(list(&sim, &format!("{p}&enterprise_project_id=ep-finance")).await),
+            in_ep("ep-finance")
+        );
+        let all = in_ep("0") + in_ep("ep-finance") + in_ep("ep-platform");
+        let query = format!("{p}&enterprise_project_id=all_granted_eps");
+        assert_eq!(total(list(&sim, &query).await), all);
+
+        sim.set_faults(Faults {
+            forbidden_eps: vec!["ep-finance".into()],
+            ..Faults::default()
+        });
+        let reply = list(&sim, &format!("{p}&enterprise_project_id=ep-finance")).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+        assert_eq!(reply.error_code(), "HSS.0013");
+        assert_eq!(total(list(&sim, &query).await), all - in_ep("ep-finance"));
+    }
+
+    #[tokio::test]
+    async fn signed_requests_are_verified() {
+        let sim = sim_with(200, None);
+        let query = [
+            ("image_type", "private_image"),
+            ("namespace", "支付-团队"),
+            ("image_name", "my image (1)"),
+            ("limit", "200"),
+        ];
+        let reply = send(&sim, signed_request("SIMULATORAK", "SIMULATORSK", &query)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(reply.json()["total_num"], 0);
+        let query = [("image_type", "private_image"), ("limit", "200")];
+        let reply = send(&sim, signed_request("SIMULATORAK", "SIMULATORSK", &query)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(!reply.ids().is_empty());
+
+        let reply = send(&sim, signed_request("SIMULATORAK", "wrong", &query)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        let body = reply.json();
+        assert_eq!(body["error_code"], "APIG.0301");
+        assert_eq!(
+            body["error_msg"],
+            "Incorrect IAM authentication information: verify aksk signature fail"
+        );
+        assert_eq!(body["request_id"].as_str().unwrap().len(), 32);
+        let reply = send(&sim, signed_request("OTHERAK", "SIMULATORSK", &query)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert!(
+            reply.json()["error_msg"]
+                .as_str()
+                .unwrap()
+                .contains("ak not exist")
+        );
+
+        // Tampering with the query after signing breaks the signature.
+        let mut request = signed_request("SIMULATORAK", "SIMULATORSK", &query);
+        *request.uri_mut() = format!("{PATH}?image_type=private_image&limit=199")
+            .parse()
+            .unwrap();
+        assert_eq!(send(&sim, request).await.status, StatusCode::UNAUTHORIZED);
+        // Refused calls are recorded too.
+        let stats = sim.stats();
+        assert_eq!(stats.calls.len(), 5);
+        assert_eq!(stats.count_status(401), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn access_key_locks_after_more_than_five_failures() {
+        let sim = sim_with(50, None);
+        let query = [("image_type", "private_image")];
+        // Five failures, then a success, reset the count.
+        for _ in 0..5 {
+            let reply = send(&sim, signed_request("SIMULATORAK", "bad", &query)).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        }
+        let ok = send(&sim, signed_request("SIMULATORAK", "SIMULATORSK", &query)).await;
+        assert_eq!(ok.status, StatusCode::OK);
+        for _ in 0..6 {
+            let reply = send(&sim, signed_request("SIMULATORAK", "bad", &query)).await;
+            assert_eq!(reply.json()["error_msg"], auth::MSG_SIGNATURE);
+        }
+        // The sixth failure in a row locked the key: correct signatures fail.
+        let locked = send(&sim, signed_request("SIMULATORAK", "SIMULATORSK", &query)).await;
+        assert_eq!(locked.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(locked.error_code(), "APIG.0301");
+        assert_eq!(locked.json()["error_msg"], auth::MSG_LOCKED);
+        // Tokens are not affected.
+        assert_eq!(
+            list(&sim, "image_type=private_image").await.status,
+            StatusCode::OK
+        );
+        tokio::time::advance(AUTH_LOCK - Duration::from_secs(1)).await;
+        let still = send(&sim, signed_request("SIMULATORAK", "SIMULATORSK", &query)).await;
+        assert_eq!(still.status, StatusCode::UNAUTHORIZED);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let ok = send(&sim, signed_request("SIMULATORAK", "SIMULATORSK", &query)).await;
+        assert_eq!(ok.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn tokens_are_checked() {
+        let sim = sim_with(50, None);
+        let ok = send(&sim, token_request("tok2", "image_type=shared_image", None)).await;
+        assert_eq!(ok.status, StatusCode::OK);
+        let bad = send(&sim, token_request("nope", "image_type=shared_image", None)).await;
+        assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(bad.json()["error_msg"], auth::MSG_TOKEN_BAD);
+        let request = Request::get(format!("{PATH}?image_type=shared_image"))
+            .body(Body::empty())
+            .unwrap();
+        let none = send(&sim, request).await;
+        assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(none.json()["error_msg"], auth::MSG_TOKEN_MISSING);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quota_refuses_the_sixth_call_in_a_minute() {
+        let sim = sim_with(50, Some(Quota::DOCUMENTED));
+        let q = "image_type=private_image&limit=200";
+        for i in 0..5 {
+            assert_eq!(list(&sim, q).await.status, StatusCode::OK, "call {i}");
+            tokio::time::advance(Duration::from_secs(10)).await;
+        }
+        // t = 50 s: the sixth call inside the minute is refused.
+        let refused = list(&sim, q).await;
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            refused.json()["error_msg"],
+            "The throttling threshold has been reached: policy user over ratelimit,limit:5,time:1 minute"
+        );
+        assert_eq!(refused.error_code(), "APIGW.0308");
+        assert!(refused.headers.get(header::RETRY_AFTER).is_none());
+        // Refused calls do not count: at t = 60 s the first call has left the window.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(list(&sim, q).await.status, StatusCode::OK);
+        // Now t = 60 s holds calls at 10..=60: full again.
+        sim.set_faults(Faults {
+            retry_after: Some(30),
+            ..Faults::default()
+        });
+        let refused = list(&sim, q).await;
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers[header::RETRY_AFTER], "30");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(list(&sim, q).await.status, StatusCode::OK);
+
+        let stats = sim.stats();
+        assert_eq!(stats.calls.len(), 9);
+        assert_eq!(stats.count_status(429), 2);
+        assert_eq!(stats.calls[0].limit, 200);
+        assert_eq!(stats.calls[0].query, q);
+        // Admitted calls never exceed the quota in any window...
+        let admitted: Vec<Call> = stats
+            .calls
+            .iter()
+            .filter(|c| c.status == 200)
+            .cloned()
+            .collect();
+        assert_eq!(max_calls_in_window(&admitted, Duration::from_secs(60)), 5);
+        // ...but this client sent more than the budget.
+        assert_eq!(
+            max_calls_in_window(&stats.calls, Duration::from_secs(60)),
+            7
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quota_applies_per_credential_and_per_ip() {
+        let sim = sim_with(50, Some("2/1s".parse().unwrap()));
+        let q = "image_type=private_image";
+        let status = |reply: Reply| (reply.status, reply.json()["error_msg"].clone());
+        for _ in 0..2 {
+            let reply = send(&sim, token_request("tok", q, Some([10, 0, 0, 1]))).await;
+            assert_eq!(reply.status, StatusCode::OK);
+        }
+        // Same IP, other token: the IP policy refuses.
+        let (code, msg) = status(send(&sim, token_request("tok2", q, Some([10, 0, 0, 1]))).await);
+        assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            msg.as_str()
+                .unwrap()
+                .contains("policy ip over ratelimit,limit:2,time:1 second")
+        );
+        // Same token, other IP: the user policy refuses.
+        let (code, msg) = status(send(&sim, token_request("tok", q, Some([10, 0, 0, 2]))).await);
+        assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+        assert!(msg.as_str().unwrap().contains("policy user over ratelimit"));
+        // Other token and other IP are free.
+        let reply = send(&sim, token_request("tok2", q, Some([10, 0, 0, 2]))).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        // Removing the quota admits everything.
+        sim.set_quota(None);
+        let reply = send(&sim, token_request("tok", q, Some([10, 0, 0, 1]))).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scripted_faults_come_first_and_in_order() {
+        let sim = sim_with(300, None);
+        sim.fail_next(vec![
+            Scripted::Status(500),
+            Scripted::Status(429),
+            Scripted::Reset,
+            Scripted::Malformed,
+            Scripted::Hang(Duration::from_secs(30)),
+            Scripted::Status(503),
+        ]);
+        let q = "image_type=private_image&limit=200";
+        let reply = list(&sim, q).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(reply.error_code(), "HSS.0000");
+        let reply = list(&sim, q).await;
+        assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(reply.error_code(), "APIGW.0308");
+
+        // Reset: 200 and headers, then the body fails.
+        let response = sim
+            .router()
+            .oneshot(token_request("tok", q, None))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .is_err()
+        );
+
+        let reply = list(&sim, q).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.body.len() > 100);
+        assert!(serde_json::from_slice::<Value>(&reply.body).is_err());
+
+        let started = Instant::now();
+        let reply = list(&sim, q).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(started.elapsed() >= Duration::from_secs(30));
+        assert!(!reply.ids().is_empty());
+
+        let reply = list(&sim, q).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(reply.error_code(), "APIG.0201");
+        assert_eq!(list(&sim, q).await.status, StatusCode::OK);
+
+        let statuses: Vec<u16> = sim.stats().calls.iter().map(|c| c.status).collect();
+        assert_eq!(statuses, vec![500, 429, 200, 200, 200, 503, 200]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn random_faults_follow_rates_and_seed() {
+        async fn run(seed: u64) -> Vec<u16> {
+            let sim = Simulator::new(SimConfig {
+                seed,
+                images: 20,
+                tokens: vec!["tok".into()],
+                base_time_ms: BASE,
+                latency: Duration::from_millis(250),
+                faults: Faults {
+                    fail_rate: 0.3,
+                    throttle_rate: 0.2,
+                    ..Faults::default()
+                },
+                ..SimConfig::default()
+            });
+            let mut statuses = Vec::new();
+            for _ in 0..200 {
+                statuses.push(list(&sim, "image_type=private_image").await.status.as_u16());
+            }
+            statuses
+        }
+        let started = Instant::now();
+        let a = run(5).await;
+        // Latency applies to every answer.
+        assert!(started.elapsed() >= Duration::from_millis(250 * 200));
+        assert_eq!(a, run(5).await);
+        assert_ne!(a, run(6).await);
+        let share = |code| a.iter().filter(|s| **s == code).count();
+        assert!((40..=80).contains(&share(500)), "{}", share(500));
+        assert!((20..=60).contains(&share(429)), "{}", share(429));
+        assert_eq!(share(500) + share(429) + share(200), 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn random_hang_uses_the_configured_delay() {
+        let sim = sim_with(20, None);
+        sim.set_faults(Faults {
+            hang_rate: 1.0,
+            hang: Some(Duration::from_secs(45)),
+            ..Faults::default()
+        });
+        let started = Instant::now();
+        assert_eq!(
+            list(&sim, "image_type=private_image").await.status,
+            StatusCode::OK
+        );
+        assert_eq!(started.elapsed().as_secs(), 45);
+    }
+
+    #[tokio::test]
+    async fn drift_duplicates_and_loose_types() {
+        let sim = sim_with(1000, None);
+        sim.set_faults(Faults {
+            total_num_drift: 3,
+            duplicate_rows: true,
+            ..Faults::default()
+        });
+        let q = "image_type=private_image&limit=50&enterprise_project_id=all_granted_eps";
+        let first = list(&sim, q).await;
+        let second = list(&sim, &format!("{q}&offset=50")).await;
+        let total = first.json()["total_num"].as_i64().unwrap();
+        assert_eq!(second.json()["total_num"].as_i64().unwrap(), total + 3);
+        let (a, b) = (first.ids(), second.ids());
+        assert_eq!(b.len(), 51);
+        assert_eq!(b[0], a[49]);
+
+        sim.set_faults(Faults {
+            loose_types: true,
+            ..Faults::default()
+        });
+        let loose = list(&sim, "image_type=private_image&limit=200")
+            .await
+            .json();
+        let list = loose["data_list"].as_array().unwrap();
+        assert!(list.iter().any(|r| r["id"].is_string()));
+        assert!(list.iter().any(|r| r["id"].is_u64()));
+        assert!(loose["total_num"].is_u64());
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_methods_get_apig_0101() {
+        let sim = sim_with(10, None);
+        for request in [
+            Request::get("/v5/proj/image/nothing")
+                .body(Body::empty())
+                .unwrap(),
+            Request::post(PATH).body(Body::empty()).unwrap(),
+        ] {
+            let reply = send(&sim, request).await;
+            assert_eq!(reply.status, StatusCode::NOT_FOUND);
+            assert_eq!(reply.error_code(), "APIG.0101");
+            assert_eq!(
+                reply.json()["error_msg"],
+                "The API does not exist or has not been published in the environment"
+            );
+        }
+        assert!(sim.stats().calls.is_empty());
+    }
+
+    fn post_json(path: &str, body: &str) -> Request<Body> {
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn control_endpoints_change_data_and_faults() {
+        let sim = sim_with(100, Some(Quota::DOCUMENTED));
+        // Mark an existing row malicious.
+        let row = sim
+            .images()
+            .into_iter()
+            .find(|r| r.image_type == "private_image" && r.enterprise_project_id == "0")
+            .unwrap();
+        let body = json!({
+            "namespace": row.namespace,
+            "image_name": row.image_name,
+            "image_version": row.image_version,
+            "malicious_file_num": 7,
+        })
+        .to_string();
+        let reply = send(&sim, post_json("/_sim/malicious", &body)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["id"], row.id);
+        assert_eq!(reply.json()["malicious_file_num"], 7);
+        // A new row when none matches.
+        let body = r#"{"namespace":"new-ns","image_name":"evil","image_version":"1.0",
+            "malicious_file_num":2,"image_type":"shared_image","enterprise_project_id":"ep-x"}"#;
+        let reply = send(&sim, post_json("/_sim/malicious", body)).await;
+        let new_id = reply.json()["id"].as_u64().unwrap();
+        assert!(new_id > row.id);
+        let found = list(
+            &sim,
+            "image_type=shared_image&enterprise_project_id=ep-x&has_malicious_file=true",
+        )
+        .await;
+        assert_eq!(found.ids(), vec![new_id]);
+        assert_eq!(found.json()["data_list"][0]["scan_status"], "success");
+        let bad = send(&sim, post_json("/_sim/malicious", r#"{"namespace":"x"}"#)).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+        // Add rows, replacing by id.
+        let images = json!([
+            {"id": row.id, "namespace": "moved", "image_name": "n", "image_version": "v",
+             "image_type": "private_image", "enterprise_project_id": "0"},
+            {"id": 5_000_000, "namespace": "moved", "image_name": "m", "image_version": "v",
+             "image_type": "private_image", "enterprise_project_id": "0"}
+        ])
+        .to_string();
+        let reply = send(&sim, post_json("/_sim/images", &images)).await;
+        assert_eq!(reply.json()["added"], 2);
+        assert_eq!(reply.json()["total"], 102);
+        let moved = list(&sim, "image_type=private_image&namespace=moved").await;
+        assert_eq!(moved.ids(), vec![row.id, 5_000_000]);
+
+        // Faults.
+        let reply = send(&sim, post_json("/_sim/faults", r#"{"fail_rate": 1.0}"#)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            list(&sim, "image_type=private_image").await.status.as_u16(),
+            500
+        );
+        let reply = send(&sim, post_json("/_sim/faults", r#"{"fail_rate": 2}"#)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        let reply = send(&sim, post_json("/_sim/faults", r#"{"nonsense": 1}"#)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        assert_eq!(reply.error_code(), "SIM.0001");
+
+        // Stats: 3 listing calls (200, 200, 500) so far, then quota refusals.
+        for _ in 0..5 {
+            list(&sim, "image_type=private_image").await;
+        }
+        let stats = send(
+            &sim,
+            Request::get("/_sim/stats").body(Body::empty()).unwrap(),
+        )
+        .await;
+        let stats = stats.json();
+        assert_eq!(stats["calls"], 8);
+        assert_eq!(stats["by_status"]["200"], 2);
+        assert_eq!(stats["by_status"]["500"], 3);
+        assert_eq!(stats["by_status"]["429"], 3);
+        assert_eq!(stats["max_calls_per_window"], 8);
+    }
+
+    /// Over a real socket: AK/SK signing by the exporter's signer with
+    /// reqwest, the peer address reaching the quota, a broken body and
+    /// graceful shutdown.
+    #[tokio::test]
+    async fn serves_over_tcp() {
+        let sim = sim_with(500, Some("3/1h".parse().unwrap()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(sim.clone().serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        let query: Vec<(String, String)> = [
+            ("image_type", "private_image"),
+            ("namespace", "支付-团队"),
+            ("limit", "200"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let get = |secret: &'static str| {
+            let date = signer::sdk_date(SystemTime::now());
+            let host = addr.to_string();
+            let headers = vec![
+                ("host".to_string(), host.clone()),
+                ("x-sdk-date".to_string(), date.clone()),
+            ];
+            let authorization = signer::sign(
+                "SIMULATORAK",
+                secret,
+                &signer::SigningInput {
+                    method: "GET",
+                    path: PATH,
+                    query: &query,
+                    headers: &headers,
+                    body: b"",
+                },
+            );
+            client
+                .get(format!(
+                    "http://{addr}{PATH}?{}",
+                    signer::canonical_query(&query)
+                ))
+                .header("x-sdk-date", date)
+                .header("authorization", authorization)
+                .send()
+        };
+        let response = get("SIMULATORSK").await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert!(body["total_num"].as_u64().unwrap() > 0);
+        assert_eq!(get("wrong").await.unwrap().status().as_u16(), 401);
+
+        sim.fail_next(vec![Scripted::Reset]);
+        let response = get("SIMULATORSK").await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert!(response.bytes().await.is_err());
+
+        // The per-IP policy sees 127.0.0.1: a token from the same host is
+        // refused after the two signed calls admitted above.
+        let response = client
+            .get(format!("http://{addr}{PATH}?image_type=private_image"))
+            .header("x-auth-token", "tok")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let response = client
+            .get(format!("http://{addr}{PATH}?image_type=private_image"))
+            .header("x-auth-token", "tok2")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 429);
+        let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert!(
+            body["error_msg"]
+                .as_str()
+                .unwrap()
+                .contains("policy ip over ratelimit,limit:3,time:1 hour")
+        );
+
+        let response = client
+            .get(format!("http://{addr}/_sim/stats"))
+            .send()
+            .await
+            .unwrap();
+        let stats: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert_eq!(stats["calls"], 5);
+        assert_eq!(stats["by_status"]["401"], 1);
+
+        // A hanging call is cut short by shutdown.
+        sim.fail_next(vec![Scripted::Hang(Duration::from_secs(3600))]);
+        let hanging = tokio::spawn(
+            client
+                .get(format!("http://{addr}{PATH}?image_type=shared_image"))
+                .header("x-auth-token", "tok")
+                .header("x-forwarded-for", "ignored")
+                .send(),
+        );
+        while sim.stats().calls.len() < 6 {
+            tokio::task::yield_now().await;
+        }
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        let _ = hanging.await.unwrap();
+    }
+}
