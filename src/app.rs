@@ -367,15 +367,12 @@ targets:
     )
 }
 
-/// Runs the built-in simulator and the exporter against it in one process,
-/// serving metrics on `listener`, until `shutdown` completes.
-pub async fn run_demo(
-    listener: TcpListener,
-    telemetry_path: &str,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    use crate::simulator::{Quota, SimConfig, Simulator};
-    let simulator = Simulator::new(SimConfig {
+/// The demo's simulator: 2,400 synthetic images in 12 namespaces, every scan
+/// status, failed scans, malicious files and enterprise-edition instances,
+/// behind a quota of 5 calls a second.
+pub fn demo_simulator_config() -> crate::simulator::SimConfig {
+    use crate::simulator::{Quota, SimConfig};
+    SimConfig {
         seed: 42,
         images: 2400,
         namespaces: 12,
@@ -386,7 +383,28 @@ pub async fn run_demo(
         latency: Duration::from_millis(20),
         credentials: vec![(DEMO_ACCESS_KEY.to_string(), DEMO_SECRET_KEY.to_string())],
         ..SimConfig::default()
-    });
+    }
+}
+
+/// Runs the built-in simulator and the exporter against it in one process,
+/// serving metrics on `listener`, until `shutdown` completes.
+pub async fn run_demo(
+    listener: TcpListener,
+    telemetry_path: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    run_demo_with(demo_simulator_config(), listener, telemetry_path, shutdown).await
+}
+
+/// [`run_demo`] with a simulator of one's choice.
+pub async fn run_demo_with(
+    simulator: crate::simulator::SimConfig,
+    listener: TcpListener,
+    telemetry_path: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let images = simulator.images;
+    let simulator = crate::simulator::Simulator::new(simulator);
     let sim_listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io("cannot start the simulator"))?;
@@ -404,7 +422,8 @@ pub async fn run_demo(
     tracing::info!(
         simulator = %endpoint,
         metrics = %format!("http://localhost:{}{telemetry_path}", address.port()),
-        "demo: the exporter polls the built-in simulator (2400 synthetic images, quota 5 calls/s)"
+        images,
+        "demo: the exporter polls the built-in simulator (synthetic images, quota 5 calls/s)"
     );
     let exporter = Exporter::new(config)?;
     let result = run_daemon(exporter, listener, telemetry_path, shutdown).await;
