@@ -15,8 +15,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::collect::scheduler::{self, Settings};
-use crate::collect::{ImageSource, Scope, ScopeHandle, ScopeSet};
+use crate::collect::detect::{StateFile, scope_id};
+use crate::collect::scheduler::{self, LaneContext, Settings};
+use crate::collect::{ImageSource, Lane, Scope, ScopeHandle, ScopeSet};
 use crate::config::Config;
 use crate::hss::{self, Budget, ClientSettings};
 use crate::metrics::Metrics;
@@ -66,8 +67,7 @@ pub struct Exporter {
     scopes: Arc<ScopeSet>,
     metrics: Arc<Metrics>,
     budget: Arc<Budget>,
-    lanes: Vec<(Arc<ScopeHandle>, Arc<dyn ImageSource>)>,
-    settings: Settings,
+    lanes: Vec<(Arc<ScopeHandle>, LaneContext)>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -93,7 +93,28 @@ impl Exporter {
             retry_base: hss::client::RETRY_BASE,
             retry_cap: hss::client::RETRY_CAP,
         };
-        let mut lanes: Vec<(Arc<ScopeHandle>, Arc<dyn ImageSource>)> = Vec::new();
+        let malicious_lane = !config.malicious_interval.is_zero();
+        let scope_count = config.scope_count();
+        let malicious_per_second = if malicious_lane {
+            scope_count as f64 / config.malicious_interval.as_secs_f64()
+        } else {
+            0.0
+        };
+        let settings = Settings {
+            poll_interval: config.poll_interval,
+            malicious_interval: config.malicious_interval,
+            sweep_calls_per_second: (config.api_rate_limit.per_second() - malicious_per_second)
+                .max(config.api_rate_limit.per_second() / 100.0),
+            page_size: config.page_size,
+            concurrency: config.concurrency,
+            image_metrics: config.image_metrics,
+            max_image_series: config.max_image_series,
+        };
+        let state = config
+            .state_file
+            .as_ref()
+            .map(|path| (Arc::new(StateFile::new(path.clone())), Arc::clone(&scopes)));
+        let mut lanes: Vec<(Arc<ScopeHandle>, LaneContext)> = Vec::new();
         for target in &config.targets {
             api.init_target(&target.name);
             let client: Arc<dyn ImageSource> = Arc::new(hss::Client::new(
@@ -106,6 +127,11 @@ impl Exporter {
                 api.clone(),
                 client_settings,
             ));
+            let context = LaneContext {
+                source: client,
+                settings,
+                state: state.clone(),
+            };
             for enterprise_project_id in &target.enterprise_project_ids {
                 for image_type in &target.image_types {
                     let handle = ScopeHandle::new(
@@ -116,26 +142,22 @@ impl Exporter {
                             latest_version_only: target.latest_version_only,
                         },
                         config.stale_after,
+                        malicious_lane,
                     );
-                    lanes.push((handle, Arc::clone(&client)));
+                    lanes.push((handle, context.clone()));
                 }
             }
         }
         scopes.replace(lanes.iter().map(|(h, _)| Arc::clone(h)).collect());
-        let settings = Settings {
-            poll_interval: config.poll_interval,
-            page_size: config.page_size,
-            concurrency: config.concurrency,
-            image_metrics: config.image_metrics,
-            max_image_series: config.max_image_series,
-        };
+        if let Some((file, _)) = &state {
+            restore_baselines(file, &lanes);
+        }
         Ok(Self {
             config,
             scopes,
             metrics,
             budget,
             lanes,
-            settings,
         })
     }
 
@@ -159,53 +181,119 @@ impl Exporter {
         }
     }
 
-    /// Logs what the budget allows, once at start.
+    /// Logs what the budget allows, once at start: the calls a minute the
+    /// malicious lane needs, with a warning when that alone exceeds the budget.
     pub fn log_plan(&self) {
         let limit = self.config.api_rate_limit;
         let scopes = self.lanes.len();
-        let first_pass = Duration::from_secs_f64(scopes as f64 / limit.per_second());
+        let per_minute = limit.per_second() * 60.0;
+        let malicious = self.config.malicious_interval;
+        let malicious_per_minute = if malicious.is_zero() {
+            0.0
+        } else {
+            scopes as f64 * 60.0 / malicious.as_secs_f64()
+        };
         tracing::info!(
             budget = %limit,
+            budget_calls_per_minute = per_minute,
             scopes,
             targets = self.config.targets.len(),
+            malicious_interval = %humantime::format_duration(malicious),
+            malicious_calls_per_minute = malicious_per_minute,
+            sweep_calls_per_minute = (per_minute - malicious_per_minute).max(0.0),
             poll_interval = %humantime::format_duration(self.config.poll_interval),
-            seconds_per_call = 1.0 / limit.per_second(),
-            first_pages_within = %humantime::format_duration(first_pass),
-            "request budget plan: every scope's sweep draws on one shared budget; a sweep of P pages takes at least P calls"
+            "request budget plan: the malicious lane (one call per scope and round when few images are malicious) goes first; sweeps share the rest, one call per 200 images"
         );
+        if malicious_per_minute >= per_minute {
+            tracing::warn!(
+                malicious_calls_per_minute = malicious_per_minute,
+                budget_calls_per_minute = per_minute,
+                "the malicious lane alone needs the whole budget: its rounds will take longer than malicious_interval and sweeps will starve; raise malicious_interval or configure fewer scopes"
+            );
+        }
     }
 
     /// Starts every lane; they stop when `cancel` fires.
     pub fn spawn(&self, cancel: &CancellationToken) -> tokio::task::JoinSet<()> {
         let mut tasks = tokio::task::JoinSet::new();
-        for (handle, source) in &self.lanes {
-            tasks.spawn(scheduler::run_sweep_lane(
-                Arc::clone(handle),
-                Arc::clone(source),
-                self.settings,
-                cancel.clone(),
-            ));
+        for (handle, context) in &self.lanes {
+            for lane in handle.lanes() {
+                tasks.spawn(scheduler::run_lane(
+                    *lane,
+                    Arc::clone(handle),
+                    context.clone(),
+                    cancel.clone(),
+                ));
+            }
         }
         tasks
     }
 
-    /// Runs every lane of every scope once, together; returns whether all
-    /// succeeded.
-    pub async fn run_once(&self) -> bool {
+    /// Runs one run of `lane` in every scope that has it, together; returns
+    /// whether all succeeded.
+    pub async fn run_lane_once(&self, lane: Lane) -> bool {
         let mut tasks = tokio::task::JoinSet::new();
-        for (handle, source) in &self.lanes {
-            let handle = Arc::clone(handle);
-            let source = Arc::clone(source);
-            let settings = self.settings;
-            tasks.spawn(
-                async move { scheduler::sweep_once(&handle, source.as_ref(), &settings).await },
-            );
+        for (handle, context) in &self.lanes {
+            if handle.lanes().contains(&lane) {
+                let handle = Arc::clone(handle);
+                let context = context.clone();
+                tasks.spawn(async move { scheduler::run_lane_once(lane, &handle, &context).await });
+            }
         }
         let mut all = true;
         while let Some(result) = tasks.join_next().await {
             all &= result.unwrap_or(false);
         }
         all
+    }
+
+    /// Runs every lane of every scope once (the malicious lane first, so its
+    /// run sets the baseline), scopes together; returns whether all succeeded.
+    pub async fn run_once(&self) -> bool {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (handle, context) in &self.lanes {
+            let handle = Arc::clone(handle);
+            let context = context.clone();
+            tasks.spawn(async move {
+                let mut ok = true;
+                for lane in [Lane::Malicious, Lane::Sweep] {
+                    if handle.lanes().contains(&lane) {
+                        ok &= scheduler::run_lane_once(lane, &handle, &context).await;
+                    }
+                }
+                ok
+            });
+        }
+        let mut all = true;
+        while let Some(result) = tasks.join_next().await {
+            all &= result.unwrap_or(false);
+        }
+        all
+    }
+}
+
+/// Loads the baselines the state file holds into the matching scopes; a
+/// corrupt or unreadable file is reported and left to be replaced.
+fn restore_baselines(file: &StateFile, lanes: &[(Arc<ScopeHandle>, LaneContext)]) {
+    match file.load() {
+        Ok(mut states) => {
+            let mut restored = 0;
+            for (handle, _) in lanes {
+                if let Some(state) = states.remove(&scope_id(&handle.scope)) {
+                    handle.update_detector(|d| *d = state);
+                    restored += 1;
+                }
+            }
+            tracing::info!(
+                path = %file.path().display(),
+                scopes = restored,
+                "restored detection baselines from the state file"
+            );
+        }
+        Err(error) => tracing::warn!(
+            %error,
+            "cannot use the state file; starting from a fresh baseline, and the file will be replaced"
+        ),
     }
 }
 

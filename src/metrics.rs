@@ -12,7 +12,8 @@
 //! vanished from the last sweep, or a scope whose data went stale, simply has
 //! no series.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Desc};
@@ -21,8 +22,10 @@ use prometheus::{
     CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::collect::aggregate::KNOWN_SCAN_STATUSES;
-use crate::collect::{NamespaceKey, ScopeHandle, ScopeSet, Snapshot};
+use crate::collect::aggregate::{KNOWN_SCAN_STATUSES, MaliciousStats};
+use crate::collect::{
+    DetectorState, MaliciousSnapshot, NamespaceKey, Scope, ScopeHandle, ScopeSet, Snapshot,
+};
 use crate::hss::ApiObserver;
 
 /// The `Content-Type` of the exposition.
@@ -149,6 +152,21 @@ pub struct Metrics {
     api: Arc<ApiMetrics>,
     scopes: Arc<ScopeSet>,
     image_metrics: bool,
+    /// Rendered namespace series per scope, reused until the scope publishes
+    /// again.
+    cache: Mutex<HashMap<Scope, ScopeCache>>,
+}
+
+/// Rendered samples, one string per family of [`FAMILIES`].
+type Chunks = Arc<Vec<String>>;
+
+/// One scope's rendered series: one chunk per family of [`FAMILIES`] (empty
+/// for the families of the other source), with what they were made from.
+struct ScopeCache {
+    sweep_key: Option<u64>,
+    sweep_chunks: Arc<Vec<String>>,
+    malicious_key: (Option<u64>, Option<u64>, u64),
+    malicious_chunks: Arc<Vec<String>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -183,6 +201,7 @@ impl Metrics {
             api,
             scopes,
             image_metrics,
+            cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -198,22 +217,15 @@ impl Metrics {
         if let Err(error) = TextEncoder::new().encode_utf8(&families, &mut out) {
             tracing::error!(%error, "encoding self-metrics failed");
         }
-        let published: Vec<(Arc<ScopeHandle>, Arc<Snapshot>)> = self
-            .scopes
-            .list()
-            .into_iter()
-            .filter_map(|scope| scope.snapshot().map(|snapshot| (scope, snapshot)))
-            .collect();
-        let chunks: Vec<&Vec<String>> = published
-            .iter()
-            .map(|(scope, snapshot)| {
-                snapshot
-                    .rendered
-                    .get_or_init(|| render_snapshot(scope, snapshot, self.image_metrics))
-            })
-            .collect();
-        for (i, family) in NAMESPACE_FAMILIES.iter().enumerate() {
-            if chunks.iter().all(|c| c.get(i).is_none_or(String::is_empty)) {
+        let chunks = self.scope_chunks();
+        for (i, family) in FAMILIES.iter().enumerate() {
+            let pick =
+                |(sweep, malicious): &(Arc<Vec<String>>, Arc<Vec<String>>)| match family.source {
+                    Source::Sweep => sweep.get(i).cloned().unwrap_or_default(),
+                    Source::Malicious => malicious.get(i).cloned().unwrap_or_default(),
+                };
+            let parts: Vec<String> = chunks.iter().map(pick).filter(|c| !c.is_empty()).collect();
+            if parts.is_empty() {
                 continue;
             }
             out.push_str("# HELP ");
@@ -222,76 +234,184 @@ impl Metrics {
             out.push_str(family.help);
             out.push_str("\n# TYPE ");
             out.push_str(family.name);
-            out.push_str(" gauge\n");
-            for c in &chunks {
-                if let Some(chunk) = c.get(i) {
-                    out.push_str(chunk);
-                }
+            out.push_str(if family.kind == MetricType::COUNTER {
+                " counter\n"
+            } else {
+                " gauge\n"
+            });
+            for part in &parts {
+                out.push_str(part);
             }
+        }
+        out
+    }
+
+    /// Every scope's rendered chunks, from the cache where the scope has not
+    /// published since.
+    fn scope_chunks(&self) -> Vec<(Chunks, Chunks)> {
+        let scopes = self.scopes.list();
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.retain(|scope, _| scopes.iter().any(|h| &h.scope == scope));
+        let mut out = Vec::with_capacity(scopes.len());
+        for handle in &scopes {
+            let sweep = handle.snapshot();
+            let malicious = handle.malicious_snapshot();
+            let detector = handle.detector();
+            let sweep_key = sweep.as_ref().map(|s| s.id);
+            let malicious_key = (
+                sweep_key,
+                malicious.as_ref().map(|m| m.id),
+                detector.generation,
+            );
+            let entry = cache
+                .entry(handle.scope.clone())
+                .or_insert_with(|| ScopeCache {
+                    sweep_key: None,
+                    sweep_chunks: Arc::new(Vec::new()),
+                    malicious_key: (None, None, u64::MAX),
+                    malicious_chunks: Arc::new(Vec::new()),
+                });
+            if entry.sweep_key != sweep_key
+                || (sweep_key.is_some() && entry.sweep_chunks.is_empty())
+            {
+                entry.sweep_key = sweep_key;
+                entry.sweep_chunks = Arc::new(match &sweep {
+                    Some(snapshot) => render_sweep(handle, snapshot, self.image_metrics),
+                    None => Vec::new(),
+                });
+            }
+            if entry.malicious_key != malicious_key {
+                entry.malicious_key = malicious_key;
+                entry.malicious_chunks = Arc::new(render_malicious(
+                    handle,
+                    sweep.as_deref(),
+                    malicious.as_deref(),
+                    &detector,
+                ));
+            }
+            out.push((
+                Arc::clone(&entry.sweep_chunks),
+                Arc::clone(&entry.malicious_chunks),
+            ));
         }
         out
     }
 }
 
-/// A namespace (or per-scope) gauge family rendered from snapshots.
+/// Where a family's values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The last complete sweep.
+    Sweep,
+    /// The newer of the last sweep and the last malicious-lane run, and the
+    /// detector.
+    Malicious,
+}
+
+/// A family rendered from published results.
 struct FamilySpec {
     name: &'static str,
     help: &'static str,
+    kind: MetricType,
+    source: Source,
 }
 
-const NAMESPACE_FAMILIES: [FamilySpec; 13] = [
+const fn gauge_of(name: &'static str, help: &'static str, source: Source) -> FamilySpec {
     FamilySpec {
-        name: "hss_swr_images",
-        help: "Image versions by scan status, from the last complete sweep of the scope.",
-    },
+        name,
+        help,
+        kind: MetricType::GAUGE,
+        source,
+    }
+}
+
+const IMAGES: usize = 0;
+const VULNERABILITIES: usize = 1;
+const MALICIOUS_FILES: usize = 2;
+const UNSAFE_SETTINGS: usize = 3;
+const VULNERABLE_IMAGES: usize = 4;
+const MALICIOUS_IMAGES: usize = 5;
+const UNSAFE_IMAGES: usize = 6;
+const SCAN_FAILURES: usize = 7;
+const OLDEST_SCAN: usize = 8;
+const DETECTED: usize = 9;
+const IMAGE_VULNERABILITIES: usize = 10;
+const IMAGE_MALICIOUS_FILES: usize = 11;
+const IMAGE_UNSAFE_SETTINGS: usize = 12;
+const IMAGE_SERIES_DROPPED: usize = 13;
+
+const FAMILIES: [FamilySpec; 14] = [
+    gauge_of(
+        "hss_swr_images",
+        "Image versions by scan status, from the last complete sweep of the scope.",
+        Source::Sweep,
+    ),
+    gauge_of(
+        "hss_swr_vulnerabilities",
+        "Sum of vul_num over the namespace's images, from the last complete sweep.",
+        Source::Sweep,
+    ),
+    gauge_of(
+        "hss_swr_malicious_files",
+        "Sum of malicious_file_num over the namespace's images, from the newer of the last sweep and the last malicious-lane run.",
+        Source::Malicious,
+    ),
+    gauge_of(
+        "hss_swr_unsafe_settings",
+        "Sum of unsafe_setting_num (failed baseline checks) over the namespace's images, from the last complete sweep.",
+        Source::Sweep,
+    ),
+    gauge_of(
+        "hss_swr_vulnerable_images",
+        "Images with vul_num > 0, from the last complete sweep.",
+        Source::Sweep,
+    ),
+    gauge_of(
+        "hss_swr_malicious_images",
+        "Images with malicious_file_num > 0, from the newer of the last sweep and the last malicious-lane run.",
+        Source::Malicious,
+    ),
+    gauge_of(
+        "hss_swr_unsafe_images",
+        "Images with unsafe_setting_num > 0, from the last complete sweep.",
+        Source::Sweep,
+    ),
+    gauge_of(
+        "hss_swr_scan_failures",
+        "Images by scan_failed_desc, from the last complete sweep.",
+        Source::Sweep,
+    ),
+    gauge_of(
+        "hss_swr_oldest_scan_timestamp_seconds",
+        "Oldest latest_scan_time among the namespace's scanned images, from the last complete sweep.",
+        Source::Sweep,
+    ),
     FamilySpec {
-        name: "hss_swr_vulnerabilities",
-        help: "Sum of vul_num over the namespace's images, from the last complete sweep.",
+        name: "hss_swr_malicious_images_detected_total",
+        help: "Images newly seen with malicious files, or with more than before; the first run after start sets the baseline unless the state file holds one.",
+        kind: MetricType::COUNTER,
+        source: Source::Malicious,
     },
-    FamilySpec {
-        name: "hss_swr_malicious_files",
-        help: "Sum of malicious_file_num over the namespace's images, from the last complete sweep.",
-    },
-    FamilySpec {
-        name: "hss_swr_unsafe_settings",
-        help: "Sum of unsafe_setting_num (failed baseline checks) over the namespace's images, from the last complete sweep.",
-    },
-    FamilySpec {
-        name: "hss_swr_vulnerable_images",
-        help: "Images with vul_num > 0, from the last complete sweep.",
-    },
-    FamilySpec {
-        name: "hss_swr_malicious_images",
-        help: "Images with malicious_file_num > 0, from the last complete sweep.",
-    },
-    FamilySpec {
-        name: "hss_swr_unsafe_images",
-        help: "Images with unsafe_setting_num > 0, from the last complete sweep.",
-    },
-    FamilySpec {
-        name: "hss_swr_scan_failures",
-        help: "Images by scan_failed_desc, from the last complete sweep.",
-    },
-    FamilySpec {
-        name: "hss_swr_oldest_scan_timestamp_seconds",
-        help: "Oldest latest_scan_time among the namespace's scanned images, from the last complete sweep.",
-    },
-    FamilySpec {
-        name: "hss_swr_image_vulnerabilities",
-        help: "vul_num of one image version (image_metrics), from the last complete sweep.",
-    },
-    FamilySpec {
-        name: "hss_swr_image_malicious_files",
-        help: "malicious_file_num of one image version (image_metrics), from the last complete sweep.",
-    },
-    FamilySpec {
-        name: "hss_swr_image_unsafe_settings",
-        help: "unsafe_setting_num of one image version (image_metrics), from the last complete sweep.",
-    },
-    FamilySpec {
-        name: "hss_swr_image_series_dropped",
-        help: "Image versions left out of the per-image series by max_image_series in the last complete sweep.",
-    },
+    gauge_of(
+        "hss_swr_image_vulnerabilities",
+        "vul_num of one image version (image_metrics), from the last complete sweep.",
+        Source::Sweep,
+    ),
+    gauge_of(
+        "hss_swr_image_malicious_files",
+        "malicious_file_num of one image version (image_metrics), from the last complete sweep.",
+        Source::Sweep,
+    ),
+    gauge_of(
+        "hss_swr_image_unsafe_settings",
+        "unsafe_setting_num of one image version (image_metrics), from the last complete sweep.",
+        Source::Sweep,
+    ),
+    gauge_of(
+        "hss_swr_image_series_dropped",
+        "Image versions left out of the per-image series by max_image_series in the last complete sweep.",
+        Source::Sweep,
+    ),
 ];
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -349,11 +469,11 @@ fn with(mut labels: Vec<LabelPair>, name: &str, value: &str) -> Vec<LabelPair> {
 
 /// Encodes one family's samples without the `# TYPE` line: the caller writes
 /// HELP and TYPE once for all scopes.
-fn samples(name: &str, metrics: Vec<Metric>) -> String {
+fn samples(spec: &FamilySpec, metrics: Vec<Metric>) -> String {
     if metrics.is_empty() {
         return String::new();
     }
-    let f = family(name, "", MetricType::GAUGE, metrics);
+    let f = family(spec.name, "", spec.kind, metrics);
     let mut text = String::new();
     if let Err(error) = TextEncoder::new().encode_utf8(&[f], &mut text) {
         tracing::error!(%error, "encoding namespace series failed");
@@ -366,48 +486,100 @@ fn samples(name: &str, metrics: Vec<Metric>) -> String {
     }
 }
 
-/// Renders the namespace families of one snapshot, in [`NAMESPACE_FAMILIES`]
-/// order.
-fn render_snapshot(scope: &ScopeHandle, snapshot: &Snapshot, image_metrics: bool) -> Vec<String> {
+fn encode(per_family: Vec<Vec<Metric>>) -> Vec<String> {
+    per_family
+        .into_iter()
+        .zip(FAMILIES.iter())
+        .map(|(metrics, spec)| samples(spec, metrics))
+        .collect()
+}
+
+/// Renders the sweep families of one snapshot, in [`FAMILIES`] order.
+fn render_sweep(scope: &ScopeHandle, snapshot: &Snapshot, image_metrics: bool) -> Vec<String> {
     let base = scope_labels(scope);
-    let mut per_family: Vec<Vec<Metric>> =
-        (0..NAMESPACE_FAMILIES.len()).map(|_| Vec::new()).collect();
+    let mut f: Vec<Vec<Metric>> = (0..FAMILIES.len()).map(|_| Vec::new()).collect();
     for (key, stats) in &snapshot.namespaces {
         let n = namespace_labels(&base, key);
         for (status, count) in KNOWN_SCAN_STATUSES.iter().zip(stats.known_status) {
-            per_family[0].push(gauge(with(n.clone(), "scan_status", status), count as f64));
+            f[IMAGES].push(gauge(with(n.clone(), "scan_status", status), count as f64));
         }
         for (status, count) in &stats.other_status {
-            per_family[0].push(gauge(with(n.clone(), "scan_status", status), *count as f64));
+            f[IMAGES].push(gauge(with(n.clone(), "scan_status", status), *count as f64));
         }
-        per_family[1].push(gauge(n.clone(), stats.vulnerabilities as f64));
-        per_family[2].push(gauge(n.clone(), stats.malicious_files as f64));
-        per_family[3].push(gauge(n.clone(), stats.unsafe_settings as f64));
-        per_family[4].push(gauge(n.clone(), stats.vulnerable_images as f64));
-        per_family[5].push(gauge(n.clone(), stats.malicious_images as f64));
-        per_family[6].push(gauge(n.clone(), stats.unsafe_images as f64));
+        f[VULNERABILITIES].push(gauge(n.clone(), stats.vulnerabilities as f64));
+        f[UNSAFE_SETTINGS].push(gauge(n.clone(), stats.unsafe_settings as f64));
+        f[VULNERABLE_IMAGES].push(gauge(n.clone(), stats.vulnerable_images as f64));
+        f[UNSAFE_IMAGES].push(gauge(n.clone(), stats.unsafe_images as f64));
         for (reason, count) in &stats.scan_failures {
-            per_family[7].push(gauge(with(n.clone(), "reason", reason), *count as f64));
+            f[SCAN_FAILURES].push(gauge(with(n.clone(), "reason", reason), *count as f64));
         }
         if let Some(ms) = stats.oldest_scan_ms {
-            per_family[8].push(gauge(n.clone(), ms as f64 / 1000.0));
+            f[OLDEST_SCAN].push(gauge(n, ms as f64 / 1000.0));
         }
     }
     if image_metrics {
         for image in &snapshot.image_series {
             let n = namespace_labels(&base, &image.namespace);
             let labels = with(with(n, "image", &image.image), "version", &image.version);
-            per_family[9].push(gauge(labels.clone(), image.vulnerabilities as f64));
-            per_family[10].push(gauge(labels.clone(), image.malicious_files as f64));
-            per_family[11].push(gauge(labels, image.unsafe_settings as f64));
+            f[IMAGE_VULNERABILITIES].push(gauge(labels.clone(), image.vulnerabilities as f64));
+            f[IMAGE_MALICIOUS_FILES].push(gauge(labels.clone(), image.malicious_files as f64));
+            f[IMAGE_UNSAFE_SETTINGS].push(gauge(labels, image.unsafe_settings as f64));
         }
-        per_family[12].push(gauge(base, snapshot.image_series_dropped as f64));
+        f[IMAGE_SERIES_DROPPED].push(gauge(base, snapshot.image_series_dropped as f64));
     }
-    per_family
-        .into_iter()
-        .zip(NAMESPACE_FAMILIES.iter())
-        .map(|(metrics, spec)| samples(spec.name, metrics))
-        .collect()
+    encode(f)
+}
+
+/// Renders the malicious families of one scope: the malicious gauges from the
+/// newer of the last sweep and the last malicious-lane run, and the detection
+/// counter at 0 for every namespace the scope knows.
+fn render_malicious(
+    scope: &ScopeHandle,
+    sweep: Option<&Snapshot>,
+    malicious: Option<&MaliciousSnapshot>,
+    detector: &DetectorState,
+) -> Vec<String> {
+    let base = scope_labels(scope);
+    let mut f: Vec<Vec<Metric>> = (0..FAMILIES.len()).map(|_| Vec::new()).collect();
+    let mut known: BTreeSet<NamespaceKey> = BTreeSet::new();
+    if let Some(sweep) = sweep {
+        known.extend(sweep.namespaces.keys().cloned());
+    }
+    let lane_is_newer = match (sweep, malicious) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(s), Some(m)) => m.finished_at >= s.finished_at,
+    };
+    let mut current: BTreeMap<&NamespaceKey, MaliciousStats> = BTreeMap::new();
+    if lane_is_newer {
+        if let Some(m) = malicious {
+            known.extend(m.namespaces.keys().cloned());
+            for key in &known {
+                current.insert(key, m.namespaces.get(key).copied().unwrap_or_default());
+            }
+        }
+    } else if let Some(s) = sweep {
+        for (key, stats) in &s.namespaces {
+            current.insert(
+                key,
+                MaliciousStats {
+                    files: stats.malicious_files,
+                    images: stats.malicious_images,
+                },
+            );
+        }
+    }
+    for (key, stats) in &current {
+        let n = namespace_labels(&base, key);
+        f[MALICIOUS_FILES].push(gauge(n.clone(), stats.files as f64));
+        f[MALICIOUS_IMAGES].push(gauge(n, stats.images as f64));
+    }
+    known.extend(detector.namespaces());
+    for key in &known {
+        let count = detector.detected.get(key).copied().unwrap_or(0);
+        f[DETECTED].push(counter(namespace_labels(&base, key), count as f64));
+    }
+    encode(f)
 }
 
 /// Lane health, read from the scope handles on every scrape.
@@ -531,6 +703,7 @@ mod tests {
                 latest_version_only: false,
             },
             Duration::from_secs(3600),
+            false,
         );
         let mut agg = Aggregator::new(image_metrics);
         for row in rows {

@@ -151,7 +151,8 @@ async fn once_writes_the_exposition_and_reports_failed_scopes() {
             "hss_swr_up",
             &[
                 ("enterprise_project_id", "ep-secret"),
-                ("image_type", "shared_image")
+                ("image_type", "shared_image"),
+                ("lane", "sweep"),
             ]
         ),
         0.0

@@ -99,7 +99,11 @@ async fn page_boundaries_ask_for_each_page_once() {
     ] {
         let sim = start_simulator(sim_config(0, 1)).await;
         sim.sim.set_images(private_rows(rows));
-        let yaml = config_yaml(&sim.endpoint, "", "    image_types: [private_image]\n");
+        let yaml = config_yaml(
+            &sim.endpoint,
+            "malicious_interval: 0\n",
+            "    image_types: [private_image]\n",
+        );
         let (_, ok, exposition) = once(&yaml).await;
         assert!(ok);
         let mut asked: Vec<u64> = sim.sim.stats().calls.iter().map(|c| c.offset).collect();
@@ -283,7 +287,7 @@ async fn a_refused_scope_fails_alone() {
             assert!(status.last_error.is_none());
         }
     }
-    // A 403 is not retried: one call per refused scope.
+    // A 403 is not retried: one call per lane of each refused scope.
     let refused = sim
         .sim
         .stats()
@@ -291,7 +295,7 @@ async fn a_refused_scope_fails_alone() {
         .iter()
         .filter(|c| c.status == 403)
         .count();
-    assert_eq!(refused, 3);
+    assert_eq!(refused, 6);
 }
 
 #[tokio::test]
@@ -363,7 +367,7 @@ async fn retries_give_up_after_max_retries() {
     sim.sim.fail_next(vec![Scripted::Status(502); 3]);
     let yaml = config_yaml(
         &sim.endpoint,
-        "max_retries: 2\n",
+        "max_retries: 2\nmalicious_interval: 0\n",
         "    image_types: [private_image]\n",
     );
     let (exporter, ok, exposition) = once(&yaml).await;
@@ -479,27 +483,30 @@ async fn a_static_token_from_a_file_authenticates() {
 #[tokio::test]
 async fn a_wrong_secret_fails_once_and_is_not_retried() {
     let sim = start_simulator(sim_config(100, 2)).await;
-    let yaml = config_yaml(
-        &sim.endpoint,
-        "max_retries: 4\n",
-        "    image_types: [private_image]\n",
-    )
-    .replace(SK, "wrong-secret-value");
+    let yaml = config_yaml(&sim.endpoint, "max_retries: 4\n", "").replace(SK, "wrong-secret-value");
     let (exporter, ok, exposition) = once(&yaml).await;
     assert!(!ok);
     let calls = sim.sim.stats().calls;
     assert_eq!(
         calls.len(),
         1,
-        "a 401 is never retried: repeated failures lock the key"
+        "after a 401 no lane of the target sends anything: repeated failures lock the key"
     );
     assert_eq!(calls[0].status, 401);
-    let error = exporter.scopes().list()[0]
-        .lane_status(Lane::Sweep)
-        .last_error
-        .unwrap();
-    assert!(error.contains("HTTP 401: APIG.0301"), "{error}");
-    assert!(!error.contains("wrong-secret-value"));
+    let mut refused = 0;
+    for scope in exporter.scopes().list() {
+        for lane in [Lane::Malicious, Lane::Sweep] {
+            let error = scope.lane_status(lane).last_error.unwrap();
+            assert!(error.contains("HTTP 401: APIG.0301"), "{error}");
+            refused += usize::from(!error.contains("not sent"));
+            assert!(!error.contains("wrong-secret-value"));
+        }
+    }
+    assert_eq!(
+        refused, 1,
+        "one lane saw the 401; the others were held back"
+    );
+    assert_eq!(exposition.sum("hss_swr_up", &[]), 0.0);
     assert!(!exposition.text.contains("wrong-secret-value"));
 }
 
@@ -508,7 +515,7 @@ async fn an_oversized_body_is_refused_not_read() {
     let sim = start_simulator(sim_config(300, 3)).await;
     let yaml = config_yaml(
         &sim.endpoint,
-        "max_response_bytes: 2048\n",
+        "max_response_bytes: 2048\nmalicious_interval: 0\n",
         "    image_types: [private_image]\n",
     );
     let (exporter, ok, _) = once(&yaml).await;

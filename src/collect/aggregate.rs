@@ -10,10 +10,20 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
+
+use super::detect::ImageKey;
 use crate::hss::Row;
+
+static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A number no other snapshot of this process has: renderings cache by it.
+pub fn next_snapshot_id() -> u64 {
+    NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed)
+}
 
 /// The scan statuses the API documents; each is exported, at 0 when no image
 /// has it. Other values pass through as they come.
@@ -31,7 +41,7 @@ pub const KNOWN_SCAN_STATUSES: [&str; 7] = [
 pub const MISSING_SCAN_STATUS: &str = "unknown";
 
 /// A namespace within a scope.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NamespaceKey {
     /// Enterprise-edition instance name; empty for the other image types.
     pub instance_name: String,
@@ -122,6 +132,8 @@ pub struct ImageSeries {
 /// The published result of one complete sweep of one scope.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// Unique in this process.
+    pub id: u64,
     /// When the sweep ended.
     pub finished_at: SystemTime,
     /// Distinct image versions seen.
@@ -132,9 +144,81 @@ pub struct Snapshot {
     pub image_series: Vec<ImageSeries>,
     /// Images left out of `image_series` by the cap.
     pub image_series_dropped: u64,
-    /// Text exposition of this snapshot's series, filled by the metrics
-    /// module on the first scrape that needs it and reused by every later one.
-    pub rendered: OnceLock<Vec<String>>,
+    /// Every image with malicious files, for detection when the malicious
+    /// lane is off.
+    pub malicious_images: Vec<(ImageKey, u64)>,
+}
+
+/// Malicious files and images of one namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaliciousStats {
+    /// Sum of `malicious_file_num`.
+    pub files: u64,
+    /// Images with `malicious_file_num > 0`.
+    pub images: u64,
+}
+
+/// The published result of one malicious-lane run of one scope: every image
+/// with malicious files, per namespace.
+#[derive(Debug)]
+pub struct MaliciousSnapshot {
+    /// Unique in this process.
+    pub id: u64,
+    /// When the run ended.
+    pub finished_at: SystemTime,
+    /// Per namespace.
+    pub namespaces: BTreeMap<NamespaceKey, MaliciousStats>,
+    /// The images, for detection.
+    pub images: Vec<(ImageKey, u64)>,
+}
+
+impl MaliciousSnapshot {
+    /// Builds the result of a malicious-lane listing from its rows
+    /// (deduplicated like a sweep; rows without malicious files ignored).
+    pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a Row>, finished_at: SystemTime) -> Self {
+        let mut seen_ids = HashSet::new();
+        let mut seen_keys = HashSet::new();
+        let mut namespaces: BTreeMap<NamespaceKey, MaliciousStats> = BTreeMap::new();
+        let mut images = Vec::new();
+        for row in rows {
+            if row.malicious_file_num == 0 {
+                continue;
+            }
+            let fresh = match row.id {
+                Some(id) => seen_ids.insert(id),
+                None => seen_keys.insert(composite_key(row)),
+            };
+            if !fresh {
+                continue;
+            }
+            let stats = namespaces
+                .entry(NamespaceKey {
+                    instance_name: row.instance_name.clone(),
+                    namespace: row.namespace.clone(),
+                })
+                .or_default();
+            stats.files += row.malicious_file_num;
+            stats.images += 1;
+            images.push((image_key(row), row.malicious_file_num));
+        }
+        Self {
+            id: next_snapshot_id(),
+            finished_at,
+            namespaces,
+            images,
+        }
+    }
+}
+
+/// The detection key of a row.
+pub fn image_key(row: &Row) -> ImageKey {
+    ImageKey {
+        instance_name: row.instance_name.clone(),
+        namespace: row.namespace.clone(),
+        image: row.image_name.clone(),
+        version: row.image_version.clone(),
+        digest: row.image_digest.clone(),
+    }
 }
 
 /// Numbers about a sweep itself, for `/status` and self-metrics.
@@ -153,6 +237,7 @@ pub struct Aggregator {
     seen_keys: HashSet<u64>,
     namespaces: HashMap<NamespaceKey, NamespaceStats>,
     images: Option<Vec<ImageSeries>>,
+    malicious: Vec<(ImageKey, u64)>,
     counts: SweepCounts,
 }
 
@@ -164,6 +249,7 @@ impl Aggregator {
             seen_keys: HashSet::new(),
             namespaces: HashMap::new(),
             images: image_series.then(Vec::new),
+            malicious: Vec::new(),
             counts: SweepCounts::default(),
         }
     }
@@ -183,6 +269,10 @@ impl Aggregator {
             instance_name: row.instance_name.clone(),
             namespace: row.namespace.clone(),
         };
+        if row.malicious_file_num > 0 {
+            self.malicious
+                .push((image_key(row), row.malicious_file_num));
+        }
         if let Some(images) = &mut self.images {
             images.push(ImageSeries {
                 namespace: key.clone(),
@@ -222,12 +312,13 @@ impl Aggregator {
         }
         image_series.shrink_to_fit();
         Snapshot {
+            id: next_snapshot_id(),
             finished_at,
             images,
             namespaces: self.namespaces.into_iter().collect(),
             image_series,
             image_series_dropped: dropped,
-            rendered: OnceLock::new(),
+            malicious_images: self.malicious,
         }
     }
 }
@@ -343,6 +434,49 @@ mod tests {
             ..row(Some(2), "a", "success", 1, 0, 0)
         });
         assert_eq!(agg.finish(SystemTime::UNIX_EPOCH, 0).namespaces.len(), 2);
+    }
+
+    #[test]
+    fn malicious_results_sum_per_namespace() {
+        let rows = [
+            row(Some(1), "a", "success", 0, 2, 0),
+            row(Some(1), "a", "success", 0, 2, 0),
+            row(Some(2), "a", "success", 0, 1, 0),
+            row(Some(3), "b", "success", 0, 4, 0),
+            row(Some(4), "b", "success", 9, 0, 0),
+        ];
+        let snap = MaliciousSnapshot::from_rows(&rows, SystemTime::UNIX_EPOCH);
+        let a = NamespaceKey {
+            instance_name: String::new(),
+            namespace: "a".into(),
+        };
+        let b = NamespaceKey {
+            instance_name: String::new(),
+            namespace: "b".into(),
+        };
+        assert_eq!(
+            snap.namespaces[&a],
+            MaliciousStats {
+                files: 3,
+                images: 2
+            }
+        );
+        assert_eq!(
+            snap.namespaces[&b],
+            MaliciousStats {
+                files: 4,
+                images: 1
+            }
+        );
+        assert_eq!(snap.images.len(), 3);
+        let mut agg = Aggregator::new(false);
+        for r in &rows {
+            agg.add(r);
+        }
+        assert_eq!(
+            agg.finish(SystemTime::UNIX_EPOCH, 0).malicious_images.len(),
+            3
+        );
     }
 
     #[test]

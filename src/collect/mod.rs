@@ -8,6 +8,7 @@
 //! modules read without ever calling the API.
 
 pub mod aggregate;
+pub mod detect;
 pub mod scheduler;
 pub mod source;
 
@@ -17,7 +18,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-pub use aggregate::{NamespaceKey, NamespaceStats, Snapshot};
+pub use aggregate::{MaliciousSnapshot, NamespaceKey, NamespaceStats, Snapshot};
+pub use detect::DetectorState;
 pub use source::ImageSource;
 
 use crate::config::ImageType;
@@ -65,6 +67,9 @@ impl fmt::Display for Scope {
 /// A lane: one kind of periodic listing of a scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Lane {
+    /// Images with malicious files only, every `malicious_interval`; its
+    /// calls go before sweep pages.
+    Malicious,
     /// The full listing, every `poll_interval`.
     Sweep,
 }
@@ -73,6 +78,7 @@ impl Lane {
     /// The `lane` label value.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Malicious => "malicious",
             Self::Sweep => "sweep",
         }
     }
@@ -113,37 +119,92 @@ pub struct LaneStatus {
     pub next_run: Option<SystemTime>,
 }
 
-/// One scope's shared state: its lane status and published snapshot.
+/// One scope's shared state: its lanes' status, their published results and
+/// the detector.
 #[derive(Debug)]
 pub struct ScopeHandle {
     /// Which scope.
     pub scope: Scope,
-    /// How long the last good snapshot is served after failures.
+    /// How long the last good result is served after failures.
     pub stale_after: Duration,
+    /// Whether the malicious lane runs.
+    pub malicious_lane: bool,
     sweep: Mutex<LaneStatus>,
+    malicious: Mutex<LaneStatus>,
     published: RwLock<Option<Arc<Snapshot>>>,
+    published_malicious: RwLock<Option<Arc<MaliciousSnapshot>>>,
+    detector: Mutex<DetectorState>,
 }
 
 impl ScopeHandle {
     /// A scope with nothing published yet.
-    pub fn new(scope: Scope, stale_after: Duration) -> Arc<Self> {
+    pub fn new(scope: Scope, stale_after: Duration, malicious_lane: bool) -> Arc<Self> {
         Arc::new(Self {
             scope,
             stale_after,
+            malicious_lane,
             sweep: Mutex::new(LaneStatus::default()),
+            malicious: Mutex::new(LaneStatus::default()),
             published: RwLock::new(None),
+            published_malicious: RwLock::new(None),
+            detector: Mutex::new(DetectorState::default()),
         })
     }
 
     /// The lanes this scope runs.
     pub fn lanes(&self) -> &'static [Lane] {
-        &[Lane::Sweep]
+        if self.malicious_lane {
+            &[Lane::Malicious, Lane::Sweep]
+        } else {
+            &[Lane::Sweep]
+        }
     }
 
     fn lane(&self, lane: Lane) -> MutexGuard<'_, LaneStatus> {
         match lane {
-            Lane::Sweep => self.sweep.lock().unwrap_or_else(PoisonError::into_inner),
+            Lane::Malicious => &self.malicious,
+            Lane::Sweep => &self.sweep,
         }
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fresh(&self, lane: Lane) -> bool {
+        self.lane(lane)
+            .last_success_at
+            .is_some_and(|at| at.elapsed() <= self.stale_after)
+    }
+
+    /// The last malicious-lane result, unless it is older than `stale_after`.
+    pub fn malicious_snapshot(&self) -> Option<Arc<MaliciousSnapshot>> {
+        if !self.fresh(Lane::Malicious) {
+            return None;
+        }
+        self.published_malicious
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the published malicious-lane result in one step.
+    pub fn publish_malicious(&self, snapshot: Option<Arc<MaliciousSnapshot>>) {
+        *self
+            .published_malicious
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = snapshot;
+    }
+
+    /// A copy of the detector's state.
+    pub fn detector(&self) -> DetectorState {
+        self.detector
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes the detector's state.
+    pub fn update_detector<T>(&self, change: impl FnOnce(&mut DetectorState) -> T) -> T {
+        change(&mut self.detector.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// A copy of a lane's status.
@@ -163,11 +224,7 @@ impl ScopeHandle {
 
     /// The last complete sweep, unless it is older than `stale_after`.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        let fresh = self
-            .lane(Lane::Sweep)
-            .last_success_at
-            .is_some_and(|at| at.elapsed() <= self.stale_after);
-        if !fresh {
+        if !self.fresh(Lane::Sweep) {
             return None;
         }
         self.published

@@ -1,15 +1,24 @@
 //! The scheduler: runs each scope's lanes, pages through listings, and
 //! publishes results.
 //!
-//! Place in the data flow: below the configuration, above the client. For each
-//! scope, the sweep lane lists every page every `poll_interval` (a sweep that
-//! overruns starts the next one as soon as it ends), feeds the rows into an
-//! aggregator, and publishes the snapshot in one step when the last page is in.
-//! A failed run publishes nothing: the previous snapshot stays until it is
-//! older than `stale_after`. Paging plans the remaining pages from the first
-//! page's `total_num` and keeps up to `concurrency` in flight; the shared
-//! budget decides when each one is sent. [`list_all`] is lane-agnostic, so a
-//! second lane is another filter and priority over the same code.
+//! Place in the data flow: below the configuration, above the client. Each
+//! scope has two lanes over the same paging code ([`list_all`]):
+//!
+//! - the **malicious lane** lists only images with malicious files
+//!   (`has_malicious_file=true`, usually one page) every `malicious_interval`,
+//!   with priority over sweep pages for budget slots, and drives detection, so
+//!   a new malicious image is seen within one lane round whatever the
+//!   registry's size. A scope whose last sweep found no images at all skips
+//!   the call: nothing can be malicious where there is nothing.
+//! - the **sweep lane** lists every page every `poll_interval` (a sweep that
+//!   overruns starts the next one as soon as it ends) and feeds the rows into
+//!   an aggregator.
+//!
+//! A lane publishes its result in one step when its last page is in; a failed
+//! run publishes nothing, and the previous result stays until it is older
+//! than `stale_after`. Paging plans the remaining pages from the first page's
+//! `total_num` and keeps up to `concurrency` in flight; the shared budget
+//! decides when each one is sent.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -19,19 +28,25 @@ use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::aggregate::Aggregator;
-use super::{Error, Lane, ScopeHandle};
+use super::aggregate::{Aggregator, MaliciousSnapshot};
+use super::detect::{ImageKey, StateFile, scope_id};
+use super::{Error, Lane, LaneStatus, ScopeHandle, ScopeSet};
 use crate::collect::source::ImageSource;
-use crate::hss::{ListQuery, Page, Priority};
+use crate::hss::{ListQuery, Page, Priority, Row};
 
 /// The largest offset the API accepts.
 pub const MAX_OFFSET: u64 = 2_000_000;
 
 /// How lanes run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Settings {
     /// Sweep period.
     pub poll_interval: Duration,
+    /// Malicious-lane period (zero: the lane is off).
+    pub malicious_interval: Duration,
+    /// Budget calls per second left for sweeps, for the expected sweep time
+    /// in logs.
+    pub sweep_calls_per_second: f64,
     /// Rows per page.
     pub page_size: u32,
     /// Pages in flight per listing.
@@ -135,28 +150,149 @@ pub async fn list_all(
     Ok(stats)
 }
 
-/// Runs one sweep of a scope and publishes it; returns whether it succeeded.
-pub async fn sweep_once(
+/// What every lane of every scope shares.
+#[derive(Clone)]
+pub struct LaneContext {
+    /// Where pages come from.
+    pub source: Arc<dyn ImageSource>,
+    /// How lanes run.
+    pub settings: Settings,
+    /// Where detections persist, with the scopes whose state it holds.
+    pub state: Option<(Arc<StateFile>, Arc<ScopeSet>)>,
+}
+
+impl std::fmt::Debug for LaneContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaneContext")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn template(
     handle: &ScopeHandle,
-    source: &dyn ImageSource,
     settings: &Settings,
-) -> bool {
-    let started_wall = SystemTime::now();
-    let started = Instant::now();
-    handle.update_lane(Lane::Sweep, |s| s.running_since = Some(started_wall));
+    has_malicious_file: Option<bool>,
+) -> ListQuery {
     let scope = &handle.scope;
-    let template = ListQuery {
+    ListQuery {
         enterprise_project_id: scope.enterprise_project_id.clone(),
         image_type: scope.image_type,
         offset: 0,
         limit: settings.page_size,
         latest_version: scope.latest_version_only,
-        has_malicious_file: None,
-    };
+        has_malicious_file,
+    }
+}
+
+/// Records a successful run in the lane's status.
+fn succeeded(
+    handle: &ScopeHandle,
+    lane: Lane,
+    duration: Duration,
+    change: impl FnOnce(&mut LaneStatus),
+) -> bool {
+    let mut was_down = false;
+    handle.update_lane(lane, |s| {
+        was_down = s.runs > 0 && !s.up;
+        s.runs += 1;
+        s.up = true;
+        s.running_since = None;
+        s.last_run_end = Some(SystemTime::now());
+        s.last_duration = Some(duration);
+        s.last_success = s.last_run_end;
+        s.last_success_at = Some(Instant::now());
+        s.last_error = None;
+        change(s);
+    });
+    if was_down {
+        let scope = &handle.scope;
+        tracing::info!(
+            target_name = %scope.target,
+            enterprise_project_id = %scope.enterprise_project_id,
+            image_type = %scope.image_type,
+            lane = lane.as_str(),
+            "lane recovered"
+        );
+    }
+    was_down
+}
+
+/// Records a failed run in the lane's status and logs it once.
+fn failed(
+    handle: &ScopeHandle,
+    lane: Lane,
+    duration: Duration,
+    error: &Error,
+    change: impl FnOnce(&mut LaneStatus),
+) {
+    let scope = &handle.scope;
+    let message = error.to_string();
+    tracing::warn!(
+        target_name = %scope.target,
+        enterprise_project_id = %scope.enterprise_project_id,
+        image_type = %scope.image_type,
+        lane = lane.as_str(),
+        error = %message,
+        "lane run failed; the previous result stays published"
+    );
+    handle.update_lane(lane, |s| {
+        s.runs += 1;
+        s.failures += 1;
+        s.up = false;
+        s.running_since = None;
+        s.last_run_end = Some(SystemTime::now());
+        s.last_duration = Some(duration);
+        s.last_error = Some(message);
+        change(s);
+    });
+}
+
+/// Feeds a complete listing of the scope's malicious images to its detector,
+/// logs every detection, and persists the state when it changed.
+async fn detect(handle: &ScopeHandle, images: &[(ImageKey, u64)], ctx: &LaneContext) {
+    let (detections, changed) = handle.update_detector(|state| {
+        let generation = state.generation;
+        let detections = state.observe(images.iter().cloned());
+        (detections, state.generation != generation)
+    });
+    let scope = &handle.scope;
+    for d in &detections {
+        tracing::warn!(
+            target_name = %scope.target,
+            enterprise_project_id = %scope.enterprise_project_id,
+            image_type = %scope.image_type,
+            instance_name = %d.key.instance_name,
+            namespace = %d.key.namespace,
+            image = %d.key.image,
+            version = %d.key.version,
+            digest = %d.key.digest,
+            files = d.files,
+            previous_files = d.previous.unwrap_or(0),
+            "new malicious image detected"
+        );
+    }
+    if changed && let Some((file, scopes)) = &ctx.state {
+        let states = scopes
+            .list()
+            .iter()
+            .map(|h| (scope_id(&h.scope), h.detector()))
+            .collect();
+        if let Err(error) = file.save(states).await {
+            tracing::warn!(%error, "cannot write the state file; detections since start will be counted again after a restart");
+        }
+    }
+}
+
+/// Runs one sweep of a scope and publishes it; returns whether it succeeded.
+pub async fn sweep_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
+    let settings = &ctx.settings;
+    let started = Instant::now();
+    handle.update_lane(Lane::Sweep, |s| s.running_since = Some(SystemTime::now()));
     let mut aggregator = Aggregator::new(settings.image_metrics);
     let result = list_all(
-        source,
-        &template,
+        ctx.source.as_ref(),
+        &template(handle, settings, None),
         Priority::Low,
         settings.concurrency,
         |page| {
@@ -168,118 +304,159 @@ pub async fn sweep_once(
     .await;
     let duration = started.elapsed();
     let counts = aggregator.counts();
-    match result {
-        Ok(stats) => {
-            let snapshot =
-                Arc::new(aggregator.finish(SystemTime::now(), settings.max_image_series));
-            let images = snapshot.images;
-            let namespaces = snapshot.namespaces.len() as u64;
-            let was_down = {
-                let status = handle.lane_status(Lane::Sweep);
-                status.runs > 0 && !status.up
-            };
-            // Status first, then the snapshot: a scrape in between sees the old
-            // snapshot as fresh, never the new one as stale.
-            handle.update_lane(Lane::Sweep, |s| {
-                s.runs += 1;
-                s.up = true;
-                s.running_since = None;
-                s.last_run_end = Some(SystemTime::now());
-                s.last_duration = Some(duration);
-                s.last_success = s.last_run_end;
-                s.last_success_at = Some(Instant::now());
-                s.last_error = None;
-                s.last_pages = stats.pages;
-                s.last_images = images;
-                s.last_namespaces = namespaces;
-                s.duplicate_rows += counts.duplicates;
-                s.total_changes += stats.total_changes;
-            });
-            handle.publish(Some(snapshot));
-            if stats.total_changes > 0 {
-                tracing::info!(
-                    target_name = %scope.target,
-                    enterprise_project_id = %scope.enterprise_project_id,
-                    image_type = %scope.image_type,
-                    changes = stats.total_changes,
-                    "total_num changed during the sweep; the sweep completed"
-                );
-            }
-            if was_down {
-                tracing::info!(
-                    target_name = %scope.target,
-                    enterprise_project_id = %scope.enterprise_project_id,
-                    image_type = %scope.image_type,
-                    lane = Lane::Sweep.as_str(),
-                    "lane recovered"
-                );
-            }
-            tracing::debug!(
-                target_name = %scope.target,
-                enterprise_project_id = %scope.enterprise_project_id,
-                image_type = %scope.image_type,
-                images,
-                namespaces,
-                pages = stats.pages,
-                duplicates = counts.duplicates,
-                seconds = duration.as_secs_f64(),
-                "sweep finished"
-            );
-            true
-        }
+    let scope = &handle.scope;
+    let stats = match result {
+        Ok(stats) => stats,
         Err(error) => {
-            let message = error.to_string();
-            tracing::warn!(
-                target_name = %scope.target,
-                enterprise_project_id = %scope.enterprise_project_id,
-                image_type = %scope.image_type,
-                lane = Lane::Sweep.as_str(),
-                error = %message,
-                "lane run failed; the previous result stays published"
-            );
-            let stale = {
-                let mut stale = false;
-                handle.update_lane(Lane::Sweep, |s| {
-                    s.runs += 1;
-                    s.failures += 1;
-                    s.up = false;
-                    s.running_since = None;
-                    s.last_run_end = Some(SystemTime::now());
-                    s.last_duration = Some(duration);
-                    s.last_error = Some(message);
-                    s.last_pages = counts.rows.div_ceil(u64::from(settings.page_size).max(1));
-                    s.duplicate_rows += counts.duplicates;
-                    stale = s
-                        .last_success_at
-                        .is_some_and(|at| at.elapsed() > handle.stale_after);
-                });
-                stale
-            };
-            if stale && handle.snapshot().is_none() {
+            failed(handle, Lane::Sweep, duration, &error, |s| {
+                s.last_pages = counts.rows.div_ceil(u64::from(settings.page_size).max(1));
+                s.duplicate_rows += counts.duplicates;
+            });
+            if handle.snapshot().is_none() {
                 // Free the memory of a result that is no longer served.
                 handle.publish(None);
             }
-            false
+            return false;
         }
+    };
+    let snapshot = Arc::new(aggregator.finish(SystemTime::now(), settings.max_image_series));
+    if !handle.malicious_lane {
+        detect(handle, &snapshot.malicious_images, ctx).await;
+    }
+    let images = snapshot.images;
+    let namespaces = snapshot.namespaces.len() as u64;
+    let first = handle.lane_status(Lane::Sweep).last_success.is_none();
+    // Status first, then the snapshot: a scrape in between sees the old
+    // snapshot as fresh, never the new one as stale.
+    succeeded(handle, Lane::Sweep, duration, |s| {
+        s.last_pages = stats.pages;
+        s.last_images = images;
+        s.last_namespaces = namespaces;
+        s.duplicate_rows += counts.duplicates;
+        s.total_changes += stats.total_changes;
+    });
+    handle.publish(Some(snapshot));
+    if stats.total_changes > 0 {
+        tracing::info!(
+            target_name = %scope.target,
+            enterprise_project_id = %scope.enterprise_project_id,
+            image_type = %scope.image_type,
+            changes = stats.total_changes,
+            "total_num changed during the sweep; the sweep completed"
+        );
+    }
+    if first {
+        let expected = stats.pages as f64 / settings.sweep_calls_per_second.max(f64::MIN_POSITIVE);
+        tracing::info!(
+            target_name = %scope.target,
+            enterprise_project_id = %scope.enterprise_project_id,
+            image_type = %scope.image_type,
+            images,
+            namespaces,
+            pages = stats.pages,
+            seconds = duration.as_secs_f64(),
+            expected_sweep_seconds = expected.round(),
+            "first sweep finished; later sweeps of this scope need about expected_sweep_seconds of budget"
+        );
+    } else {
+        tracing::debug!(
+            target_name = %scope.target,
+            enterprise_project_id = %scope.enterprise_project_id,
+            image_type = %scope.image_type,
+            images,
+            namespaces,
+            pages = stats.pages,
+            duplicates = counts.duplicates,
+            seconds = duration.as_secs_f64(),
+            "sweep finished"
+        );
+    }
+    true
+}
+
+/// Runs one malicious-lane listing of a scope, feeds detection and publishes
+/// the result; returns whether it succeeded.
+pub async fn malicious_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
+    let settings = &ctx.settings;
+    let started = Instant::now();
+    if handle.snapshot().is_some_and(|s| s.images == 0) {
+        // The last sweep found nothing at all, so nothing can be malicious.
+        let empty = MaliciousSnapshot::from_rows(std::iter::empty::<&Row>(), SystemTime::now());
+        detect(handle, &empty.images, ctx).await;
+        succeeded(handle, Lane::Malicious, started.elapsed(), |s| {
+            s.last_pages = 0;
+            s.last_images = 0;
+            s.last_namespaces = 0;
+        });
+        handle.publish_malicious(Some(Arc::new(empty)));
+        return true;
+    }
+    handle.update_lane(Lane::Malicious, |s| {
+        s.running_since = Some(SystemTime::now())
+    });
+    let mut rows: Vec<Row> = Vec::new();
+    let result = list_all(
+        ctx.source.as_ref(),
+        &template(handle, settings, Some(true)),
+        Priority::High,
+        settings.concurrency,
+        |page| rows.extend(page.rows),
+    )
+    .await;
+    let duration = started.elapsed();
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(error) => {
+            failed(handle, Lane::Malicious, duration, &error, |_| {});
+            return false;
+        }
+    };
+    let snapshot = MaliciousSnapshot::from_rows(&rows, SystemTime::now());
+    let malicious_rows = rows.iter().filter(|r| r.malicious_file_num > 0).count() as u64;
+    let duplicates = malicious_rows - snapshot.images.len() as u64;
+    detect(handle, &snapshot.images, ctx).await;
+    let images = snapshot.images.len() as u64;
+    let namespaces = snapshot.namespaces.len() as u64;
+    succeeded(handle, Lane::Malicious, duration, |s| {
+        s.last_pages = stats.pages;
+        s.last_images = images;
+        s.last_namespaces = namespaces;
+        s.duplicate_rows += duplicates;
+        s.total_changes += stats.total_changes;
+    });
+    handle.publish_malicious(Some(Arc::new(snapshot)));
+    true
+}
+
+/// Runs one run of `lane`; returns whether it succeeded.
+pub async fn run_lane_once(lane: Lane, handle: &ScopeHandle, ctx: &LaneContext) -> bool {
+    match lane {
+        Lane::Malicious => malicious_once(handle, ctx).await,
+        Lane::Sweep => sweep_once(handle, ctx).await,
     }
 }
 
-/// Runs a scope's sweep lane until `cancel` fires.
-pub async fn run_sweep_lane(
+/// Runs one of a scope's lanes until `cancel` fires: a run at once, then one
+/// every interval (at once when a run overran it).
+pub async fn run_lane(
+    lane: Lane,
     handle: Arc<ScopeHandle>,
-    source: Arc<dyn ImageSource>,
-    settings: Settings,
+    ctx: LaneContext,
     cancel: CancellationToken,
 ) {
+    let interval = match lane {
+        Lane::Malicious => ctx.settings.malicious_interval,
+        Lane::Sweep => ctx.settings.poll_interval,
+    };
     loop {
         let started = Instant::now();
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = sweep_once(&handle, source.as_ref(), &settings) => {}
+            _ = run_lane_once(lane, &handle, &ctx) => {}
         }
-        let next = (started + settings.poll_interval).max(Instant::now());
+        let next = (started + interval).max(Instant::now());
         let wait = next - Instant::now();
-        handle.update_lane(Lane::Sweep, |s| s.next_run = Some(SystemTime::now() + wait));
+        handle.update_lane(lane, |s| s.next_run = Some(SystemTime::now() + wait));
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep_until(next) => {}
@@ -294,36 +471,30 @@ mod tests {
 
     use super::*;
     use crate::collect::{NamespaceKey, Scope};
-    use crate::config::ImageType;
-    use crate::hss::Row;
+    use crate::config::{ImageType, RateLimit};
     use crate::hss::auth::BoxFuture;
+    use crate::hss::{Budget, Row};
 
-    /// Rows in memory, with scripted failures and a call log.
+    /// Rows in memory, with scripted failures and a call log; optionally
+    /// drawing on a real budget with a per-call latency.
     #[derive(Default)]
     struct FakeSource {
         rows: Mutex<Vec<Row>>,
         total_override: Mutex<VecDeque<Option<u64>>>,
         failures: Mutex<VecDeque<crate::hss::Error>>,
-        calls: Mutex<Vec<(u64, u32)>>,
+        fail_at_offset: Mutex<Option<u64>>,
+        calls: Mutex<Vec<Call>>,
         latency: Duration,
+        budget: Option<Arc<Budget>>,
     }
+
+    /// One call: offset, limit, the malicious filter, when.
+    type Call = (u64, u32, Option<bool>, Instant);
 
     impl FakeSource {
         fn with_rows(n: u64, namespaces: u64) -> Self {
-            let rows = (0..n)
-                .map(|i| Row {
-                    id: Some(i),
-                    namespace: format!("ns-{}", i % namespaces),
-                    image_name: format!("img-{i}"),
-                    image_version: "v1".into(),
-                    scan_status: Some("success".into()),
-                    vul_num: i % 7,
-                    malicious_file_num: u64::from(i % 50 == 0),
-                    ..Row::default()
-                })
-                .collect();
             Self {
-                rows: Mutex::new(rows),
+                rows: Mutex::new(rows(n, namespaces)),
                 ..Self::default()
             }
         }
@@ -333,6 +504,22 @@ mod tests {
             o.sort_unstable();
             o
         }
+    }
+
+    fn rows(n: u64, namespaces: u64) -> Vec<Row> {
+        (0..n)
+            .map(|i| Row {
+                id: Some(i),
+                namespace: format!("ns-{}", i % namespaces),
+                image_name: format!("img-{i}"),
+                image_version: "v1".into(),
+                image_digest: format!("sha256:{i:064x}"),
+                scan_status: Some("success".into()),
+                vul_num: i % 7,
+                malicious_file_num: u64::from(i % 50 == 0),
+                ..Row::default()
+            })
+            .collect()
     }
 
     fn forbidden() -> crate::hss::Error {
@@ -348,24 +535,47 @@ mod tests {
         fn list_page<'a>(
             &'a self,
             query: &'a ListQuery,
-            _: Priority,
+            priority: Priority,
         ) -> BoxFuture<'a, Result<Page, crate::hss::Error>> {
             Box::pin(async move {
-                self.calls.lock().unwrap().push((query.offset, query.limit));
+                let permit = match &self.budget {
+                    Some(budget) => Some(budget.acquire(priority).await.0),
+                    None => None,
+                };
+                self.calls.lock().unwrap().push((
+                    query.offset,
+                    query.limit,
+                    query.has_malicious_file,
+                    Instant::now(),
+                ));
                 tokio::time::sleep(self.latency).await;
+                if let Some(p) = permit {
+                    p.finish();
+                }
                 if let Some(error) = self.failures.lock().unwrap().pop_front() {
                     return Err(error);
                 }
-                let rows = self.rows.lock().unwrap();
+                if *self.fail_at_offset.lock().unwrap() == Some(query.offset) {
+                    return Err(crate::hss::Error::Timeout(Duration::from_secs(30)));
+                }
+                let all = self.rows.lock().unwrap();
+                let selected: Vec<&Row> = all
+                    .iter()
+                    .filter(|r| {
+                        query
+                            .has_malicious_file
+                            .is_none_or(|m| (r.malicious_file_num > 0) == m)
+                    })
+                    .collect();
                 let total = match self.total_override.lock().unwrap().pop_front() {
                     Some(total) => total,
-                    None => Some(rows.len() as u64),
+                    None => Some(selected.len() as u64),
                 };
-                let start = (query.offset as usize).min(rows.len());
-                let end = (start + query.limit as usize).min(rows.len());
+                let start = (query.offset as usize).min(selected.len());
+                let end = (start + query.limit as usize).min(selected.len());
                 Ok(Page {
                     total_num: total,
-                    rows: rows[start..end].to_vec(),
+                    rows: selected[start..end].iter().map(|r| (*r).clone()).collect(),
                     invalid_fields: Vec::new(),
                 })
             })
@@ -375,6 +585,8 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             poll_interval: Duration::from_secs(300),
+            malicious_interval: Duration::from_secs(60),
+            sweep_calls_per_second: 5.0 / 60.0,
             page_size: 200,
             concurrency: 4,
             image_metrics: false,
@@ -382,7 +594,15 @@ mod tests {
         }
     }
 
-    fn handle() -> Arc<ScopeHandle> {
+    fn ctx(source: &Arc<FakeSource>, settings: Settings) -> LaneContext {
+        LaneContext {
+            source: Arc::clone(source) as Arc<dyn ImageSource>,
+            settings,
+            state: None,
+        }
+    }
+
+    fn handle_with(malicious_lane: bool) -> Arc<ScopeHandle> {
         ScopeHandle::new(
             Scope {
                 target: "t".into(),
@@ -391,7 +611,12 @@ mod tests {
                 latest_version_only: false,
             },
             Duration::from_secs(3600),
+            malicious_lane,
         )
+    }
+
+    fn handle() -> Arc<ScopeHandle> {
+        handle_with(false)
     }
 
     fn ns(name: &str) -> NamespaceKey {
@@ -403,42 +628,43 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn page_boundaries_fetch_each_page_once() {
-        for (rows, expected_offsets) in [
+        for (n, expected_offsets) in [
             (0, vec![0]),
             (1, vec![0]),
             (200, vec![0]),
             (201, vec![0, 200]),
             (1000, vec![0, 200, 400, 600, 800]),
         ] {
-            let source = FakeSource::with_rows(rows, 3);
+            let source = Arc::new(FakeSource::with_rows(n, 3));
             let h = handle();
-            assert!(sweep_once(&h, &source, &settings()).await);
-            assert_eq!(source.offsets(), expected_offsets, "{rows} rows");
+            assert!(sweep_once(&h, &ctx(&source, settings())).await);
+            assert_eq!(source.offsets(), expected_offsets, "{n} rows");
             assert!(source.calls.lock().unwrap().iter().all(|c| c.1 == 200));
-            let snap = h.snapshot().unwrap();
-            assert_eq!(snap.images, rows, "{rows} rows");
-            let status = h.lane_status(Lane::Sweep);
-            assert_eq!(status.last_pages, expected_offsets.len() as u64);
+            assert_eq!(h.snapshot().unwrap().images, n, "{n} rows");
+            assert_eq!(
+                h.lane_status(Lane::Sweep).last_pages,
+                expected_offsets.len() as u64
+            );
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn unknown_total_pages_until_a_short_page() {
-        let source = FakeSource::with_rows(450, 3);
+        let source = Arc::new(FakeSource::with_rows(450, 3));
         source
             .total_override
             .lock()
             .unwrap()
             .extend([None, None, None, None]);
         let h = handle();
-        assert!(sweep_once(&h, &source, &settings()).await);
+        assert!(sweep_once(&h, &ctx(&source, settings())).await);
         assert_eq!(source.offsets(), vec![0, 200, 400]);
         assert_eq!(h.snapshot().unwrap().images, 450);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_growing_total_is_followed_and_counted() {
-        let source = FakeSource::with_rows(500, 3);
+        let source = Arc::new(FakeSource::with_rows(500, 3));
         // The first page says 300; the second says 500.
         source
             .total_override
@@ -450,7 +676,7 @@ mod tests {
             concurrency: 1,
             ..settings()
         };
-        assert!(sweep_once(&h, &source, &s).await);
+        assert!(sweep_once(&h, &ctx(&source, s)).await);
         assert_eq!(source.offsets(), vec![0, 200, 400]);
         assert_eq!(h.snapshot().unwrap().images, 500);
         assert_eq!(h.lane_status(Lane::Sweep).total_changes, 1);
@@ -458,25 +684,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_sweep_keeps_the_previous_result() {
-        let source = FakeSource::with_rows(300, 2);
+        let source = Arc::new(FakeSource::with_rows(300, 2));
         let h = handle();
-        assert!(sweep_once(&h, &source, &settings()).await);
+        assert!(sweep_once(&h, &ctx(&source, settings())).await);
         let before = h.snapshot().unwrap();
-        // The data changes, but the next sweep fails on its second page.
-        source.rows.lock().unwrap().truncate(10);
-        source
-            .rows
-            .lock()
-            .unwrap()
-            .extend(FakeSource::with_rows(600, 5).rows.into_inner().unwrap());
-        source.failures.lock().unwrap().extend([]);
-        let source_failing = FakeSource::with_rows(600, 5);
-        source_failing
-            .failures
-            .lock()
-            .unwrap()
-            .push_back(forbidden());
-        assert!(!sweep_once(&h, &source_failing, &settings()).await);
+        *source.rows.lock().unwrap() = rows(600, 5);
+        source.failures.lock().unwrap().push_back(forbidden());
+        assert!(!sweep_once(&h, &ctx(&source, settings())).await);
         let after = h.snapshot().unwrap();
         assert!(
             Arc::ptr_eq(&before, &after),
@@ -495,80 +709,55 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failure_mid_sweep_publishes_nothing_partial() {
-        let source = FakeSource::with_rows(1000, 4);
+        let source = Arc::new(FakeSource::with_rows(1000, 4));
         let h = handle();
-        assert!(sweep_once(&h, &source, &settings()).await);
+        assert!(sweep_once(&h, &ctx(&source, settings())).await);
         let first = h.snapshot().unwrap();
-        // Second sweep: page 1 works, a later page fails.
-        let failing = FakeSource::with_rows(1000, 4);
-        failing
+        source
             .rows
             .lock()
             .unwrap()
             .iter_mut()
             .for_each(|r| r.vul_num = 1000);
-        {
-            let mut f = failing.failures.lock().unwrap();
-            f.push_back(crate::hss::Error::Timeout(Duration::from_secs(30)));
-        }
-        // First call (offset 0) fails -> nothing; use a fresh one failing later instead.
-        failing.failures.lock().unwrap().clear();
-        struct FailAt<'a>(&'a FakeSource, u64);
-        impl ImageSource for FailAt<'_> {
-            fn list_page<'a>(
-                &'a self,
-                q: &'a ListQuery,
-                p: Priority,
-            ) -> BoxFuture<'a, Result<Page, crate::hss::Error>> {
-                Box::pin(async move {
-                    if q.offset == self.1 {
-                        return Err(crate::hss::Error::Timeout(Duration::from_secs(30)));
-                    }
-                    self.0.list_page(q, p).await
-                })
-            }
-        }
-        assert!(!sweep_once(&h, &FailAt(&failing, 600), &settings()).await);
+        *source.fail_at_offset.lock().unwrap() = Some(600);
+        assert!(!sweep_once(&h, &ctx(&source, settings())).await);
         let after = h.snapshot().unwrap();
         assert!(Arc::ptr_eq(&first, &after));
-        assert!(
-            after
-                .namespaces
-                .values()
-                .all(|n| n.vulnerabilities < 1000 * 250)
-        );
+        assert!(after.namespaces.values().all(|n| n.vulnerabilities < 1000));
     }
 
     #[tokio::test(start_paused = true)]
     async fn stale_results_are_dropped_after_stale_after() {
-        let source = FakeSource::with_rows(10, 2);
+        let source = Arc::new(FakeSource::with_rows(10, 2));
         let h = handle();
-        assert!(sweep_once(&h, &source, &settings()).await);
+        let c = ctx(&source, settings());
+        assert!(sweep_once(&h, &c).await);
         assert!(h.snapshot().is_some());
         tokio::time::advance(Duration::from_secs(3599)).await;
         assert!(h.snapshot().is_some());
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(h.snapshot().is_none(), "older than stale_after");
         source.failures.lock().unwrap().push_back(forbidden());
-        assert!(!sweep_once(&h, &source, &settings()).await);
+        assert!(!sweep_once(&h, &c).await);
         assert!(h.snapshot().is_none());
         // A success brings the scope back at once.
-        assert!(sweep_once(&h, &source, &settings()).await);
+        assert!(sweep_once(&h, &c).await);
         assert_eq!(h.snapshot().unwrap().namespaces.len(), 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_vanished_namespace_loses_its_series_at_once() {
-        let source = FakeSource::with_rows(10, 2);
+        let source = Arc::new(FakeSource::with_rows(10, 2));
         let h = handle();
-        assert!(sweep_once(&h, &source, &settings()).await);
+        let c = ctx(&source, settings());
+        assert!(sweep_once(&h, &c).await);
         assert!(h.snapshot().unwrap().namespaces.contains_key(&ns("ns-1")));
         source
             .rows
             .lock()
             .unwrap()
             .retain(|r| r.namespace == "ns-0");
-        assert!(sweep_once(&h, &source, &settings()).await);
+        assert!(sweep_once(&h, &c).await);
         let snap = h.snapshot().unwrap();
         assert!(!snap.namespaces.contains_key(&ns("ns-1")));
         assert_eq!(snap.namespaces[&ns("ns-0")].images(), 5);
@@ -586,10 +775,10 @@ mod tests {
             concurrency: 1,
             ..settings()
         };
-        let task = tokio::spawn(run_sweep_lane(
+        let task = tokio::spawn(run_lane(
+            Lane::Sweep,
             Arc::clone(&h),
-            source.clone(),
-            s,
+            ctx(&source, s),
             cancel.clone(),
         ));
         // Each sweep takes 2 pages x 100 s = 200 s; the interval is 300 s.
@@ -609,7 +798,12 @@ mod tests {
         });
         let h = handle();
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run_sweep_lane(Arc::clone(&h), slow, s, cancel.clone()));
+        let task = tokio::spawn(run_lane(
+            Lane::Sweep,
+            Arc::clone(&h),
+            ctx(&slow, s),
+            cancel.clone(),
+        ));
         tokio::time::sleep(Duration::from_secs(1250)).await;
         assert_eq!(
             h.lane_status(Lane::Sweep).runs,
@@ -618,5 +812,139 @@ mod tests {
         );
         cancel.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_malicious_lane_baselines_then_detects() {
+        let source = Arc::new(FakeSource::with_rows(500, 5));
+        let h = handle_with(true);
+        let c = ctx(&source, settings());
+        assert!(malicious_once(&h, &c).await);
+        // Only images with malicious files were asked for.
+        assert!(
+            source
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|c| c.2 == Some(true))
+        );
+        let snap = h.malicious_snapshot().unwrap();
+        assert_eq!(snap.images.len(), 10, "every 50th row is malicious");
+        let detector = h.detector();
+        assert!(detector.baseline);
+        assert!(
+            detector.detected.is_empty(),
+            "the first run only sets the baseline"
+        );
+
+        // A new malicious image appears in a namespace nobody has seen.
+        source.rows.lock().unwrap().push(Row {
+            id: Some(9999),
+            namespace: "brand-new".into(),
+            image_name: "evil".into(),
+            image_version: "1".into(),
+            malicious_file_num: 3,
+            ..Row::default()
+        });
+        assert!(malicious_once(&h, &c).await);
+        assert_eq!(h.detector().detected, [(ns("brand-new"), 1)].into());
+        assert_eq!(
+            h.malicious_snapshot().unwrap().namespaces[&ns("brand-new")].files,
+            3
+        );
+        // Seen again, unchanged: no new detection.
+        assert!(malicious_once(&h, &c).await);
+        assert_eq!(h.detector().detected, [(ns("brand-new"), 1)].into());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_scope_skips_its_malicious_calls() {
+        let source = Arc::new(FakeSource::with_rows(0, 1));
+        let h = handle_with(true);
+        let c = ctx(&source, settings());
+        assert!(malicious_once(&h, &c).await);
+        assert!(sweep_once(&h, &c).await);
+        assert_eq!(source.calls.lock().unwrap().len(), 2);
+        for _ in 0..5 {
+            assert!(malicious_once(&h, &c).await);
+        }
+        assert_eq!(
+            source.calls.lock().unwrap().len(),
+            2,
+            "no call while the scope is empty"
+        );
+        assert_eq!(h.lane_status(Lane::Malicious).runs, 6);
+        assert!(h.lane_status(Lane::Malicious).up);
+        // Once a sweep finds images, the lane calls again.
+        *source.rows.lock().unwrap() = rows(10, 1);
+        assert!(sweep_once(&h, &c).await);
+        assert!(malicious_once(&h, &c).await);
+        assert_eq!(source.calls.lock().unwrap().len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_the_malicious_lane_sweeps_drive_detection() {
+        let source = Arc::new(FakeSource::with_rows(100, 2));
+        let h = handle_with(false);
+        let c = ctx(&source, settings());
+        assert!(sweep_once(&h, &c).await);
+        source.rows.lock().unwrap()[1].malicious_file_num = 2;
+        assert!(sweep_once(&h, &c).await);
+        assert_eq!(h.detector().detected, [(ns("ns-1"), 1)].into());
+    }
+
+    /// A new malicious image is seen within one lane round even while a large
+    /// sweep keeps the budget busy: its calls go first.
+    #[tokio::test(start_paused = true)]
+    async fn detection_does_not_wait_for_a_sweep() {
+        let budget = Budget::new(RateLimit {
+            calls: 5,
+            window: Duration::from_secs(60),
+        });
+        let source = Arc::new(FakeSource {
+            latency: Duration::from_millis(300),
+            budget: Some(budget),
+            ..FakeSource::with_rows(20_000, 40)
+        });
+        let h = handle_with(true);
+        let c = ctx(&source, settings());
+        let cancel = CancellationToken::new();
+        let sweep = tokio::spawn(run_lane(
+            Lane::Sweep,
+            Arc::clone(&h),
+            c.clone(),
+            cancel.clone(),
+        ));
+        let malicious = tokio::spawn(run_lane(
+            Lane::Malicious,
+            Arc::clone(&h),
+            c.clone(),
+            cancel.clone(),
+        ));
+        // 20,000 images are 100 pages: a sweep needs 20 minutes of budget.
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        assert!(h.detector().baseline);
+        assert!(h.snapshot().is_none(), "the first sweep is still running");
+        let injected = Instant::now();
+        source.rows.lock().unwrap().push(Row {
+            id: Some(1_000_000),
+            namespace: "ns-3".into(),
+            image_name: "evil".into(),
+            image_version: "2".into(),
+            malicious_file_num: 1,
+            ..Row::default()
+        });
+        while h.detector().detected.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let latency = injected.elapsed();
+        assert!(
+            latency <= Duration::from_secs(72),
+            "seen within one round (60 s) plus one budget slot: {latency:?}"
+        );
+        cancel.cancel();
+        sweep.await.unwrap();
+        malicious.await.unwrap();
     }
 }

@@ -9,8 +9,12 @@
 //! 429 and 5xx are retried with exponential backoff and full jitter, up to
 //! `max_retries`; a 429 also pauses the shared budget. 400, 401, 403 and 404
 //! are never retried: repeated authentication failures lock the key, and the
-//! others will not change by asking again. What happens is reported to an
-//! [`ApiObserver`], which the metrics module implements.
+//! others will not change by asking again. Until a call of the target has
+//! succeeded, its calls go one at a time, so wrong credentials cost one failed
+//! authentication, not one per scope; after a 401 the client sends nothing
+//! for [`AUTH_HOLD`] (the documented lock time), and every lane of the target
+//! fails at once with the refusal instead of adding failed authentications. What happens is reported to an [`ApiObserver`], which the
+//! metrics module implements.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +32,9 @@ use crate::config::ImageType;
 pub const RETRY_BASE: Duration = Duration::from_secs(1);
 /// Longest backoff before a retry.
 pub const RETRY_CAP: Duration = Duration::from_secs(60);
+/// How long a target sends nothing after a 401: more than 5 failed AK/SK
+/// authentications in a row lock the key for 5 minutes.
+pub const AUTH_HOLD: Duration = Duration::from_secs(300);
 
 /// Receives what happens to calls, for self-metrics.
 pub trait ApiObserver: Send + Sync {
@@ -89,6 +96,14 @@ pub enum Error {
     /// The credential could not authorize the call.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// Not sent: the API refused this target's credentials a moment ago.
+    #[error("not sent: the API refused this target's credentials ({refusal}); calls resume in {}s", .resume_in.as_secs())]
+    AuthHold {
+        /// The refusal, as the 401 said it.
+        refusal: String,
+        /// Time left of the hold.
+        resume_in: Duration,
+    },
 }
 
 impl Error {
@@ -97,7 +112,7 @@ impl Error {
         match self {
             Self::Api { status, .. } => *status == 429 || *status >= 500,
             Self::Transport(_) | Self::Timeout(_) | Self::Decode(_) => true,
-            Self::BodyTooLarge { .. } | Self::Auth(_) => false,
+            Self::BodyTooLarge { .. } | Self::Auth(_) | Self::AuthHold { .. } => false,
         }
     }
 
@@ -110,7 +125,7 @@ impl Error {
             Self::Timeout(_) => "timeout",
             Self::Decode(_) => "malformed",
             Self::BodyTooLarge { .. } => "too_large",
-            Self::Auth(_) => "auth",
+            Self::Auth(_) | Self::AuthHold { .. } => "auth",
         }
     }
 }
@@ -182,6 +197,12 @@ pub struct Client {
     budget: Arc<Budget>,
     observer: Arc<dyn ApiObserver>,
     settings: ClientSettings,
+    /// Until when nothing is sent after a 401, and the refusal.
+    auth_hold: Arc<std::sync::Mutex<Option<(Instant, String)>>>,
+    /// Whether a call with these credentials has succeeded since the last 401.
+    proven: Arc<std::sync::atomic::AtomicBool>,
+    /// Held by the one call in flight while the credentials are unproven.
+    probe: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -227,7 +248,23 @@ impl Client {
             budget,
             observer,
             settings,
+            auth_hold: Arc::new(std::sync::Mutex::new(None)),
+            proven: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            probe: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    fn held(&self) -> Option<Error> {
+        let hold = self
+            .auth_hold
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (until, refusal) = hold.as_ref()?;
+        let now = Instant::now();
+        (*until > now).then(|| Error::AuthHold {
+            refusal: refusal.clone(),
+            resume_in: *until - now,
+        })
     }
 
     /// The target this client calls for.
@@ -247,14 +284,29 @@ impl Client {
     /// Fetches one page, with retries. Every attempt waits for a budget permit
     /// of `priority`.
     pub async fn list_page(&self, query: &ListQuery, priority: Priority) -> Result<Page, Error> {
+        use std::sync::atomic::Ordering;
         let mut attempt = 0;
         loop {
+            let _probe = if self.proven.load(Ordering::Acquire) {
+                None
+            } else {
+                Some(self.probe.lock().await)
+            };
+            if let Some(error) = self.held() {
+                return Err(error);
+            }
             let (permit, waited) = self.budget.acquire(priority).await;
+            if let Some(error) = self.held() {
+                // Another lane was refused while this call waited.
+                permit.finish();
+                return Err(error);
+            }
             self.observer.budget_wait(&self.target, waited);
             let result = self.attempt(query).await;
             permit.finish();
             let error = match result {
                 Ok(page) => {
+                    self.proven.store(true, Ordering::Release);
                     for (field, count) in &page.invalid_fields {
                         self.observer.invalid_field(&self.target, field, *count);
                     }
@@ -262,6 +314,20 @@ impl Client {
                 }
                 Err(error) => error,
             };
+            if let Error::Api { status: 401, .. } = &error {
+                self.proven.store(false, Ordering::Release);
+                *self
+                    .auth_hold
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((Instant::now() + AUTH_HOLD, error.to_string()));
+                tracing::warn!(
+                    target_name = %self.target,
+                    error = %error,
+                    hold_seconds = AUTH_HOLD.as_secs(),
+                    "the API refused the credentials; this target sends nothing until the hold ends, so the key is not locked by repeated failures"
+                );
+            }
             if let Error::Api {
                 status: 429,
                 retry_after,

@@ -1,0 +1,484 @@
+//! Detection of new malicious images, and the state file that carries the
+//! baseline across restarts.
+//!
+//! Place in the data flow: the scheduler hands every complete listing of a
+//! scope's malicious images (from the malicious lane, or from sweeps when that
+//! lane is off) to the scope's [`DetectorState`]; the detections it returns
+//! are logged, and its per-namespace counts become
+//! `hss_swr_malicious_images_detected_total` in the metrics module. An image
+//! (keyed by instance, namespace, image, version and digest) counts when it
+//! appears with malicious files, or when its malicious file count rises. The
+//! first listing after start only sets the baseline, unless the
+//! [`StateFile`] held one; the file is written atomically (write, fsync,
+//! rename) whenever the malicious set changes, and a corrupt or unreadable
+//! file is reported and replaced by a fresh baseline, never a crash.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Scope;
+use super::aggregate::NamespaceKey;
+
+/// One image version, as detection tells images apart.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ImageKey {
+    /// Enterprise-edition instance name; empty otherwise.
+    pub instance_name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Image name.
+    pub image: String,
+    /// Version.
+    pub version: String,
+    /// Digest.
+    pub digest: String,
+}
+
+impl ImageKey {
+    /// The namespace the image lives in.
+    pub fn namespace_key(&self) -> NamespaceKey {
+        NamespaceKey {
+            instance_name: self.instance_name.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
+}
+
+/// A new malicious image, or one with more malicious files than before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    /// Which image.
+    pub key: ImageKey,
+    /// Malicious files now.
+    pub files: u64,
+    /// Malicious files before, when the image was known.
+    pub previous: Option<u64>,
+}
+
+/// What one scope's detector knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DetectorState {
+    /// Whether a baseline exists (from a first listing or the state file).
+    pub baseline: bool,
+    /// Malicious images of the last listing, with their file counts.
+    pub images: BTreeMap<ImageKey, u64>,
+    /// Detections so far, per namespace: the counter's values.
+    pub detected: BTreeMap<NamespaceKey, u64>,
+    /// Bumped on every change, so renderings know when to refresh.
+    pub generation: u64,
+}
+
+impl DetectorState {
+    /// Takes a complete listing of the scope's malicious images (images with
+    /// `files == 0` are ignored) and returns what is new. The first listing
+    /// without a baseline returns nothing and becomes the baseline.
+    pub fn observe(
+        &mut self,
+        listing: impl IntoIterator<Item = (ImageKey, u64)>,
+    ) -> Vec<Detection> {
+        let mut current: BTreeMap<ImageKey, u64> = BTreeMap::new();
+        for (key, files) in listing {
+            if files > 0 {
+                let entry = current.entry(key).or_default();
+                *entry = (*entry).max(files);
+            }
+        }
+        let mut detections = Vec::new();
+        if self.baseline {
+            for (key, files) in &current {
+                let previous = self.images.get(key).copied();
+                if previous.is_none_or(|p| *files > p) {
+                    *self.detected.entry(key.namespace_key()).or_default() += 1;
+                    detections.push(Detection {
+                        key: key.clone(),
+                        files: *files,
+                        previous,
+                    });
+                }
+            }
+        }
+        let changed = !self.baseline || current != self.images || !detections.is_empty();
+        self.baseline = true;
+        self.images = current;
+        if changed {
+            self.generation += 1;
+        }
+        detections
+    }
+
+    /// Namespaces with detections or current malicious images.
+    pub fn namespaces(&self) -> BTreeSet<NamespaceKey> {
+        self.detected
+            .keys()
+            .cloned()
+            .chain(self.images.keys().map(ImageKey::namespace_key))
+            .collect()
+    }
+}
+
+/// The state file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading or writing failed.
+    #[error("state file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a state file this version understands.
+    #[error("state file {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The on-disk form.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileContents {
+    version: u32,
+    scopes: Vec<ScopeState>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeState {
+    target: String,
+    enterprise_project_id: String,
+    image_type: String,
+    images: Vec<ImageEntry>,
+    detected: Vec<CountEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageEntry {
+    #[serde(flatten)]
+    key: ImageKey,
+    files: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountEntry {
+    instance_name: String,
+    namespace: String,
+    count: u64,
+}
+
+const FILE_VERSION: u32 = 1;
+
+/// Where detection state persists.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+/// The identity of a scope in the state file.
+pub type ScopeId = (String, String, String);
+
+/// The state file's key for `scope`.
+pub fn scope_id(scope: &Scope) -> ScopeId {
+    (
+        scope.target.clone(),
+        scope.enterprise_project_id.clone(),
+        scope.image_type.as_str().to_string(),
+    )
+}
+
+impl StateFile {
+    /// A state file at `path` (not read yet).
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            write_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads every scope's baseline. A missing file is an empty map.
+    pub fn load(&self) -> Result<BTreeMap<ScopeId, DetectorState>, StateError> {
+        let text = match std::fs::read(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let corrupt = |reason: String| StateError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
+        let contents: FileContents =
+            serde_json::from_slice(&text).map_err(|e| corrupt(e.to_string()))?;
+        if contents.version != FILE_VERSION {
+            return Err(corrupt(format!("unknown version {}", contents.version)));
+        }
+        let mut out = BTreeMap::new();
+        for scope in contents.scopes {
+            let state = DetectorState {
+                baseline: true,
+                images: scope.images.into_iter().map(|e| (e.key, e.files)).collect(),
+                detected: scope
+                    .detected
+                    .into_iter()
+                    .map(|c| {
+                        (
+                            NamespaceKey {
+                                instance_name: c.instance_name,
+                                namespace: c.namespace,
+                            },
+                            c.count,
+                        )
+                    })
+                    .collect(),
+                generation: 1,
+            };
+            out.insert(
+                (scope.target, scope.enterprise_project_id, scope.image_type),
+                state,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Writes every scope's state atomically: a temporary file in the same
+    /// directory, flushed to disk, renamed over the old one.
+    pub async fn save(&self, states: Vec<(ScopeId, DetectorState)>) -> Result<(), StateError> {
+        let _guard = self.write_lock.lock().await;
+        let contents = FileContents {
+            version: FILE_VERSION,
+            scopes: states
+                .into_iter()
+                .filter(|(_, state)| state.baseline)
+                .map(
+                    |((target, enterprise_project_id, image_type), state)| ScopeState {
+                        target,
+                        enterprise_project_id,
+                        image_type,
+                        images: state
+                            .images
+                            .into_iter()
+                            .map(|(key, files)| ImageEntry { key, files })
+                            .collect(),
+                        detected: state
+                            .detected
+                            .into_iter()
+                            .map(|(ns, count)| CountEntry {
+                                instance_name: ns.instance_name,
+                                namespace: ns.namespace,
+                                count,
+                            })
+                            .collect(),
+                    },
+                )
+                .collect(),
+        };
+        let path = self.path.clone();
+        let result = tokio::task::spawn_blocking(move || write_atomically(&path, &contents)).await;
+        match result {
+            Ok(result) => result.map_err(|source| StateError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+            Err(join) => Err(StateError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(join.to_string()),
+            }),
+        }
+    }
+}
+
+fn write_atomically(path: &Path, contents: &FileContents) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let text = serde_json::to_vec_pretty(contents).map_err(std::io::Error::other)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&text)?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ns: &str, image: &str) -> ImageKey {
+        ImageKey {
+            instance_name: String::new(),
+            namespace: ns.into(),
+            image: image.into(),
+            version: "1.0".into(),
+            digest: format!("sha256:{image}"),
+        }
+    }
+
+    fn ns(name: &str) -> NamespaceKey {
+        NamespaceKey {
+            instance_name: String::new(),
+            namespace: name.into(),
+        }
+    }
+
+    #[test]
+    fn the_first_listing_is_the_baseline() {
+        let mut state = DetectorState::default();
+        assert!(state.observe([(key("a", "x"), 2)]).is_empty());
+        assert!(state.baseline);
+        assert!(state.detected.is_empty());
+        assert_eq!(state.namespaces(), [ns("a")].into());
+    }
+
+    #[test]
+    fn new_images_and_rising_counts_are_detected() {
+        let mut state = DetectorState::default();
+        state.observe([(key("a", "x"), 2)]);
+        let found = state.observe([(key("a", "x"), 2), (key("b", "y"), 1)]);
+        assert_eq!(
+            found,
+            vec![Detection {
+                key: key("b", "y"),
+                files: 1,
+                previous: None
+            }]
+        );
+        let found = state.observe([(key("a", "x"), 5), (key("b", "y"), 1)]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].previous, Some(2));
+        // A falling count is not a detection; rising back again is.
+        assert!(
+            state
+                .observe([(key("a", "x"), 1), (key("b", "y"), 1)])
+                .is_empty()
+        );
+        assert_eq!(
+            state
+                .observe([(key("a", "x"), 3), (key("b", "y"), 1)])
+                .len(),
+            1
+        );
+        assert_eq!(state.detected, [(ns("a"), 2), (ns("b"), 1)].into());
+    }
+
+    #[test]
+    fn an_image_that_leaves_and_returns_counts_again() {
+        let mut state = DetectorState::default();
+        state.observe([(key("a", "x"), 1)]);
+        assert!(state.observe([]).is_empty());
+        assert_eq!(state.observe([(key("a", "x"), 1)]).len(), 1);
+        // Images without malicious files are not malicious.
+        assert!(
+            state
+                .observe([(key("a", "x"), 1), (key("a", "clean"), 0)])
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_generation_moves_only_on_change() {
+        let mut state = DetectorState::default();
+        state.observe([(key("a", "x"), 1)]);
+        let g = state.generation;
+        state.observe([(key("a", "x"), 1)]);
+        assert_eq!(state.generation, g);
+        state.observe([(key("a", "x"), 2)]);
+        assert_eq!(state.generation, g + 1);
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hss-state-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("state.json")
+    }
+
+    #[tokio::test]
+    async fn state_round_trips_through_the_file() {
+        let path = temp("roundtrip");
+        let file = StateFile::new(path.clone());
+        assert!(
+            file.load().unwrap().is_empty(),
+            "a missing file is an empty state"
+        );
+        let mut state = DetectorState::default();
+        state.observe([(key("a", "x"), 2)]);
+        state.observe([(key("a", "x"), 2), (key("团队 \"q\"", "y"), 1)]);
+        let id = (
+            "t".to_string(),
+            "0".to_string(),
+            "private_image".to_string(),
+        );
+        file.save(vec![(id.clone(), state.clone())]).await.unwrap();
+        let loaded = file.load().unwrap();
+        let back = &loaded[&id];
+        assert!(back.baseline);
+        assert_eq!(back.images, state.images);
+        assert_eq!(back.detected, state.detected);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_file_is_reported_and_replaced() {
+        let path = temp("corrupt");
+        std::fs::write(&path, "{\"version\":1,\"scopes\":[{\"target\":").unwrap();
+        let file = StateFile::new(path.clone());
+        let error = file.load().unwrap_err().to_string();
+        assert!(error.contains("is corrupt"), "{error}");
+        std::fs::write(&path, "{\"version\":99,\"scopes\":[]}").unwrap();
+        assert!(
+            file.load()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown version 99")
+        );
+        file.save(vec![]).await.unwrap();
+        assert!(file.load().unwrap().is_empty());
+        let dir = path.parent().unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_place_is_an_error_not_a_crash() {
+        let file = StateFile::new(PathBuf::from(
+            "/proc/hss-swr-exporter-cannot-write/state.json",
+        ));
+        assert!(file.save(vec![]).await.is_err());
+    }
+}
