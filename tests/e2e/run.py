@@ -460,9 +460,9 @@ def rfc3339_epoch(text: str) -> float:
 def step_quiet(ctx: Context) -> None:
     """Watches several evaluation cycles: the alert must be neither pending nor firing.
 
-    Lasts QUIET_WINDOW seconds and until the rule has been evaluated at least
-    twice after the counter series were seen (so a rule group with a longer
-    interval is still covered).
+    Lasts QUIET_WINDOW seconds, and at least until the rule's last evaluation
+    is one group interval past the start of the window (so a rule group with
+    a longer interval than 1s is still covered).
     """
     window_start = time.time()
     deadline = time.monotonic() + QUIET_WINDOW
@@ -757,8 +757,12 @@ def main(argv: list[str]) -> int:
         # Ignore further signals while stopping, so cleanup always finishes.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stopping = time.monotonic()
         for proc in reversed(ctx.procs):
             proc.stop()
+        if ctx.procs:
+            codes = ", ".join(f"{p.name} {p.popen.returncode}" for p in ctx.procs)
+            say(f"step 7 stopped every process ({codes}) in {time.monotonic() - stopping:.1f}s")
         if args.keep_tmp or not ok:
             print(f"logs and data kept in {tmp}", flush=True)
         else:
