@@ -103,6 +103,7 @@ impl Exporter {
         let settings = Settings {
             poll_interval: config.poll_interval,
             malicious_interval: config.malicious_interval,
+            reservation_lead: config.api_rate_limit.window,
             sweep_calls_per_second: (config.api_rate_limit.per_second() - malicious_per_second)
                 .max(config.api_rate_limit.per_second() / 100.0),
             page_size: config.page_size,

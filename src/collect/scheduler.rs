@@ -44,6 +44,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Malicious-lane period (zero: the lane is off).
     pub malicious_interval: Duration,
+    /// How far ahead the malicious lane books its slot: one budget window.
+    pub reservation_lead: Duration,
     /// Budget calls per second left for sweeps, for the expected sweep time
     /// in logs.
     pub sweep_calls_per_second: f64,
@@ -72,28 +74,30 @@ pub struct ListingStats {
 /// `total_num` calls for (more if a later page reports a larger total), up to
 /// `concurrency` at a time. Each page goes to `on_page` as it arrives. Every
 /// offset is asked for once; when `total_num` is unreadable, pages are fetched
-/// one by one until a short page.
+/// one by one until a short page. The first page is asked for not before
+/// `not_before`.
 pub async fn list_all(
     source: &dyn ImageSource,
     template: &ListQuery,
     priority: Priority,
+    not_before: Option<Instant>,
     concurrency: usize,
     mut on_page: impl FnMut(Page),
 ) -> Result<ListingStats, Error> {
     let page_size = u64::from(template.limit);
-    let fetch = |offset: u64| {
+    let fetch = |offset: u64, not_before: Option<Instant>| {
         let query = ListQuery {
             offset,
             ..template.clone()
         };
         async move {
             source
-                .list_page(&query, priority)
+                .list_page(&query, priority, not_before)
                 .await
                 .map_err(|source| Error::Page { offset, source })
         }
     };
-    let first = fetch(0).await?;
+    let first = fetch(0, not_before).await?;
     let mut stats = ListingStats {
         pages: 1,
         first_total: first.total_num,
@@ -109,7 +113,7 @@ pub async fn list_all(
             if offset > MAX_OFFSET {
                 return Err(Error::TooLong(MAX_OFFSET));
             }
-            let page = fetch(offset).await?;
+            let page = fetch(offset, None).await?;
             stats.pages += 1;
             short = (page.rows.len() as u64) < page_size;
             on_page(page);
@@ -129,7 +133,7 @@ pub async fn list_all(
             if next_offset > MAX_OFFSET {
                 return Err(Error::TooLong(MAX_OFFSET));
             }
-            in_flight.push(fetch(next_offset));
+            in_flight.push(fetch(next_offset, None));
             next_offset += page_size;
         }
         let Some(result) = in_flight.next().await else {
@@ -294,6 +298,7 @@ pub async fn sweep_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
         ctx.source.as_ref(),
         &template(handle, settings, None),
         Priority::Low,
+        None,
         settings.concurrency,
         |page| {
             for row in &page.rows {
@@ -377,8 +382,20 @@ pub async fn sweep_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
 /// Runs one malicious-lane listing of a scope, feeds detection and publishes
 /// the result; returns whether it succeeded.
 pub async fn malicious_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
+    malicious_at(handle, ctx, None).await
+}
+
+/// [`malicious_once`] with its first call not before `due` (holding a budget
+/// reservation until then).
+async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant>) -> bool {
     let settings = &ctx.settings;
-    let started = Instant::now();
+    if let Some(due) = due
+        && handle.snapshot().is_some_and(|s| s.images == 0)
+    {
+        // An empty scope makes no call; keep the lane's cadence anyway.
+        tokio::time::sleep_until(due).await;
+    }
+    let started = due.map_or_else(Instant::now, |due| due.max(Instant::now()));
     if handle.snapshot().is_some_and(|s| s.images == 0) {
         // The last sweep found nothing at all, so nothing can be malicious.
         let empty = MaliciousSnapshot::from_rows(std::iter::empty::<&Row>(), SystemTime::now());
@@ -399,11 +416,12 @@ pub async fn malicious_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
         ctx.source.as_ref(),
         &template(handle, settings, Some(true)),
         Priority::High,
+        due,
         settings.concurrency,
         |page| rows.extend(page.rows),
     )
     .await;
-    let duration = started.elapsed();
+    let duration = Instant::now().saturating_duration_since(started);
     let stats = match result {
         Ok(stats) => stats,
         Err(error) => {
@@ -536,11 +554,17 @@ mod tests {
             &'a self,
             query: &'a ListQuery,
             priority: Priority,
+            not_before: Option<Instant>,
         ) -> BoxFuture<'a, Result<Page, crate::hss::Error>> {
             Box::pin(async move {
                 let permit = match &self.budget {
-                    Some(budget) => Some(budget.acquire(priority).await.0),
-                    None => None,
+                    Some(budget) => Some(budget.acquire_at(priority, not_before).await.0),
+                    None => {
+                        if let Some(at) = not_before {
+                            tokio::time::sleep_until(at).await;
+                        }
+                        None
+                    }
                 };
                 self.calls.lock().unwrap().push((
                     query.offset,
@@ -586,6 +610,7 @@ mod tests {
         Settings {
             poll_interval: Duration::from_secs(300),
             malicious_interval: Duration::from_secs(60),
+            reservation_lead: Duration::from_secs(60),
             sweep_calls_per_second: 5.0 / 60.0,
             page_size: 200,
             concurrency: 4,

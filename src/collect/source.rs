@@ -4,16 +4,20 @@
 //! HTTP; the HSS client implements it here, and scheduler tests implement it
 //! with rows in memory.
 
+use tokio::time::Instant;
+
 use crate::hss::auth::BoxFuture;
 use crate::hss::{Client, Error, ListQuery, Page, Priority};
 
 /// Lists pages of images.
 pub trait ImageSource: Send + Sync {
-    /// Fetches one page, retrying as the source sees fit.
+    /// Fetches one page, retrying as the source sees fit; the first call not
+    /// before `not_before`.
     fn list_page<'a>(
         &'a self,
         query: &'a ListQuery,
         priority: Priority,
+        not_before: Option<Instant>,
     ) -> BoxFuture<'a, Result<Page, Error>>;
 }
 
@@ -22,7 +26,8 @@ impl ImageSource for Client {
         &'a self,
         query: &'a ListQuery,
         priority: Priority,
+        not_before: Option<Instant>,
     ) -> BoxFuture<'a, Result<Page, Error>> {
-        Box::pin(Client::list_page(self, query, priority))
+        Box::pin(Client::list_page(self, query, priority, not_before))
     }
 }

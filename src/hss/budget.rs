@@ -13,8 +13,14 @@
 //! two instants, so measuring from the answer keeps the exporter under the
 //! server's window whatever the network latency. A 429 pauses the whole budget
 //! (for `Retry-After` when the server sends one, else one window).
+//!
+//! A caller that knows when it will need a slot (the malicious lane, whose
+//! rounds are periodic) can queue a *reservation* ahead of time with
+//! [`Budget::acquire_at`]: from then on, other grants are made only while a
+//! slot stays free for the reservation when it comes due, so the reserved
+//! call goes out on time even when sweeps keep the budget saturated.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -45,8 +51,11 @@ struct State {
     /// Calls that still count: in flight, or answered within the last window.
     calls: VecDeque<Slot>,
     next_slot: u64,
-    /// Waiting callers as (priority, arrival order); the first one is served.
+    /// Waiting callers as (priority, arrival order); the first one that is
+    /// due is served.
     queue: BTreeSet<(Priority, u64)>,
+    /// Reservations: waiting callers that want their slot not before a time.
+    not_before: HashMap<u64, Instant>,
     next_ticket: u64,
     paused_until: Option<Instant>,
     granted: u64,
@@ -102,12 +111,26 @@ impl Budget {
     /// higher priority are served first; equal priorities in arrival order.
     /// Cancelling the future gives the place in the queue up.
     pub async fn acquire(self: &Arc<Self>, priority: Priority) -> (Permit, Duration) {
-        let started = Instant::now();
+        self.acquire_at(priority, None).await
+    }
+
+    /// Like [`acquire`](Self::acquire), but the slot is not granted before
+    /// `not_before`; until then the caller holds a reservation that other
+    /// grants respect. The time returned counts from `not_before`.
+    pub async fn acquire_at(
+        self: &Arc<Self>,
+        priority: Priority,
+        not_before: Option<Instant>,
+    ) -> (Permit, Duration) {
+        let started = not_before.map_or_else(Instant::now, |at| at.max(Instant::now()));
         let ticket = {
             let mut state = self.lock();
             let ticket = (priority, state.next_ticket);
             state.next_ticket += 1;
             state.queue.insert(ticket);
+            if let Some(at) = not_before {
+                state.not_before.insert(ticket.1, at);
+            }
             ticket
         };
         let mut guard = TicketGuard {
@@ -129,7 +152,7 @@ impl Budget {
                         id,
                         done: false,
                     };
-                    return (permit, started.elapsed());
+                    return (permit, Instant::now().saturating_duration_since(started));
                 }
                 Decision::WaitUntil(at) => {
                     tokio::select! {
@@ -144,7 +167,16 @@ impl Budget {
 
     fn decide(&self, ticket: (Priority, u64), now: Instant) -> Decision {
         let mut state = self.lock();
-        if state.queue.first() != Some(&ticket) {
+        if let Some(at) = state.not_before.get(&ticket.1).copied()
+            && at > now
+        {
+            return Decision::WaitUntil(at);
+        }
+        let due = |state: &State, t: &(Priority, u64)| {
+            state.not_before.get(&t.1).is_none_or(|at| *at <= now)
+        };
+        let head = state.queue.iter().find(|t| due(&state, t)).copied();
+        if head != Some(ticket) {
             return Decision::WaitForChange;
         }
         if let Some(until) = state.paused_until {
@@ -160,10 +192,36 @@ impl Budget {
         let limit = self.limit.calls as usize;
         let in_window = state.calls.len();
         if in_window < limit {
+            // Grant only while every reservation still finds a slot when it
+            // comes due.
+            let reserved: Vec<Instant> = state
+                .not_before
+                .values()
+                .copied()
+                .filter(|at| *at > now)
+                .collect();
+            let room = match reserved.iter().min() {
+                None => true,
+                Some(first) => {
+                    let occupied = state
+                        .calls
+                        .iter()
+                        .filter(|s| s.ended.is_none_or(|ended| ended + window > *first))
+                        .count();
+                    occupied + 1 + reserved.len() <= limit
+                }
+            };
+            if !room {
+                return reserved
+                    .iter()
+                    .min()
+                    .map_or(Decision::WaitForChange, |first| Decision::WaitUntil(*first));
+            }
             let id = state.next_slot;
             state.next_slot += 1;
             state.calls.push_back(Slot { id, ended: None });
             state.queue.remove(&ticket);
+            state.not_before.remove(&ticket.1);
             state.granted += 1;
             return Decision::Grant(id);
         }
@@ -233,7 +291,10 @@ struct TicketGuard<'a> {
 impl Drop for TicketGuard<'_> {
     fn drop(&mut self) {
         if self.active {
-            self.budget.lock().queue.remove(&self.ticket);
+            let mut state = self.budget.lock();
+            state.queue.remove(&self.ticket);
+            state.not_before.remove(&self.ticket.1);
+            drop(state);
             self.budget.changed.notify_waiters();
         }
     }
@@ -389,6 +450,66 @@ mod tests {
         let (_, waited) = budget.acquire(Priority::Low).await;
         assert_eq!(waited, Duration::from_secs(10));
         assert_eq!(budget.status().granted, 2);
+    }
+
+    /// Sweeps keep a 5-a-minute budget saturated; a reservation made one
+    /// window ahead still gets its slot on time, and the sweep loses nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_is_served_on_time_under_saturation() {
+        let budget = Budget::new(limit(5, 60));
+        let start = Instant::now();
+        let sweep = {
+            let b = Arc::clone(&budget);
+            tokio::spawn(async move {
+                let mut grants = Vec::new();
+                for _ in 0..30 {
+                    let (permit, _) = b.acquire(Priority::Low).await;
+                    grants.push(Instant::now());
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    permit.finish();
+                }
+                grants
+            })
+        };
+        let mut lateness = Vec::new();
+        let mut high = Vec::new();
+        for round in 1..=4u64 {
+            let due = start + Duration::from_secs(60 * round + 7 * round);
+            tokio::time::sleep_until(due - Duration::from_secs(60)).await;
+            let (permit, waited) = budget.acquire_at(Priority::High, Some(due)).await;
+            lateness.push(Instant::now() - due);
+            high.push(Instant::now());
+            assert_eq!(waited, Instant::now() - due);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            permit.finish();
+        }
+        let mut all = sweep.await.unwrap();
+        assert!(
+            lateness.iter().all(|l| *l <= Duration::from_millis(1)),
+            "{lateness:?}"
+        );
+        all.extend(high);
+        all.sort_unstable();
+        assert_eq!(max_in_window(&all, Duration::from_secs(60)), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_far_reservation_does_not_block_calls_that_fit() {
+        let budget = Budget::new(limit(5, 60));
+        let due = Instant::now() + Duration::from_secs(30);
+        let b = Arc::clone(&budget);
+        let reserved =
+            tokio::spawn(async move { b.acquire_at(Priority::High, Some(due)).await.0.finish() });
+        tokio::task::yield_now().await;
+        for _ in 0..4 {
+            let (permit, waited) = budget.acquire(Priority::Low).await;
+            assert_eq!(waited, Duration::ZERO, "room for the reservation remains");
+            permit.finish();
+        }
+        // A fifth call now would leave no slot for the reservation: it waits.
+        let (_, waited) = budget.acquire(Priority::Low).await;
+        assert!(waited >= Duration::from_secs(30), "{waited:?}");
+        reserved.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -282,8 +282,14 @@ impl Client {
     }
 
     /// Fetches one page, with retries. Every attempt waits for a budget permit
-    /// of `priority`.
-    pub async fn list_page(&self, query: &ListQuery, priority: Priority) -> Result<Page, Error> {
+    /// of `priority`; the first one not before `not_before`, for which it
+    /// holds a reservation in the budget until then.
+    pub async fn list_page(
+        &self,
+        query: &ListQuery,
+        priority: Priority,
+        not_before: Option<Instant>,
+    ) -> Result<Page, Error> {
         use std::sync::atomic::Ordering;
         let mut attempt = 0;
         loop {
@@ -295,7 +301,8 @@ impl Client {
             if let Some(error) = self.held() {
                 return Err(error);
             }
-            let (permit, waited) = self.budget.acquire(priority).await;
+            let reserved = if attempt == 0 { not_before } else { None };
+            let (permit, waited) = self.budget.acquire_at(priority, reserved).await;
             if let Some(error) = self.held() {
                 // Another lane was refused while this call waited.
                 permit.finish();
