@@ -228,6 +228,20 @@ pub enum CredentialsConfig {
         /// The file holding the token.
         path: PathBuf,
     },
+    /// An IAM user's password, exchanged for project-scoped tokens.
+    Iam {
+        /// The account (domain) name.
+        domain_name: String,
+        /// The IAM user's name.
+        user_name: String,
+        /// The user's password.
+        password: Secret,
+    },
+    /// Temporary AK/SK from the ECS/CCE metadata service.
+    Metadata {
+        /// The metadata service's base URL.
+        endpoint: Url,
+    },
 }
 
 /// One configured account and region.
@@ -237,8 +251,9 @@ pub struct Target {
     pub name: String,
     /// The region, e.g. `cn-north-4`.
     pub region: String,
-    /// The project the listing runs in.
-    pub project_id: String,
+    /// The project the listing runs in; looked up through IAM (once) when
+    /// not configured.
+    pub project_id: Option<String>,
     /// Base URL of the HSS API.
     pub endpoint: Url,
     /// Base URL of IAM (used by IAM credentials).
@@ -462,8 +477,23 @@ struct RawCredentials {
     security_token: Option<String>,
     security_token_file: Option<String>,
     token_file: Option<String>,
-    iam: Option<Value>,
-    metadata: Option<Value>,
+    iam: Option<RawIam>,
+    metadata: Option<RawMetadata>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIam {
+    domain_name: Option<String>,
+    user_name: Option<String>,
+    password: Option<String>,
+    password_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetadata {
+    endpoint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -551,23 +581,35 @@ pub fn default_iam_endpoint(region: &str) -> String {
 
 impl RawCredentials {
     fn validate(&self, key: &str, base_dir: &Path) -> Result<CredentialsConfig, ConfigError> {
-        if self.iam.is_some() {
-            return Err(ConfigError::invalid(
-                format!("{key}.iam"),
-                "IAM password tokens are not supported by this version; use access_key/secret_key or token_file",
-            ));
-        }
-        if self.metadata.is_some() {
-            return Err(ConfigError::invalid(
-                format!("{key}.metadata"),
-                "metadata-service credentials are not supported by this version; use access_key/secret_key or token_file",
-            ));
-        }
         let aksk = self.access_key.is_some()
             || self.secret_key.is_some()
             || self.secret_key_file.is_some()
             || self.security_token.is_some()
             || self.security_token_file.is_some();
+        let kinds = [
+            aksk,
+            self.token_file.is_some(),
+            self.iam.is_some(),
+            self.metadata.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            return Err(ConfigError::invalid(
+                key,
+                "choose one kind of credentials: access_key/secret_key, token_file, iam or metadata",
+            ));
+        }
+        if let Some(iam) = &self.iam {
+            return iam.validate(&format!("{key}.iam"), base_dir);
+        }
+        if let Some(metadata) = &self.metadata {
+            let endpoint = metadata
+                .endpoint
+                .as_deref()
+                .unwrap_or(crate::hss::auth::metadata::DEFAULT_ENDPOINT);
+            return Ok(CredentialsConfig::Metadata {
+                endpoint: parse_url(endpoint, &format!("{key}.metadata.endpoint"))?,
+            });
+        }
         match (&self.token_file, aksk) {
             (Some(_), true) => Err(ConfigError::invalid(
                 key,
@@ -591,7 +633,7 @@ impl RawCredentials {
             }
             (None, false) => Err(ConfigError::invalid(
                 key,
-                "no credentials: set access_key and secret_key (or secret_key_file), or token_file",
+                "no credentials: set access_key and secret_key (or secret_key_file), token_file, iam or metadata",
             )),
             (None, true) => {
                 let access_key = match self.access_key.as_deref().map(str::trim) {
@@ -650,6 +692,46 @@ impl RawCredentials {
                 })
             }
         }
+    }
+}
+
+impl RawIam {
+    fn validate(&self, key: &str, base_dir: &Path) -> Result<CredentialsConfig, ConfigError> {
+        let required = |value: &Option<String>, name: &str| match value.as_deref().map(str::trim) {
+            Some(v) if !v.is_empty() => Ok(v.to_string()),
+            _ => Err(ConfigError::invalid(
+                format!("{key}.{name}"),
+                "is required for IAM tokens",
+            )),
+        };
+        let domain_name = required(&self.domain_name, "domain_name")?;
+        let user_name = required(&self.user_name, "user_name")?;
+        let password = match (&self.password, &self.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    key,
+                    "password and password_file are exclusive; choose one",
+                ));
+            }
+            (Some(p), None) if !p.is_empty() => Secret(p.clone()),
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(format!("{key}.password"), "is empty"));
+            }
+            (None, Some(file)) => {
+                read_secret_file(base_dir, file, &format!("{key}.password_file"))?
+            }
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    format!("{key}.password"),
+                    "is required for IAM tokens (or set password_file)",
+                ));
+            }
+        };
+        Ok(CredentialsConfig::Iam {
+            domain_name,
+            user_name,
+            password,
+        })
     }
 }
 
@@ -799,14 +881,12 @@ impl RawTarget {
         }
         let name = non_empty(self.name.as_deref(), &format!("{key}.name"))?
             .unwrap_or_else(|| region.clone());
-        let project_id = non_empty(self.project_id.as_deref(), &format!("{key}.project_id"))?
-            .ok_or_else(|| {
-                ConfigError::invalid(
-                    format!("{key}.project_id"),
-                    "is required (looking it up through IAM is not supported by this version)",
-                )
-            })?;
-        if project_id.contains('/') || project_id.contains('?') {
+        let project_id = non_empty(self.project_id.as_deref(), &format!("{key}.project_id"))?;
+        if let Some(project_id) = &project_id
+            && !project_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(ConfigError::invalid(
                 format!("{key}.project_id"),
                 format!("{project_id:?} is not a project id"),
@@ -1079,7 +1159,10 @@ targets:
         let base = "credentials: {access_key: a, secret_key: b}\ntargets:\n";
         let cases = [
             ("  - project_id: p\n", "targets[0].region: is required"),
-            ("  - region: r\n", "targets[0].project_id: is required"),
+            (
+                "  - {region: r, project_id: 'a/b'}\n",
+                "targets[0].project_id: \"a/b\" is not a project id",
+            ),
             (
                 "  - {region: r, project_id: p, image_types: [private_image, harbor]}\n",
                 "targets[0].image_types[1]: unknown image type \"harbor\"",
@@ -1117,7 +1200,10 @@ targets:
         let message = error(
             "credentials: {access_key: AK, secret_key: SUPERSECRET, token_file: /x}\ntargets: [{region: r, project_id: p}]\n",
         );
-        assert!(message.contains("exclusive"), "{message}");
+        assert!(
+            message.contains("choose one kind of credentials"),
+            "{message}"
+        );
         assert!(!message.contains("SUPERSECRET"));
         let message = error(
             "credentials: {secret_key: SUPERSECRET}\ntargets: [{region: r, project_id: p}]\n",
@@ -1132,14 +1218,60 @@ targets:
             message.starts_with("targets[0].credentials: no credentials"),
             "{message}"
         );
-        let message =
-            error("credentials: {iam: {domain_name: d}}\ntargets: [{region: r, project_id: p}]\n");
+        let message = error(
+            "credentials: {iam: {domain_name: d, password: SUPERSECRET}}\ntargets: [{region: r, project_id: p}]\n",
+        );
         assert!(
-            message.starts_with("credentials.iam: IAM password tokens are not supported"),
+            message.starts_with("credentials.iam.user_name: is required for IAM tokens"),
             "{message}"
         );
+        assert!(!message.contains("SUPERSECRET"));
         let config = parse("credentials: {access_key: AK, secret_key: SUPERSECRET}\ntargets: [{region: r, project_id: p}]\n").unwrap();
         assert!(!format!("{config:?}").contains("SUPERSECRET"));
+    }
+
+    #[test]
+    fn iam_and_metadata_credentials_are_read() {
+        let config = parse(
+            "credentials: {iam: {domain_name: acct, user_name: exporter, password: pw}}\n\
+             targets:\n  - {region: cn-north-4}\n  - {name: b, region: cn-north-4, credentials: {metadata: {}}}\n  \
+             - {name: c, region: cn-north-4, credentials: {metadata: {endpoint: 'http://127.0.0.1:1'}}}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.targets[0].credentials,
+            CredentialsConfig::Iam {
+                domain_name: "acct".into(),
+                user_name: "exporter".into(),
+                password: Secret::new("pw"),
+            }
+        );
+        assert_eq!(config.targets[0].project_id, None, "looked up through IAM");
+        assert_eq!(
+            config.targets[1].credentials,
+            CredentialsConfig::Metadata {
+                endpoint: Url::parse("http://169.254.169.254").unwrap()
+            }
+        );
+        assert_eq!(
+            config.targets[2].credentials,
+            CredentialsConfig::Metadata {
+                endpoint: Url::parse("http://127.0.0.1:1").unwrap()
+            }
+        );
+        let message =
+            error("credentials: {iam: {domain_name: a, user_name: b}}\ntargets: [{region: r}]\n");
+        assert!(
+            message.starts_with("credentials.iam.password: is required"),
+            "{message}"
+        );
+        let message = error(
+            "credentials: {iam: {domain_name: a, user_name: b, password: c, pasword: d}}\ntargets: [{region: r}]\n",
+        );
+        assert!(
+            message.starts_with("credentials.iam.pasword: unknown field"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub enum Priority {
 /// The shared budget of one API.
 #[derive(Debug)]
 pub struct Budget {
-    limit: RateLimit,
+    limit: Mutex<RateLimit>,
     state: Mutex<State>,
     changed: Notify,
 }
@@ -92,7 +92,7 @@ impl Budget {
     /// A budget allowing `limit`.
     pub fn new(limit: RateLimit) -> Arc<Self> {
         Arc::new(Self {
-            limit,
+            limit: Mutex::new(limit),
             state: Mutex::new(State::default()),
             changed: Notify::new(),
         })
@@ -100,7 +100,14 @@ impl Budget {
 
     /// The limit this budget enforces.
     pub fn limit(&self) -> RateLimit {
-        self.limit
+        *self.limit.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Enforces `limit` from now on (after a configuration reload). Calls
+    /// already made keep counting against the window.
+    pub fn set_limit(&self, limit: RateLimit) {
+        *self.limit.lock().unwrap_or_else(PoisonError::into_inner) = limit;
+        self.changed.notify_waiters();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -185,11 +192,12 @@ impl Budget {
             }
             state.paused_until = None;
         }
-        let window = self.limit.window;
+        let limit = self.limit();
+        let window = limit.window;
         state
             .calls
             .retain(|slot| slot.ended.is_none_or(|ended| ended + window > now));
-        let limit = self.limit.calls as usize;
+        let limit = limit.calls as usize;
         let in_window = state.calls.len();
         if in_window < limit {
             // Grant only while every reservation still finds a slot when it
@@ -263,8 +271,8 @@ impl Budget {
     /// The budget's current state.
     pub fn status(&self) -> BudgetStatus {
         let now = Instant::now();
+        let window = self.limit().window;
         let state = self.lock();
-        let window = self.limit.window;
         BudgetStatus {
             calls_in_window: state
                 .calls

@@ -96,6 +96,14 @@ pub enum Error {
     /// The credential could not authorize the call.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The project id could not be looked up through IAM.
+    #[error("project_id lookup through IAM for region {region}: {reason}")]
+    ProjectLookup {
+        /// The region whose project was looked for.
+        region: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// Not sent: the API refused this target's credentials a moment ago.
     #[error("not sent: the API refused this target's credentials ({refusal}); calls resume in {}s", .resume_in.as_secs())]
     AuthHold {
@@ -112,7 +120,10 @@ impl Error {
         match self {
             Self::Api { status, .. } => *status == 429 || *status >= 500,
             Self::Transport(_) | Self::Timeout(_) | Self::Decode(_) => true,
-            Self::BodyTooLarge { .. } | Self::Auth(_) | Self::AuthHold { .. } => false,
+            Self::BodyTooLarge { .. }
+            | Self::Auth(_)
+            | Self::AuthHold { .. }
+            | Self::ProjectLookup { .. } => false,
         }
     }
 
@@ -125,7 +136,7 @@ impl Error {
             Self::Timeout(_) => "timeout",
             Self::Decode(_) => "malformed",
             Self::BodyTooLarge { .. } => "too_large",
-            Self::Auth(_) | Self::AuthHold { .. } => "auth",
+            Self::Auth(_) | Self::AuthHold { .. } | Self::ProjectLookup { .. } => "auth",
         }
     }
 }
@@ -192,7 +203,10 @@ pub struct Client {
     target: Arc<str>,
     http: reqwest::Client,
     endpoint: Url,
-    project_id: String,
+    iam_endpoint: Url,
+    region: String,
+    /// Configured, or looked up through IAM before the first call.
+    project_id: Arc<tokio::sync::Mutex<Option<String>>>,
     credential: Arc<dyn Credential>,
     budget: Arc<Budget>,
     observer: Arc<dyn ApiObserver>,
@@ -228,22 +242,21 @@ pub fn http_client(request_timeout: Duration) -> Result<reqwest::Client, Error> 
 
 impl Client {
     /// A client for one target.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        target: &str,
+        target: &crate::config::Target,
         http: reqwest::Client,
-        endpoint: Url,
-        project_id: String,
         credential: Arc<dyn Credential>,
         budget: Arc<Budget>,
         observer: Arc<dyn ApiObserver>,
         settings: ClientSettings,
     ) -> Self {
         Self {
-            target: Arc::from(target),
+            target: Arc::from(target.name.as_str()),
             http,
-            endpoint,
-            project_id,
+            endpoint: target.endpoint.clone(),
+            iam_endpoint: target.iam_endpoint.clone(),
+            region: target.region.clone(),
+            project_id: Arc::new(tokio::sync::Mutex::new(target.project_id.clone())),
             credential,
             budget,
             observer,
@@ -272,13 +285,34 @@ impl Client {
         &self.target
     }
 
-    /// The listing path for this target, below the endpoint's own path.
-    fn listing_path(&self) -> String {
+    /// The listing path for a project, below the endpoint's own path.
+    fn listing_path(&self, project_id: &str) -> String {
         format!(
-            "{}/v5/{}/image/swr-repository",
+            "{}/v5/{project_id}/image/swr-repository",
             self.endpoint.path().trim_end_matches('/'),
-            self.project_id
         )
+    }
+
+    /// The project id: configured, or looked up through IAM once.
+    async fn project_id(&self) -> Result<String, Error> {
+        let mut project = self.project_id.lock().await;
+        if let Some(id) = &*project {
+            return Ok(id.clone());
+        }
+        let id = super::iam::lookup_project_id(
+            &self.http,
+            &self.iam_endpoint,
+            &self.region,
+            self.credential.as_ref(),
+        )
+        .await
+        .map_err(|reason| Error::ProjectLookup {
+            region: self.region.clone(),
+            reason,
+        })?;
+        tracing::info!(target_name = %self.target, region = %self.region, project_id = %id, "looked up the project id through IAM");
+        *project = Some(id.clone());
+        Ok(id)
     }
 
     /// Fetches one page, with retries. Every attempt waits for a budget permit
@@ -292,6 +326,7 @@ impl Client {
     ) -> Result<Page, Error> {
         use std::sync::atomic::Ordering;
         let mut attempt = 0;
+        let mut refreshed = false;
         loop {
             let _probe = if self.proven.load(Ordering::Acquire) {
                 None
@@ -321,6 +356,15 @@ impl Client {
                 }
                 Err(error) => error,
             };
+            if let Error::Api { status: 401, .. } = &error
+                && !refreshed
+                && self.credential.refresh_after_unauthorized().await
+            {
+                // The credential dropped an expired token: one more try.
+                refreshed = true;
+                self.observer.retry(&self.target, "unauthorized");
+                continue;
+            }
             if let Error::Api { status: 401, .. } = &error {
                 self.proven.store(false, Ordering::Release);
                 *self
@@ -370,13 +414,14 @@ impl Client {
     }
 
     async fn attempt(&self, query: &ListQuery) -> Result<Page, Error> {
+        let project_id = self.project_id().await?;
         let mut request = OutgoingRequest {
             method: "GET",
             host: host_header(&self.endpoint),
-            path: self.listing_path(),
+            path: self.listing_path(&project_id),
             query: query.pairs(),
             headers: vec![
-                ("X-Project-Id".to_string(), self.project_id.clone()),
+                ("X-Project-Id".to_string(), project_id),
                 ("Accept".to_string(), "application/json".to_string()),
             ],
             body: Vec::new(),
@@ -480,7 +525,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The `Host` header value for a URL, as the HTTP client will send it.
-fn host_header(url: &Url) -> String {
+pub(crate) fn host_header(url: &Url) -> String {
     let host = url.host_str().unwrap_or_default();
     match url.port() {
         Some(port) => format!("{host}:{port}"),

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod budget;
 pub mod client;
+pub mod iam;
 pub mod model;
 
 pub use budget::{Budget, Priority};

@@ -17,10 +17,15 @@
 //!   wire form;
 //! - [`server`]: the HTTP side ([`Simulator`]): routes, checks in the
 //!   gateway's order, faults;
+//! - [`iam`]: the IAM side ([`IamUser`], [`SimProject`]): password tokens
+//!   (`POST /v3/auth/tokens`), project lookup (`GET /v3/projects`) and the
+//!   ECS/CCE metadata service's temporary keys
+//!   (`/openstack/latest/securitykey`);
 //! - `auth`: signature and token verification.
 
 mod auth;
 pub mod data;
+pub mod iam;
 pub mod server;
 
 use std::fmt;
@@ -31,7 +36,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{MSG_SECURITY_TOKEN_EXPIRED, MSG_TOKEN_EXPIRED};
 pub use data::{SimImage, generate};
+pub use iam::{IamUser, SimProject};
 pub use server::Simulator;
 
 /// Access key accepted by default (never a real credential).
@@ -51,6 +58,24 @@ pub const DEFAULT_QUOTA: &str = "5/1m";
 /// longer than any sensible client timeout.
 pub const DEFAULT_HANG: Duration = Duration::from_secs(60);
 
+/// Lifetime of an issued IAM token unless told otherwise (the documented
+/// 24 hours).
+pub const DEFAULT_IAM_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Lifetime of a temporary key from the metadata service unless told
+/// otherwise.
+pub const DEFAULT_METADATA_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Id of the project the simulator knows unless told otherwise.
+pub const DEFAULT_PROJECT_ID: &str = "0123456789abcdef0123456789abcdef";
+
+/// Name (region) of the project the simulator knows unless told otherwise.
+pub const DEFAULT_PROJECT_NAME: &str = "cn-north-4";
+
+/// Environment variable with the password of `--iam-user` values that carry
+/// none.
+pub const IAM_PASSWORD_ENV: &str = "HSS_SWR_SIM_IAM_PASSWORD";
+
 /// Errors of the simulator module.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -67,6 +92,14 @@ pub enum Error {
     Rate {
         /// The text that was given.
         input: String,
+    },
+    /// An `--iam-user` value that is not `DOMAIN/USER[:PASSWORD]`.
+    #[error("invalid IAM user {input:?}: {reason} (expected DOMAIN/USER:PASSWORD or DOMAIN/USER)")]
+    IamUser {
+        /// The text that was given, without its password.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
     },
 }
 
@@ -85,8 +118,21 @@ pub struct SimConfig {
     pub latency: Duration,
     /// Accepted (access key, secret key) pairs.
     pub credentials: Vec<(String, String)>,
-    /// Accepted static `X-Auth-Token` values.
+    /// Accepted static `X-Auth-Token` values (valid forever).
     pub tokens: Vec<String>,
+    /// IAM users that may get a token from `POST /v3/auth/tokens`.
+    pub iam_users: Vec<IamUser>,
+    /// How long an issued IAM token is accepted ([`DEFAULT_IAM_TOKEN_LIFETIME`]).
+    pub iam_token_lifetime: Duration,
+    /// Projects of `GET /v3/projects` and of token scopes; names may repeat.
+    pub projects: Vec<SimProject>,
+    /// How long a temporary key from the metadata service is accepted
+    /// ([`DEFAULT_METADATA_CREDENTIAL_LIFETIME`]).
+    pub metadata_credential_lifetime: Duration,
+    /// Whether the metadata service wants a session token (`PUT
+    /// /meta-data/latest/api/token`) before it hands out keys; when not, that
+    /// `PUT` answers 404.
+    pub metadata_requires_session_token: bool,
     /// Random and configured faults.
     pub faults: Faults,
     /// "Now" for generated timestamps, epoch milliseconds; tests fix it so
@@ -107,6 +153,11 @@ impl Default for SimConfig {
                 DEFAULT_SECRET_KEY.to_string(),
             )],
             tokens: Vec::new(),
+            iam_users: Vec::new(),
+            iam_token_lifetime: DEFAULT_IAM_TOKEN_LIFETIME,
+            projects: vec![SimProject::default()],
+            metadata_credential_lifetime: DEFAULT_METADATA_CREDENTIAL_LIFETIME,
+            metadata_requires_session_token: true,
             faults: Faults::default(),
             base_time_ms: now_ms(),
         }
@@ -125,6 +176,17 @@ impl fmt::Debug for SimConfig {
             .field("latency", &self.latency)
             .field("access_keys", &access_keys)
             .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .field("iam_users", &self.iam_users)
+            .field("iam_token_lifetime", &self.iam_token_lifetime)
+            .field("projects", &self.projects)
+            .field(
+                "metadata_credential_lifetime",
+                &self.metadata_credential_lifetime,
+            )
+            .field(
+                "metadata_requires_session_token",
+                &self.metadata_requires_session_token,
+            )
             .field("faults", &self.faults)
             .field("base_time_ms", &self.base_time_ms)
             .finish()
@@ -322,11 +384,19 @@ pub struct Call {
 }
 
 /// Every listing request received so far, refused ones included, in
-/// arrival order.
+/// arrival order; and counts of the credentials the IAM side handed out.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
-    /// The calls.
+    /// The listing calls.
     pub calls: Vec<Call>,
+    /// IAM tokens issued by `POST /v3/auth/tokens` (201 answers).
+    pub iam_tokens_issued: u64,
+    /// Session tokens issued by `PUT /meta-data/latest/api/token`.
+    pub metadata_session_tokens_issued: u64,
+    /// Temporary keys issued by `GET /openstack/latest/securitykey`.
+    pub metadata_credentials_issued: u64,
+    /// `GET /v3/projects` calls answered 200.
+    pub project_lookups: u64,
 }
 
 impl Stats {
@@ -419,6 +489,73 @@ pub struct SimulateArgs {
     /// Accepted static X-Auth-Token value (repeatable).
     #[arg(long = "token")]
     pub tokens: Vec<String>,
+    /// The IAM side: users, token and temporary key lifetimes (boxed so
+    /// that the `simulate` subcommand stays small).
+    #[command(flatten)]
+    pub iam: Box<SimulateIamArgs>,
+}
+
+/// Arguments of the `simulate` subcommand for the IAM side: password token
+/// users, lifetimes, and the metadata service's session token.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SimulateIamArgs {
+    /// IAM user that may get tokens from `POST /v3/auth/tokens`, as
+    /// DOMAIN/USER:PASSWORD, or DOMAIN/USER with the password in
+    /// HSS_SWR_SIM_IAM_PASSWORD (repeatable).
+    #[arg(long = "iam-user", value_name = "DOMAIN/USER[:PASSWORD]")]
+    pub iam_users: Vec<IamUser>,
+    /// Password of the `--iam-user` values that carry none.
+    #[arg(long, env = IAM_PASSWORD_ENV, hide_env_values = true)]
+    pub iam_password: Option<IamPassword>,
+    /// How long an issued IAM token is accepted (e.g. 24h, 90s).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub iam_token_lifetime: Duration,
+    /// How long a temporary key from the metadata service is accepted.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub metadata_credential_lifetime: Duration,
+    /// The metadata service hands out keys without a session token (its
+    /// `PUT /meta-data/latest/api/token` answers 404).
+    #[arg(long)]
+    pub metadata_without_session_token: bool,
+}
+
+impl SimulateIamArgs {
+    /// The `--iam-user` values, those without a password given
+    /// `--iam-password` (or [`IAM_PASSWORD_ENV`]); one left without any
+    /// keeps an empty password, which is never accepted.
+    pub fn users(&self) -> Vec<IamUser> {
+        self.iam_users
+            .iter()
+            .map(|user| {
+                let mut user = user.clone();
+                if user.password.is_empty()
+                    && let Some(IamPassword(password)) = &self.iam_password
+                {
+                    user.password.clone_from(password);
+                }
+                user
+            })
+            .collect()
+    }
+}
+
+/// A password given on the command line or in the environment; `Debug`
+/// leaves it out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IamPassword(pub String);
+
+impl FromStr for IamPassword {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(IamPassword(s.to_string()))
+    }
+}
+
+impl fmt::Debug for IamPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IamPassword(<redacted>)")
+    }
 }
 
 impl SimulateArgs {
@@ -432,6 +569,11 @@ impl SimulateArgs {
             latency: self.latency,
             credentials: vec![(self.access_key.clone(), self.secret_key.clone())],
             tokens: self.tokens.clone(),
+            iam_users: self.iam.users(),
+            iam_token_lifetime: self.iam.iam_token_lifetime,
+            projects: vec![SimProject::default()],
+            metadata_credential_lifetime: self.iam.metadata_credential_lifetime,
+            metadata_requires_session_token: !self.iam.metadata_without_session_token,
             faults: Faults {
                 fail_rate: self.fail_rate,
                 throttle_rate: self.throttle_rate,
@@ -445,13 +587,23 @@ impl SimulateArgs {
     }
 }
 
-/// Runs the `simulate` subcommand: binds `args.listen`, logs the address and
-/// the accepted access keys (never a secret), and serves until `shutdown`.
+/// Runs the `simulate` subcommand: binds `args.listen`, logs the address,
+/// the accepted access keys and IAM user names (never a secret), and serves
+/// until `shutdown`. An `--iam-user` left without a password is refused.
 pub async fn run(
     args: SimulateArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let config = args.config();
+    if let Some(user) = config.iam_users.iter().find(|u| u.password.is_empty()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "--iam-user {} has no password: write DOMAIN/USER:PASSWORD or set {IAM_PASSWORD_ENV}",
+                user.label()
+            ),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let address = listener.local_addr()?;
     let access_keys: Vec<&str> = config
@@ -460,10 +612,18 @@ pub async fn run(
         .map(|(ak, _)| ak.as_str())
         .collect();
     let quota = QuotaSetting(config.quota).to_string();
+    let iam_users: Vec<String> = config.iam_users.iter().map(IamUser::label).collect();
+    let iam_token_lifetime = humantime::format_duration(config.iam_token_lifetime).to_string();
+    let metadata_credential_lifetime =
+        humantime::format_duration(config.metadata_credential_lifetime).to_string();
     tracing::info!(
         %address,
         ?access_keys,
         tokens = config.tokens.len(),
+        ?iam_users,
+        %iam_token_lifetime,
+        %metadata_credential_lifetime,
+        metadata_session_token = config.metadata_requires_session_token,
         images = config.images,
         namespaces = config.namespaces,
         seed = config.seed,
@@ -599,5 +759,68 @@ mod tests {
         // Secrets never reach Debug output.
         let debug = format!("{config:?}");
         assert!(!debug.contains(DEFAULT_SECRET_KEY) && !debug.contains("t1"));
+    }
+
+    #[test]
+    fn simulate_args_read_iam_users_and_lifetimes() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--iam-user",
+            "acme/alice:pa:ss",
+            "--iam-user",
+            "acme/bob",
+            "--iam-password",
+            "from-env",
+            "--iam-token-lifetime",
+            "90s",
+            "--metadata-credential-lifetime",
+            "20m",
+            "--metadata-without-session-token",
+        ])
+        .unwrap();
+        let config = cli.args.config();
+        assert_eq!(
+            config.iam_users,
+            vec![
+                IamUser::new("acme", "alice", "pa:ss"),
+                IamUser::new("acme", "bob", "from-env"),
+            ]
+        );
+        assert_eq!(config.iam_token_lifetime, Duration::from_secs(90));
+        assert_eq!(
+            config.metadata_credential_lifetime,
+            Duration::from_secs(1200)
+        );
+        assert!(!config.metadata_requires_session_token);
+        assert_eq!(config.projects, vec![SimProject::default()]);
+        for debug in [format!("{config:?}"), format!("{:?}", cli.args)] {
+            assert!(debug.contains("alice"), "{debug}");
+            assert!(
+                !debug.contains("pa:ss") && !debug.contains("from-env"),
+                "{debug}"
+            );
+        }
+        let defaults = SimConfig::default();
+        assert_eq!(defaults.iam_token_lifetime, DEFAULT_IAM_TOKEN_LIFETIME);
+        assert_eq!(
+            defaults.metadata_credential_lifetime,
+            DEFAULT_METADATA_CREDENTIAL_LIFETIME
+        );
+        assert!(defaults.metadata_requires_session_token);
+        assert_eq!(defaults.projects[0].id, DEFAULT_PROJECT_ID);
+        assert_eq!(defaults.projects[0].name, "cn-north-4");
+        assert!(Cli::try_parse_from(["x", "--iam-user", "alice"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn run_refuses_an_iam_user_without_password() {
+        let mut args = Cli::try_parse_from(["x", "--listen", "127.0.0.1:0", "--images", "5"])
+            .unwrap()
+            .args;
+        args.iam.iam_users = vec![IamUser::new("acme", "alice", "")];
+        args.iam.iam_password = None;
+        let err = run(args, async {}).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("acme/alice"));
     }
 }

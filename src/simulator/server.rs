@@ -7,12 +7,14 @@
 //! API gateway and service: authentication (with the AK lockout), quota,
 //! scripted then random faults, parameters, data. Every listing call is
 //! recorded, refused ones included, so tests can check a client's budget.
+//! The IAM and metadata routes are handled in `iam.rs`; they share the
+//! gateway's keyring and lockout with the listing but not its quota.
 //!
 //! State is kept in `std::sync` locks that are never held across an await;
 //! the image rows sit behind an `Arc` so a call filters them by reference
 //! and serialises only its page.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,9 +24,10 @@ use std::time::{Duration, SystemTime};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Deserialize;
@@ -34,6 +37,7 @@ use tokio::time::Instant;
 
 use super::auth::{self, Credential, Failure};
 use super::data::{self, SimImage};
+use super::iam::{self, IamState};
 use super::{Call, DEFAULT_HANG, Faults, Quota, Scripted, SimConfig, Stats, max_calls_in_window};
 
 /// The listing route (axum path syntax).
@@ -71,9 +75,8 @@ pub struct Simulator {
 }
 
 struct Inner {
-    /// Access key -> secret key.
-    credentials: HashMap<String, String>,
-    tokens: HashSet<String>,
+    /// What the gateway accepts, and the IAM side's own state.
+    iam: Mutex<IamState>,
     latency: Duration,
     /// Rows sorted by id; replaced copy-on-write so a call can filter a
     /// snapshot without holding the lock.
@@ -282,7 +285,7 @@ fn not_found_error() -> ApiError {
 
 /// Query parameters as the service reads them: split on `&` and the first
 /// `=`, `+` read as a space, percent-decoded.
-fn service_params(raw: &str) -> Vec<(String, String)> {
+pub(super) fn service_params(raw: &str) -> Vec<(String, String)> {
     auth::signing_query_pairs(&raw.replace('+', "%20"))
 }
 
@@ -568,8 +571,7 @@ impl Simulator {
         let (stopping, _) = watch::channel(false);
         Simulator {
             inner: Arc::new(Inner {
-                credentials: config.credentials.into_iter().collect(),
-                tokens: config.tokens.into_iter().collect(),
+                iam: Mutex::new(IamState::new(&config)),
                 latency: config.latency,
                 images: RwLock::new(Dataset {
                     version: 0,
@@ -592,11 +594,23 @@ impl Simulator {
         }
     }
 
-    /// All routes: the listing API, the `/_sim/*` control endpoints, and a
-    /// gateway-style 404 (`APIG.0101`) for everything else.
+    /// All routes: the listing API, the IAM endpoints (`/v3/auth/tokens`,
+    /// `/v3/projects`), the metadata service (`/meta-data/latest/api/token`,
+    /// `/openstack/latest/securitykey`), the `/_sim/*` control endpoints, and
+    /// a gateway-style 404 (`APIG.0101`) for everything else.
     pub fn router(&self) -> Router {
         Router::new()
             .route(LISTING_PATH, any(listing))
+            .route(iam::TOKENS_PATH, post(iam::auth_tokens).fallback(fallback))
+            .route(iam::PROJECTS_PATH, get(iam::projects).fallback(fallback))
+            .route(
+                iam::METADATA_TOKEN_PATH,
+                put(iam::metadata_token).fallback(fallback),
+            )
+            .route(
+                iam::SECURITY_KEY_PATH,
+                get(iam::security_key).fallback(fallback),
+            )
             .route("/_sim/stats", get(stats_endpoint))
             .route("/_sim/faults", post(faults_endpoint))
             .route("/_sim/images", post(images_endpoint))
@@ -679,11 +693,42 @@ impl Simulator {
         lock(&self.inner.state).scripted.extend(scripted);
     }
 
-    /// Every listing request received so far, refused ones included.
+    /// Every listing request received so far, refused ones included, and
+    /// the counts of credentials issued and projects looked up.
     pub fn stats(&self) -> Stats {
+        let calls = lock(&self.inner.state).calls.clone();
+        let counters = self.iam().counters;
         Stats {
-            calls: lock(&self.inner.state).calls.clone(),
+            calls,
+            iam_tokens_issued: counters.iam_tokens_issued,
+            metadata_session_tokens_issued: counters.metadata_session_tokens_issued,
+            metadata_credentials_issued: counters.metadata_credentials_issued,
+            project_lookups: counters.project_lookups,
         }
+    }
+
+    /// The keyring and IAM state (a lock never held across an await).
+    pub(super) fn iam(&self) -> MutexGuard<'_, IamState> {
+        self.inner
+            .iam
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checks a request's credentials as the gateway does, with the access
+    /// key lockout, outside the listing quota: `None` when they pass, else
+    /// the `APIG.0301` answer.
+    pub(super) fn refusal(&self, parts: &Parts, body: &[u8]) -> Option<Response> {
+        let outcome = self.verify(parts, body);
+        let settled = lock(&self.inner.state).settle_auth(outcome, Instant::now());
+        settled
+            .err()
+            .map(|error| api_error_response(&error, self.request_id()))
+    }
+
+    fn verify(&self, parts: &Parts, body: &[u8]) -> Result<Credential, Failure> {
+        let iam = self.iam();
+        auth::verify(parts, body, &iam.keyring, SystemTime::now(), Instant::now())
     }
 
     /// Sets `malicious_file_num` on the row matching namespace, name,
@@ -742,7 +787,7 @@ impl Simulator {
         })
     }
 
-    fn request_id(&self) -> String {
+    pub(super) fn request_id(&self) -> String {
         let n = self.inner.requests.fetch_add(1, Ordering::Relaxed);
         format!("{:016x}{:016x}", data::mix(n), data::mix(n ^ 0xA5A5))
     }
@@ -993,13 +1038,7 @@ async fn listing(State(sim): State<Simulator>, request: Request) -> Response {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip());
-    let auth_outcome = auth::verify(
-        &parts,
-        &body,
-        &sim.inner.credentials,
-        &sim.inner.tokens,
-        SystemTime::now(),
-    );
+    let auth_outcome = sim.verify(&parts, &body);
     let raw_query = parts.uri.query().unwrap_or("");
     let answer = sim.decide(raw_query, auth_outcome, peer);
     sim.pause(answer.delay).await;
@@ -1013,6 +1052,7 @@ async fn stats_endpoint(State(sim): State<Simulator>) -> Response {
         let window = state.quota.map_or(DEFAULT_STATS_WINDOW, |q| q.window);
         (state.calls.clone(), window)
     };
+    let counters = sim.iam().counters;
     let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
     for call in &calls {
         *by_status.entry(call.status.to_string()).or_insert(0) += 1;
@@ -1023,6 +1063,10 @@ async fn stats_endpoint(State(sim): State<Simulator>) -> Response {
             "calls": calls.len(),
             "by_status": by_status,
             "max_calls_per_window": max_calls_in_window(&calls, window),
+            "iam_tokens_issued": counters.iam_tokens_issued,
+            "metadata_session_tokens_issued": counters.metadata_session_tokens_issued,
+            "metadata_credentials_issued": counters.metadata_credentials_issued,
+            "project_lookups": counters.project_lookups,
         }),
     )
 }

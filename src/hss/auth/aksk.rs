@@ -30,13 +30,34 @@ impl AkSk {
 
     /// Signs `request` as of `now`.
     pub fn sign(&self, request: &mut OutgoingRequest, now: SystemTime) {
+        sign_request(
+            request,
+            &self.access_key,
+            &self.secret_key,
+            self.security_token.as_ref(),
+            now,
+        );
+    }
+}
+
+/// Signs `request` with an AK/SK pair (and the security token of temporary
+/// credentials) as of `now`: adds `X-Sdk-Date`, `X-Security-Token` and
+/// `Authorization`. Shared by every credential kind that signs.
+pub fn sign_request(
+    request: &mut OutgoingRequest,
+    access_key: &str,
+    secret_key: &Secret,
+    security_token: Option<&Secret>,
+    now: SystemTime,
+) {
+    {
         request
             .headers
             .retain(|(name, _)| !name.eq_ignore_ascii_case(signer::DATE_HEADER));
         request
             .headers
             .push(("X-Sdk-Date".to_string(), signer::sdk_date(now)));
-        if let Some(token) = &self.security_token {
+        if let Some(token) = security_token {
             request
                 .headers
                 .push(("X-Security-Token".to_string(), token.expose().to_string()));
@@ -55,8 +76,8 @@ impl AkSk {
             .collect();
         signed.push(("host".to_string(), request.host.clone()));
         let authorization = signer::sign(
-            &self.access_key,
-            self.secret_key.expose(),
+            access_key,
+            secret_key.expose(),
             &signer::SigningInput {
                 method: request.method,
                 path: &request.path,

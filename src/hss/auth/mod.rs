@@ -8,6 +8,8 @@
 //! errors and `Debug` output never carry them.
 
 pub mod aksk;
+pub mod iam_token;
+pub mod metadata;
 pub mod signer;
 pub mod token_file;
 
@@ -15,7 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::CredentialsConfig;
+use crate::config::{CredentialsConfig, Target};
 
 /// A boxed future, as trait objects need.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -31,6 +33,12 @@ pub enum AuthError {
         /// Why.
         reason: String,
     },
+    /// IAM did not give a token.
+    #[error("IAM token: {0}")]
+    Iam(String),
+    /// The metadata service did not give credentials.
+    #[error("metadata credentials: {0}")]
+    Metadata(String),
 }
 
 /// The parts of a request that credentials may read and extend.
@@ -60,10 +68,22 @@ pub trait Credential: Send + Sync + std::fmt::Debug {
 
     /// A short name of the kind, for logs and `/status`.
     fn kind(&self) -> &'static str;
+
+    /// Called after the API answered 401: drops what the credential cached
+    /// (a token, temporary keys) and says whether one more try with fresh
+    /// credentials makes sense. Kinds with nothing to refresh say no, so a
+    /// 401 is never retried in a loop.
+    fn refresh_after_unauthorized(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { false })
+    }
 }
 
 /// Builds the credential a target's configuration asks for.
-pub fn from_config(config: &CredentialsConfig) -> Arc<dyn Credential> {
+pub fn from_config(
+    config: &CredentialsConfig,
+    http: &reqwest::Client,
+    target: &Target,
+) -> Arc<dyn Credential> {
     match config {
         CredentialsConfig::AkSk {
             access_key,
@@ -75,5 +95,23 @@ pub fn from_config(config: &CredentialsConfig) -> Arc<dyn Credential> {
             security_token.clone(),
         )),
         CredentialsConfig::TokenFile { path } => Arc::new(token_file::TokenFile::new(path.clone())),
+        CredentialsConfig::Iam {
+            domain_name,
+            user_name,
+            password,
+        } => Arc::new(iam_token::IamToken::new(
+            http.clone(),
+            target.iam_endpoint.clone(),
+            domain_name.clone(),
+            user_name.clone(),
+            password.clone(),
+            match &target.project_id {
+                Some(id) => iam_token::ProjectScope::Id(id.clone()),
+                None => iam_token::ProjectScope::Name(target.region.clone()),
+            },
+        )),
+        CredentialsConfig::Metadata { endpoint } => {
+            Arc::new(metadata::Metadata::new(http.clone(), endpoint.clone()))
+        }
     }
 }

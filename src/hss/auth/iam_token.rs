@@ -1,0 +1,208 @@
+//! IAM user tokens: a password identity exchanged for a project-scoped token.
+//!
+//! Place in the data flow: called by the client for every attempt. The token
+//! comes from `POST {iam}/v3/auth/tokens` (HTTP 201, token in the
+//! `X-Subject-Token` header, `expires_at` in the body), is sent as
+//! `X-Auth-Token`, and is fetched again before it expires (a fifth of its
+//! lifetime early, at most an hour) and once after the API answers 401.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::Url;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{AuthError, BoxFuture, Credential, OutgoingRequest};
+use crate::config::Secret;
+
+/// How the token is scoped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectScope {
+    /// The project's id.
+    Id(String),
+    /// The project's name: the region id.
+    Name(String),
+}
+
+/// A cached token.
+#[derive(Debug)]
+struct Cached {
+    token: Secret,
+    refresh_at: Instant,
+}
+
+/// Authenticates calls with an IAM user's token.
+#[derive(Debug)]
+pub struct IamToken {
+    http: reqwest::Client,
+    iam_endpoint: Url,
+    domain_name: String,
+    user_name: String,
+    password: Secret,
+    scope: ProjectScope,
+    cached: tokio::sync::Mutex<Option<Cached>>,
+}
+
+/// How long before expiry a token is fetched again: a fifth of its lifetime,
+/// at most an hour.
+pub fn refresh_margin(lifetime: Duration) -> Duration {
+    (lifetime / 5).min(Duration::from_secs(3600))
+}
+
+impl IamToken {
+    /// Credentials for one user, scoped to one project.
+    pub fn new(
+        http: reqwest::Client,
+        iam_endpoint: Url,
+        domain_name: String,
+        user_name: String,
+        password: Secret,
+        scope: ProjectScope,
+    ) -> Self {
+        Self {
+            http,
+            iam_endpoint,
+            domain_name,
+            user_name,
+            password,
+            scope,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn error(reason: impl Into<String>) -> AuthError {
+        AuthError::Iam(reason.into())
+    }
+
+    /// The current token, fetched when there is none or it is due.
+    pub async fn token(&self) -> Result<Secret, AuthError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = &*cached
+            && Instant::now() < c.refresh_at
+        {
+            return Ok(c.token.clone());
+        }
+        let fresh = self.fetch().await?;
+        let token = fresh.token.clone();
+        *cached = Some(fresh);
+        Ok(token)
+    }
+
+    async fn fetch(&self) -> Result<Cached, AuthError> {
+        let mut url = self.iam_endpoint.clone();
+        url.set_path(&format!(
+            "{}/v3/auth/tokens",
+            self.iam_endpoint.path().trim_end_matches('/')
+        ));
+        url.set_query(Some("nocatalog=true"));
+        let project = match &self.scope {
+            ProjectScope::Id(id) => json!({ "id": id }),
+            ProjectScope::Name(name) => json!({ "name": name }),
+        };
+        let body = json!({
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": { "user": {
+                        "name": self.user_name,
+                        "password": self.password.expose(),
+                        "domain": { "name": self.domain_name },
+                    }},
+                },
+                "scope": { "project": project },
+            }
+        });
+        let response = self
+            .http
+            .post(url)
+            .header("Content-Type", "application/json;charset=utf8")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| Self::error(format!("token request failed: {e}")))?;
+        let status = response.status().as_u16();
+        let token = response
+            .headers()
+            .get("X-Subject-Token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = response
+            .text()
+            .await
+            .map_err(|e| Self::error(format!("token answer unreadable: {e}")))?;
+        if status != 201 && status != 200 {
+            let (code, message) = super::super::client::error_details(text.as_bytes());
+            return Err(Self::error(format!(
+                "IAM refused the token request for user {}: HTTP {status}: {code}: {message}",
+                self.user_name
+            )));
+        }
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Self::error("IAM answered without an X-Subject-Token header"))?;
+        let expires_at = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/token/expires_at")
+                    .and_then(|e| e.as_str())
+                    .map(str::to_string)
+            })
+            .and_then(|e| humantime::parse_rfc3339_weak(e.trim_end_matches('Z')).ok());
+        let lifetime = expires_at
+            .and_then(|at| at.duration_since(SystemTime::now()).ok())
+            // Tokens live 24 hours; an unreadable expiry is taken as one hour.
+            .unwrap_or(Duration::from_secs(3600));
+        let now = Instant::now();
+        tracing::debug!(
+            user = %self.user_name,
+            lifetime_seconds = lifetime.as_secs(),
+            "fetched an IAM token"
+        );
+        Ok(Cached {
+            token: Secret::new(token),
+            refresh_at: now + lifetime - refresh_margin(lifetime),
+        })
+    }
+}
+
+impl Credential for IamToken {
+    fn authorize<'a>(
+        &'a self,
+        request: &'a mut OutgoingRequest,
+    ) -> BoxFuture<'a, Result<(), AuthError>> {
+        Box::pin(async move {
+            let token = self.token().await?;
+            request
+                .headers
+                .push(("X-Auth-Token".to_string(), token.expose().to_string()));
+            Ok(())
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "iam"
+    }
+
+    fn refresh_after_unauthorized(&self) -> BoxFuture<'_, bool> {
+        // The cached credentials were refused: drop them, so the one retry
+        // the client allows per call fetches new ones.
+        Box::pin(async move { self.cached.lock().await.take().is_some() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_refreshed_well_before_they_expire() {
+        assert_eq!(
+            refresh_margin(Duration::from_secs(24 * 3600)),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(10)),
+            Duration::from_secs(2)
+        );
+    }
+}
