@@ -81,9 +81,11 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_level, cli.log_format);
-    if let Some(path) = &cli.web_config_file {
+    if let Some(path) = &cli.web_config_file
+        && let Err(error) = hss_swr_exporter::web::load_web_config(path)
+    {
         eprintln!(
-            "hss-swr-exporter: --web.config.file {}: TLS and basic auth are not supported by this version yet",
+            "hss-swr-exporter: invalid web configuration {}: {error}",
             path.display()
         );
         return ExitCode::from(2);
@@ -124,6 +126,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 exporter,
                 listener,
                 &cli.telemetry_path,
+                cli.config_file.clone(),
+                cli.web_config_file.clone(),
                 app::shutdown_signal(),
             )
             .await?;
@@ -159,7 +163,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Demo) => {
             let listener = app::bind(&cli.listen_address).await?;
-            app::run_demo(listener, &cli.telemetry_path, app::shutdown_signal()).await?;
+            app::run_demo(
+                listener,
+                &cli.telemetry_path,
+                cli.web_config_file.clone(),
+                app::shutdown_signal(),
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -162,3 +162,178 @@ async fn once_writes_the_exposition_and_reports_failed_scopes() {
     assert!(!exposition.text.contains(SK));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// One daemon with every credential kind the simulator can check, at debug
+/// level: no secret appears in any log line, `/status`, `/metrics` or the
+/// landing page; and SIGHUP reloads the configuration file.
+#[tokio::test]
+async fn no_secret_reaches_any_output_and_sighup_reloads() {
+    use hss_swr_exporter::simulator::IamUser;
+    const IAM_PASSWORD: &str = "iam-password-SECRET-1";
+    const STATIC_TOKEN: &str = "static-token-SECRET-2";
+    let mut config = sim_config(600, 3);
+    config.iam_users = vec![IamUser::new("acme", "exporter", IAM_PASSWORD)];
+    config.tokens = vec![STATIC_TOKEN.to_string()];
+    let sim = start_simulator(config).await;
+    let dir = temp_dir("secrets");
+    std::fs::write(dir.join("token"), format!("{STATIC_TOKEN}\n")).unwrap();
+    let config_path = dir.join("config.yml");
+    let yaml = |with_token_target: bool| {
+        let mut text = format!(
+            "api_rate_limit: 1000/1s\nmalicious_interval: 300ms\npoll_interval: 1s\n\
+             credentials: {{access_key: {AK}, secret_key: {SK}}}\ntargets:\n\
+             - {{name: aksk, region: cn-north-4, project_id: {PROJECT}, endpoint: '{e}', image_types: [private_image]}}\n\
+             - {{name: iam, region: cn-north-4, endpoint: '{e}', iam_endpoint: '{e}', image_types: [shared_image],\n   \
+                credentials: {{iam: {{domain_name: acme, user_name: exporter, password: {IAM_PASSWORD}}}}}}}\n",
+            e = sim.endpoint
+        );
+        if with_token_target {
+            text.push_str(&format!(
+                "- {{name: token, region: cn-north-4, project_id: {PROJECT}, endpoint: '{}', image_types: [instance_image],\n   \
+                 credentials: {{token_file: {}}}}}\n",
+                sim.endpoint,
+                dir.join("token").display()
+            ));
+        }
+        text
+    };
+    std::fs::write(&config_path, yaml(true)).unwrap();
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args([
+            "--config.file",
+            config_path.to_str().unwrap(),
+            "--web.listen-address",
+            &format!("127.0.0.1:{port}"),
+            "--log.level",
+            "debug",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = http();
+    let mut ready = false;
+    for _ in 0..600 {
+        if let Ok(r) = client.get(format!("{url}/-/ready")).send().await
+            && r.status() == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut bodies = Vec::new();
+    for path in ["/status", "/metrics", "/"] {
+        bodies.push(
+            client
+                .get(format!("{url}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    // SIGHUP: the token target goes away.
+    std::fs::write(&config_path, yaml(false)).unwrap();
+    signal(pid, "HUP");
+    let mut reloaded = false;
+    for _ in 0..300 {
+        let status: serde_json::Value = client
+            .get(format!("{url}/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["scopes"].as_array().unwrap().len() == 2 {
+            reloaded = true;
+            bodies.push(status.to_string());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    signal(pid, "TERM");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(ready, "the daemon became ready:\n{stderr}");
+    assert!(reloaded, "SIGHUP reloaded the configuration:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "SIGTERM ends the daemon cleanly"
+    );
+    assert!(
+        stderr.contains("configuration reloaded: 2 target(s), 2 scope(s)"),
+        "{stderr}"
+    );
+    assert!(stderr.lines().count() > 10, "debug logging produced lines");
+    for secret in [SK, IAM_PASSWORD, STATIC_TOKEN] {
+        assert!(!stderr.contains(secret), "a log line shows a secret");
+        for body in &bodies {
+            assert!(!body.contains(secret), "an endpoint shows a secret");
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_invalid_web_config_is_refused_at_start() {
+    let dir = temp_dir("webcfg");
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        "credentials: {access_key: AK, secret_key: SK}\ntargets: [{region: cn-north-4, project_id: p}]\n",
+    )
+    .unwrap();
+    let web = dir.join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: missing.pem\n  key_file: missing.key\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "--config.file",
+        config.to_str().unwrap(),
+        "--web.config.file",
+        web.to_str().unwrap(),
+        "--web.listen-address",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("invalid web configuration"), "{stderr}");
+    assert!(stderr.contains("tls_server_config.cert_file"), "{stderr}");
+    std::fs::write(&web, "basic_auth_users:\n  prometheus: not-a-bcrypt-hash\n").unwrap();
+    let out = run(&[
+        "--config.file",
+        config.to_str().unwrap(),
+        "--web.config.file",
+        web.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,12 +1,23 @@
 //! The HTTP server: `/metrics`, the landing page, health, readiness and
-//! `/status`.
+//! `/status`, optionally behind TLS and basic auth (`--web.config.file`).
 //!
 //! Place in the data flow: last. Handlers only read memory (the metrics
 //! module's exposition and the scopes' status); no request ever reaches the
-//! HSS API. `/metrics` is gzip-compressed when the client accepts it.
+//! HSS API. `/metrics` is gzip-compressed when the client accepts it. With a
+//! web configuration ([`config`]), every request first passes basic auth and
+//! gets the configured headers (`auth`), over TLS when a certificate is
+//! configured (`tls`); the configuration is re-read when its files change
+//! (`watch`).
+
+pub mod config;
+
+mod auth;
+mod tls;
+mod watch;
 
 use std::fmt::Write as _;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,7 +25,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tower_http::compression::CompressionLayer;
 
@@ -22,12 +33,26 @@ use crate::collect::{Lane, LaneStatus, ScopeHandle, ScopeSet};
 use crate::hss::Budget;
 use crate::metrics::{CONTENT_TYPE, Metrics};
 
+pub mod reload;
+
+pub use reload::{ReloadRequest, ReloadSender};
+
+pub use config::{ClientAuth, WebConfig, load_web_config};
+
 /// The web server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Serving failed.
     #[error("HTTP server: {0}")]
     Serve(#[from] std::io::Error),
+    /// The web configuration file is invalid.
+    #[error("invalid web configuration {path}: {source}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: config::Error,
+    },
 }
 
 /// What the handlers read.
@@ -41,6 +66,9 @@ pub struct WebState {
     pub budgets: Vec<(String, Arc<Budget>)>,
     /// Where `/metrics` is served.
     pub telemetry_path: String,
+    /// Where `POST /-/reload` sends its requests; `None` when there is no
+    /// configuration file to re-read.
+    pub reload: Option<ReloadSender>,
 }
 
 /// The router with every endpoint.
@@ -58,20 +86,70 @@ pub fn router(state: WebState) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/status", get(status))
+        .route("/-/reload", post(reload::reload))
         .merge(metrics_route)
         .with_state(Arc::new(state))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then finishes
-/// the requests in progress.
+/// Serves `router` on `listener` over plain HTTP until `shutdown` completes,
+/// then finishes the requests in progress.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve_with_config(listener, router, None, shutdown).await
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops
+/// accepting and finishes the requests in progress.
+///
+/// Without `web_config` this is plain HTTP, as [`serve`]. With it, the file
+/// (exporter-toolkit format, see [`load_web_config`]) is loaded first, and
+/// an invalid one is returned as [`Error::Config`] before anything is
+/// served. Then every request needs the basic-auth credentials it lists (if
+/// any) and gets the headers it sets, over TLS if it configures a
+/// certificate. The file and the files it names are re-read when they
+/// change (looked at, at most once a second, on new connections and
+/// requests): rotated certificates apply from the next connection, users and
+/// headers from the next request. A changed file that does not load is
+/// logged once and the last valid configuration stays. Switching between TLS
+/// and plain HTTP needs a restart.
+pub async fn serve_with_config(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    web_config: Option<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let Some(path) = web_config else {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        return Ok(());
+    };
+    let initial = load_web_config(&path).map_err(|source| Error::Config {
+        path: path.clone(),
+        source,
+    })?;
+    tracing::info!(
+        path = %path.display(),
+        tls = initial.tls_enabled(),
+        client_auth = %initial.client_auth(),
+        http2 = initial.tls_enabled() && initial.http2(),
+        basic_auth_users = initial.basic_auth_user_names().count(),
+        "web configuration loaded"
+    );
+    let tls = initial.tls_enabled();
+    let watcher = Arc::new(watch::Watcher::new(path, initial));
+    let guard = Arc::new(auth::Guard::new(Arc::clone(&watcher)));
+    let router = router.layer(axum::middleware::from_fn_with_state(guard, auth::layer));
+    if tls {
+        tls::serve(listener, router, watcher, shutdown).await;
+    } else {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+    }
     Ok(())
 }
 
