@@ -82,76 +82,12 @@ impl Exporter {
     /// Builds every part from `config`; nothing runs yet.
     pub fn new(config: Config) -> Result<Self, Error> {
         let budget = Budget::new(config.api_rate_limit);
-        let http = hss::client::http_client(config.request_timeout)?;
         let scopes = ScopeSet::new(Vec::new());
         let metrics = Arc::new(Metrics::new(Arc::clone(&scopes), config.image_metrics)?);
-        let api = metrics.api();
-        let client_settings = ClientSettings {
-            request_timeout: config.request_timeout,
-            max_retries: config.max_retries,
-            max_response_bytes: config.max_response_bytes,
-            retry_base: hss::client::RETRY_BASE,
-            retry_cap: hss::client::RETRY_CAP,
-        };
-        let malicious_lane = !config.malicious_interval.is_zero();
-        let scope_count = config.scope_count();
-        let malicious_per_second = if malicious_lane {
-            scope_count as f64 / config.malicious_interval.as_secs_f64()
-        } else {
-            0.0
-        };
-        let settings = Settings {
-            poll_interval: config.poll_interval,
-            malicious_interval: config.malicious_interval,
-            reservation_lead: config.api_rate_limit.window,
-            sweep_calls_per_second: (config.api_rate_limit.per_second() - malicious_per_second)
-                .max(config.api_rate_limit.per_second() / 100.0),
-            page_size: config.page_size,
-            concurrency: config.concurrency,
-            image_metrics: config.image_metrics,
-            max_image_series: config.max_image_series,
-        };
-        let state = config
-            .state_file
-            .as_ref()
-            .map(|path| (Arc::new(StateFile::new(path.clone())), Arc::clone(&scopes)));
-        let mut lanes: Vec<(Arc<ScopeHandle>, LaneContext)> = Vec::new();
-        for target in &config.targets {
-            api.init_target(&target.name);
-            let client: Arc<dyn ImageSource> = Arc::new(hss::Client::new(
-                &target.name,
-                http.clone(),
-                target.endpoint.clone(),
-                target.project_id.clone(),
-                hss::auth::from_config(&target.credentials),
-                Arc::clone(&budget),
-                api.clone(),
-                client_settings,
-            ));
-            let context = LaneContext {
-                source: client,
-                settings,
-                state: state.clone(),
-            };
-            for enterprise_project_id in &target.enterprise_project_ids {
-                for image_type in &target.image_types {
-                    let handle = ScopeHandle::new(
-                        Scope {
-                            target: target.name.clone(),
-                            enterprise_project_id: enterprise_project_id.clone(),
-                            image_type: *image_type,
-                            latest_version_only: target.latest_version_only,
-                        },
-                        config.stale_after,
-                        malicious_lane,
-                    );
-                    lanes.push((handle, context.clone()));
-                }
-            }
-        }
+        let lanes = build_lanes(&config, &scopes, &metrics, &budget)?;
         scopes.replace(lanes.iter().map(|(h, _)| Arc::clone(h)).collect());
-        if let Some((file, _)) = &state {
-            restore_baselines(file, &lanes);
+        if let Some((file, _)) = lanes.first().and_then(|(_, c)| c.state.clone()) {
+            restore_baselines(&file, &lanes);
         }
         Ok(Self {
             config,
@@ -160,6 +96,31 @@ impl Exporter {
             budget,
             lanes,
         })
+    }
+
+    /// Switches to `config` (after a reload): scopes that are still
+    /// configured keep their data, lane status and detection counters; the
+    /// budget keeps counting the calls already made. Call it only while no
+    /// lane runs; start the lanes again with [`spawn`](Self::spawn).
+    pub fn apply(&mut self, config: Config) -> Result<(), Error> {
+        let lanes = build_lanes(&config, &self.scopes, &self.metrics, &self.budget)?;
+        for (handle, _) in &lanes {
+            if let Some((old, _)) = self.lanes.iter().find(|(old, _)| old.scope == handle.scope) {
+                handle.carry_over(old);
+            }
+        }
+        self.budget.set_limit(config.api_rate_limit);
+        self.metrics.set_image_metrics(config.image_metrics);
+        self.scopes
+            .replace(lanes.iter().map(|(h, _)| Arc::clone(h)).collect());
+        self.lanes = lanes;
+        self.config = config;
+        Ok(())
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The metrics over this pipeline's scopes.
@@ -179,6 +140,7 @@ impl Exporter {
             scopes: self.scopes(),
             budgets: vec![(LISTING_API.to_string(), Arc::clone(&self.budget))],
             telemetry_path: telemetry_path.to_string(),
+            reload: None,
         }
     }
 
@@ -273,6 +235,79 @@ impl Exporter {
     }
 }
 
+/// Builds one client per target and one scope handle (with its lane
+/// context) per target, enterprise project and image type.
+fn build_lanes(
+    config: &Config,
+    scopes: &Arc<ScopeSet>,
+    metrics: &Metrics,
+    budget: &Arc<Budget>,
+) -> Result<Vec<(Arc<ScopeHandle>, LaneContext)>, Error> {
+    let http = hss::client::http_client(config.request_timeout)?;
+    let api = metrics.api();
+    let client_settings = ClientSettings {
+        request_timeout: config.request_timeout,
+        max_retries: config.max_retries,
+        max_response_bytes: config.max_response_bytes,
+        retry_base: hss::client::RETRY_BASE,
+        retry_cap: hss::client::RETRY_CAP,
+    };
+    let malicious_lane = !config.malicious_interval.is_zero();
+    let malicious_per_second = if malicious_lane {
+        config.scope_count() as f64 / config.malicious_interval.as_secs_f64()
+    } else {
+        0.0
+    };
+    let settings = Settings {
+        poll_interval: config.poll_interval,
+        malicious_interval: config.malicious_interval,
+        reservation_lead: config.api_rate_limit.window,
+        sweep_calls_per_second: (config.api_rate_limit.per_second() - malicious_per_second)
+            .max(config.api_rate_limit.per_second() / 100.0),
+        page_size: config.page_size,
+        concurrency: config.concurrency,
+        image_metrics: config.image_metrics,
+        max_image_series: config.max_image_series,
+    };
+    let state = config
+        .state_file
+        .as_ref()
+        .map(|path| (Arc::new(StateFile::new(path.clone())), Arc::clone(scopes)));
+    let mut lanes: Vec<(Arc<ScopeHandle>, LaneContext)> = Vec::new();
+    for target in &config.targets {
+        api.init_target(&target.name);
+        let client: Arc<dyn ImageSource> = Arc::new(hss::Client::new(
+            target,
+            http.clone(),
+            hss::auth::from_config(&target.credentials, &http, target),
+            Arc::clone(budget),
+            api.clone(),
+            client_settings,
+        ));
+        let context = LaneContext {
+            source: client,
+            settings,
+            state: state.clone(),
+        };
+        for enterprise_project_id in &target.enterprise_project_ids {
+            for image_type in &target.image_types {
+                let handle = ScopeHandle::new(
+                    Scope {
+                        target: target.name.clone(),
+                        enterprise_project_id: enterprise_project_id.clone(),
+                        image_type: *image_type,
+                        latest_version_only: target.latest_version_only,
+                    },
+                    config.stale_after,
+                    malicious_lane,
+                );
+                lanes.push((handle, context.clone()));
+            }
+        }
+    }
+    Ok(lanes)
+}
+
 /// Loads the baselines the state file holds into the matching scopes; a
 /// corrupt or unreadable file is reported and left to be replaced.
 fn restore_baselines(file: &StateFile, lanes: &[(Arc<ScopeHandle>, LaneContext)]) {
@@ -345,32 +380,126 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Runs the daemon until `shutdown` completes: lanes in the background,
-/// the web server on `listener`.
+/// Runs the daemon until `shutdown` completes: lanes in the background, the
+/// web server on `listener` (with TLS and basic auth when `web_config` names
+/// an exporter-toolkit web configuration file). SIGHUP and `POST /-/reload` re-read
+/// `config_path`: a valid file replaces the configuration (scopes still
+/// configured keep their data and counters), an invalid one is refused with
+/// its reason and the running configuration stays.
 pub async fn run_daemon(
-    exporter: Exporter,
+    mut exporter: Exporter,
     listener: TcpListener,
     telemetry_path: &str,
+    config_path: Option<std::path::PathBuf>,
+    web_config: Option<std::path::PathBuf>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let cancel = CancellationToken::new();
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<web::ReloadRequest>(4);
+    let mut generation = CancellationToken::new();
     exporter.log_plan();
-    let mut lanes = exporter.spawn(&cancel);
+    let mut lanes = exporter.spawn(&generation);
     let address = listener.local_addr().map_err(io("listener address"))?;
     tracing::info!(%address, telemetry_path, "serving metrics");
-    let stop = cancel.clone();
-    let server = web::serve(
+    let mut state = exporter.web_state(telemetry_path);
+    state.reload = config_path.is_some().then_some(reload_tx);
+    let stop_server = CancellationToken::new();
+    let server = tokio::spawn(web::serve_with_config(
         listener,
-        web::router(exporter.web_state(telemetry_path)),
-        async move {
-            shutdown.await;
-            stop.cancel();
-        },
-    );
-    let result = server.await;
-    cancel.cancel();
+        web::router(state),
+        web_config,
+        stop_server.clone().cancelled_owned(),
+    ));
+    let mut hangup = hangup_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(request) = reload_rx.recv() => {
+                let outcome = reload(&mut exporter, config_path.as_deref(), &mut generation, &mut lanes).await;
+                let _ = request.reply.send(outcome);
+            }
+            Some(()) = next_hangup(&mut hangup) => {
+                let _ = reload(&mut exporter, config_path.as_deref(), &mut generation, &mut lanes).await;
+            }
+        }
+    }
+    generation.cancel();
+    stop_server.cancel();
     while lanes.join_next().await.is_some() {}
-    Ok(result?)
+    match server.await {
+        Ok(result) => Ok(result?),
+        Err(join) => Err(Error::Io {
+            context: "HTTP server task".into(),
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Hangup {
+    None
+}
+
+/// The next SIGHUP; never completes where there is none.
+async fn next_hangup(hangup: &mut Hangup) -> Option<()> {
+    #[cfg(unix)]
+    if let Some(signal) = hangup {
+        return signal.recv().await;
+    }
+    let _ = hangup;
+    std::future::pending().await
+}
+
+/// Re-reads the configuration and, when it is valid, restarts the lanes
+/// under it.
+async fn reload(
+    exporter: &mut Exporter,
+    path: Option<&Path>,
+    generation: &mut CancellationToken,
+    lanes: &mut tokio::task::JoinSet<()>,
+) -> Result<String, String> {
+    let Some(path) = path else {
+        return Err("this process has no configuration file to re-read".into());
+    };
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::warn!(%error, "reload refused; the running configuration stays");
+            return Err(error.to_string());
+        }
+    };
+    generation.cancel();
+    while lanes.join_next().await.is_some() {}
+    let applied = exporter.apply(config);
+    *generation = CancellationToken::new();
+    *lanes = exporter.spawn(generation);
+    match applied {
+        Ok(()) => {
+            let summary = format!(
+                "configuration reloaded: {} target(s), {} scope(s), budget {}",
+                exporter.config().targets.len(),
+                exporter.config().scope_count(),
+                exporter.config().api_rate_limit
+            );
+            tracing::info!(path = %path.display(), "{summary}");
+            exporter.log_plan();
+            Ok(summary)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reload failed; the running configuration stays");
+            Err(error.to_string())
+        }
+    }
 }
 
 /// Writes `text` to `path` atomically: a temporary file in the same
@@ -480,9 +609,17 @@ pub fn demo_simulator_config() -> crate::simulator::SimConfig {
 pub async fn run_demo(
     listener: TcpListener,
     telemetry_path: &str,
+    web_config: Option<std::path::PathBuf>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    run_demo_with(demo_simulator_config(), listener, telemetry_path, shutdown).await
+    run_demo_with(
+        demo_simulator_config(),
+        listener,
+        telemetry_path,
+        web_config,
+        shutdown,
+    )
+    .await
 }
 
 /// [`run_demo`] with a simulator of one's choice.
@@ -490,6 +627,7 @@ pub async fn run_demo_with(
     simulator: crate::simulator::SimConfig,
     listener: TcpListener,
     telemetry_path: &str,
+    web_config: Option<std::path::PathBuf>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let images = simulator.images;
@@ -515,7 +653,15 @@ pub async fn run_demo_with(
         "demo: the exporter polls the built-in simulator (synthetic images, quota 5 calls/s)"
     );
     let exporter = Exporter::new(config)?;
-    let result = run_daemon(exporter, listener, telemetry_path, shutdown).await;
+    let result = run_daemon(
+        exporter,
+        listener,
+        telemetry_path,
+        None,
+        web_config,
+        shutdown,
+    )
+    .await;
     stop_simulator.cancel();
     let _ = simulator_task.await;
     result

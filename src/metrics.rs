@@ -151,7 +151,7 @@ pub struct Metrics {
     registry: Registry,
     api: Arc<ApiMetrics>,
     scopes: Arc<ScopeSet>,
-    image_metrics: bool,
+    image_metrics: std::sync::atomic::AtomicBool,
     /// Rendered namespace series per scope, reused until the scope publishes
     /// again.
     cache: Mutex<HashMap<Scope, ScopeCache>>,
@@ -200,9 +200,19 @@ impl Metrics {
             registry,
             api,
             scopes,
-            image_metrics,
+            image_metrics: std::sync::atomic::AtomicBool::new(image_metrics),
             cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Switches per-image series on or off (after a configuration reload).
+    pub fn set_image_metrics(&self, on: bool) {
+        self.image_metrics
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The observer the HSS clients report to.
@@ -276,7 +286,12 @@ impl Metrics {
             {
                 entry.sweep_key = sweep_key;
                 entry.sweep_chunks = Arc::new(match &sweep {
-                    Some(snapshot) => render_sweep(handle, snapshot, self.image_metrics),
+                    Some(snapshot) => render_sweep(
+                        handle,
+                        snapshot,
+                        self.image_metrics
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    ),
                     None => Vec::new(),
                 });
             }

@@ -34,6 +34,7 @@ async fn the_demo_shows_every_namespace_metric_with_the_simulators_numbers() {
         sim_config,
         listener,
         "/metrics",
+        None,
         stop.clone().cancelled_owned(),
     ));
 

@@ -151,6 +151,32 @@ impl ScopeHandle {
         })
     }
 
+    /// Takes over what `old` (the same scope under the previous
+    /// configuration) has: lane status, published results and the detector,
+    /// so a reload keeps data and counters.
+    pub fn carry_over(&self, old: &ScopeHandle) {
+        for lane in [Lane::Malicious, Lane::Sweep] {
+            let mut status = old.lane_status(lane);
+            status.running_since = None;
+            status.next_run = None;
+            *self.lane(lane) = status;
+        }
+        self.publish(
+            old.published
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        );
+        self.publish_malicious(
+            old.published_malicious
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        );
+        let detector = old.detector();
+        self.update_detector(|d| *d = detector);
+    }
+
     /// The lanes this scope runs.
     pub fn lanes(&self) -> &'static [Lane] {
         if self.malicious_lane {
@@ -217,9 +243,11 @@ impl ScopeHandle {
         change(&mut self.lane(lane));
     }
 
-    /// Whether every lane has finished at least one run.
+    /// Whether a lane has finished a run, so `/metrics` holds something of
+    /// the scope. The malicious lane runs first and fast, so a large registry
+    /// is ready within a minute, not after its first hour-long sweep.
     pub fn has_run(&self) -> bool {
-        self.lanes().iter().all(|lane| self.lane(*lane).runs > 0)
+        self.lanes().iter().any(|lane| self.lane(*lane).runs > 0)
     }
 
     /// The last complete sweep, unless it is older than `stale_after`.
@@ -270,7 +298,7 @@ impl ScopeSet {
         *self.scopes.write().unwrap_or_else(PoisonError::into_inner) = scopes;
     }
 
-    /// Whether every scope has finished a first run of every lane.
+    /// Whether every scope has finished a first run of one of its lanes.
     pub fn ready(&self) -> bool {
         self.list().iter().all(|scope| scope.has_run())
     }

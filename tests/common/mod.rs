@@ -448,14 +448,24 @@ impl Drop for RunningExporter {
 }
 
 pub async fn start_exporter(yaml: &str) -> RunningExporter {
-    let exporter = Exporter::new(parse_config(yaml)).unwrap();
+    start_exporter_from(parse_config(yaml), None).await
+}
+
+/// A daemon whose configuration comes from `path`, so it can be reloaded.
+pub async fn start_exporter_with_file(path: &Path) -> RunningExporter {
+    let config = Config::load(path).unwrap();
+    start_exporter_from(config, Some(path.to_path_buf())).await
+}
+
+async fn start_exporter_from(config: Config, path: Option<std::path::PathBuf>) -> RunningExporter {
+    let exporter = Exporter::new(config).unwrap();
     let scopes = exporter.scopes();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
     let shutdown = stop.clone().cancelled_owned();
     let task = tokio::spawn(async move {
-        hss_swr_exporter::app::run_daemon(exporter, listener, "/metrics", shutdown)
+        hss_swr_exporter::app::run_daemon(exporter, listener, "/metrics", path, None, shutdown)
             .await
             .unwrap();
     });
