@@ -50,6 +50,30 @@ async fn the_demo_shows_every_namespace_metric_with_the_simulators_numbers() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(ready, "the demo becomes ready");
+    // Ready needs one lane run per scope; wait for the sweeps too.
+    let mut swept = false;
+    for _ in 0..600 {
+        let status: serde_json::Value = client
+            .get(format!("{url}/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let lanes: Vec<&serde_json::Value> = status["scopes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["lanes"].as_array().unwrap())
+            .collect();
+        if lanes.iter().all(|l| l["state"] == "ok") {
+            swept = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(swept, "every lane of the demo succeeds");
     let exposition = scrape(&url).await;
     for name in NAMESPACE_METRICS {
         assert!(!exposition.find(name, &[]).is_empty(), "{name} is shown");

@@ -570,6 +570,7 @@ async fn the_daemon_serves_every_endpoint() {
     assert_eq!(healthy.status(), 200);
     let scopes = exporter.scopes.clone();
     eventually("every scope has run", || scopes.ready()).await;
+    eventually("every lane has run", || all_lanes_ran(&scopes)).await;
     let ready = client
         .get(format!("{}/-/ready", exporter.url))
         .send()

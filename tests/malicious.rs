@@ -205,7 +205,7 @@ async fn the_daemon_detects_within_one_lane_round() {
     );
     let exporter = start_exporter(&yaml).await;
     let scopes = exporter.scopes.clone();
-    eventually("ready", || scopes.ready()).await;
+    eventually("every lane has run", || all_lanes_ran(&scopes)).await;
     sim.sim
         .set_malicious("late-ns", "evil", "9", "private_image", "0", 4);
     let url = exporter.url.clone();

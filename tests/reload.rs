@@ -23,7 +23,7 @@ async fn a_valid_reload_keeps_the_kept_scopes_and_an_invalid_one_changes_nothing
     .unwrap();
     let exporter = start_exporter_with_file(&path).await;
     let scopes = exporter.scopes.clone();
-    eventually("ready", || scopes.ready()).await;
+    eventually("every lane has run", || all_lanes_ran(&scopes)).await;
 
     sim.sim
         .set_malicious("reload-ns", "evil", "1", "private_image", "0", 2);
@@ -61,7 +61,7 @@ async fn a_valid_reload_keeps_the_kept_scopes_and_an_invalid_one_changes_nothing
     );
     let scopes = exporter.scopes.clone();
     eventually("the new scope has run", || {
-        scopes.list().len() == 2 && scopes.ready()
+        scopes.list().len() == 2 && all_lanes_ran(&scopes)
     })
     .await;
     let exposition = scrape(&url).await;

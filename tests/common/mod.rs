@@ -406,6 +406,15 @@ pub fn assert_scope_matches(
     }
 }
 
+/// Whether every lane of every scope has finished a run (readiness needs
+/// only one lane per scope).
+pub fn all_lanes_ran(scopes: &hss_swr_exporter::collect::ScopeSet) -> bool {
+    scopes
+        .list()
+        .iter()
+        .all(|s| s.lanes().iter().all(|lane| s.lane_status(*lane).runs > 0))
+}
+
 /// Waits (up to a generous bound) until `check` holds.
 pub async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
     for _ in 0..600 {
