@@ -18,13 +18,41 @@ use tokio_util::sync::CancellationToken;
 use crate::collect::detect::{StateFile, scope_id};
 use crate::collect::scheduler::{self, LaneContext, Settings};
 use crate::collect::{ImageSource, Lane, Scope, ScopeHandle, ScopeSet};
-use crate::config::Config;
+use crate::config::{Config, ListingApi, RateLimit};
 use crate::hss::{self, Budget, ClientSettings};
 use crate::metrics::Metrics;
 use crate::web::{self, WebState};
 
-/// What the name of the listing API is in `/status`.
-pub const LISTING_API: &str = "swr-repository";
+/// One request budget per listing API: the documented quota is per API, so
+/// each endpoint has its own, shared by every scope that polls it.
+#[derive(Debug, Clone)]
+pub struct Budgets {
+    swr_repository: Arc<Budget>,
+    registry_images: Arc<Budget>,
+}
+
+impl Budgets {
+    fn new(limit: RateLimit) -> Self {
+        Self {
+            swr_repository: Budget::new(limit),
+            registry_images: Budget::new(limit),
+        }
+    }
+
+    /// The budget of `api`.
+    pub fn get(&self, api: ListingApi) -> &Arc<Budget> {
+        match api {
+            ListingApi::SwrRepository => &self.swr_repository,
+            ListingApi::RegistryImages => &self.registry_images,
+        }
+    }
+
+    fn set_limit(&self, limit: RateLimit) {
+        for api in ListingApi::ALL {
+            self.get(api).set_limit(limit);
+        }
+    }
+}
 
 /// Could not start or finish a subcommand.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +94,7 @@ pub struct Exporter {
     config: Config,
     scopes: Arc<ScopeSet>,
     metrics: Arc<Metrics>,
-    budget: Arc<Budget>,
+    budgets: Budgets,
     lanes: Vec<(Arc<ScopeHandle>, LaneContext)>,
 }
 
@@ -81,10 +109,11 @@ impl std::fmt::Debug for Exporter {
 impl Exporter {
     /// Builds every part from `config`; nothing runs yet.
     pub fn new(config: Config) -> Result<Self, Error> {
-        let budget = Budget::new(config.api_rate_limit);
+        let budgets = Budgets::new(config.api_rate_limit);
         let scopes = ScopeSet::new(Vec::new());
         let metrics = Arc::new(Metrics::new(Arc::clone(&scopes), config.image_metrics)?);
-        let lanes = build_lanes(&config, &scopes, &metrics, &budget)?;
+        let lanes = build_lanes(&config, &scopes, &metrics, &budgets)?;
+        announce_apis(&config, &metrics);
         scopes.replace(lanes.iter().map(|(h, _)| Arc::clone(h)).collect());
         if let Some((file, _)) = lanes.first().and_then(|(_, c)| c.state.clone()) {
             restore_baselines(&file, &lanes);
@@ -93,7 +122,7 @@ impl Exporter {
             config,
             scopes,
             metrics,
-            budget,
+            budgets,
             lanes,
         })
     }
@@ -103,14 +132,15 @@ impl Exporter {
     /// budget keeps counting the calls already made. Call it only while no
     /// lane runs; start the lanes again with [`spawn`](Self::spawn).
     pub fn apply(&mut self, config: Config) -> Result<(), Error> {
-        let lanes = build_lanes(&config, &self.scopes, &self.metrics, &self.budget)?;
+        let lanes = build_lanes(&config, &self.scopes, &self.metrics, &self.budgets)?;
         for (handle, _) in &lanes {
             if let Some((old, _)) = self.lanes.iter().find(|(old, _)| old.scope == handle.scope) {
                 handle.carry_over(old);
             }
         }
-        self.budget.set_limit(config.api_rate_limit);
+        self.budgets.set_limit(config.api_rate_limit);
         self.metrics.set_image_metrics(config.image_metrics);
+        announce_apis(&config, &self.metrics);
         self.scopes
             .replace(lanes.iter().map(|(h, _)| Arc::clone(h)).collect());
         self.lanes = lanes;
@@ -138,7 +168,10 @@ impl Exporter {
         WebState {
             metrics: self.metrics(),
             scopes: self.scopes(),
-            budgets: vec![(LISTING_API.to_string(), Arc::clone(&self.budget))],
+            budgets: ListingApi::ALL
+                .iter()
+                .map(|api| (api.as_str().to_string(), Arc::clone(self.budgets.get(*api))))
+                .collect(),
             telemetry_path: telemetry_path.to_string(),
             reload: None,
         }
@@ -148,31 +181,41 @@ impl Exporter {
     /// malicious lane needs, with a warning when that alone exceeds the budget.
     pub fn log_plan(&self) {
         let limit = self.config.api_rate_limit;
-        let scopes = self.lanes.len();
         let per_minute = limit.per_second() * 60.0;
         let malicious = self.config.malicious_interval;
-        let malicious_per_minute = if malicious.is_zero() {
-            0.0
-        } else {
-            scopes as f64 * 60.0 / malicious.as_secs_f64()
-        };
-        tracing::info!(
-            budget = %limit,
-            budget_calls_per_minute = per_minute,
-            scopes,
-            targets = self.config.targets.len(),
-            malicious_interval = %humantime::format_duration(malicious),
-            malicious_calls_per_minute = malicious_per_minute,
-            sweep_calls_per_minute = (per_minute - malicious_per_minute).max(0.0),
-            poll_interval = %humantime::format_duration(self.config.poll_interval),
-            "request budget plan: the malicious lane (one call per scope and round when few images are malicious) goes first; sweeps share the rest, one call per 200 images"
-        );
-        if malicious_per_minute >= per_minute {
-            tracing::warn!(
-                malicious_calls_per_minute = malicious_per_minute,
+        for api in ListingApi::ALL {
+            let scopes = self
+                .lanes
+                .iter()
+                .filter(|(h, _)| h.scope.api == api)
+                .count();
+            if scopes == 0 {
+                continue;
+            }
+            let malicious_per_minute = if malicious.is_zero() {
+                0.0
+            } else {
+                scopes as f64 * 60.0 / malicious.as_secs_f64()
+            };
+            tracing::info!(
+                api = api.as_str(),
+                budget = %limit,
                 budget_calls_per_minute = per_minute,
-                "the malicious lane alone needs the whole budget: its rounds will take longer than malicious_interval and sweeps will starve; raise malicious_interval or configure fewer scopes"
+                scopes,
+                malicious_interval = %humantime::format_duration(malicious),
+                malicious_calls_per_minute = malicious_per_minute,
+                sweep_calls_per_minute = (per_minute - malicious_per_minute).max(0.0),
+                poll_interval = %humantime::format_duration(self.config.poll_interval),
+                "request budget plan: the malicious lane (one call per scope and round when few images are malicious) goes first; sweeps share the rest, one call per 200 images"
             );
+            if malicious_per_minute >= per_minute {
+                tracing::warn!(
+                    api = api.as_str(),
+                    malicious_calls_per_minute = malicious_per_minute,
+                    budget_calls_per_minute = per_minute,
+                    "the malicious lane alone needs the whole budget: its rounds will take longer than malicious_interval and sweeps will starve; raise malicious_interval or configure fewer scopes"
+                );
+            }
         }
     }
 
@@ -241,7 +284,7 @@ fn build_lanes(
     config: &Config,
     scopes: &Arc<ScopeSet>,
     metrics: &Metrics,
-    budget: &Arc<Budget>,
+    budgets: &Budgets,
 ) -> Result<Vec<(Arc<ScopeHandle>, LaneContext)>, Error> {
     let http = hss::client::http_client(config.request_timeout)?;
     let api = metrics.api();
@@ -253,21 +296,21 @@ fn build_lanes(
         retry_cap: hss::client::RETRY_CAP,
     };
     let malicious_lane = !config.malicious_interval.is_zero();
-    let malicious_per_second = if malicious_lane {
-        config.scope_count() as f64 / config.malicious_interval.as_secs_f64()
-    } else {
-        0.0
-    };
-    let settings = Settings {
-        poll_interval: config.poll_interval,
-        malicious_interval: config.malicious_interval,
-        reservation_lead: config.api_rate_limit.window,
-        sweep_calls_per_second: (config.api_rate_limit.per_second() - malicious_per_second)
-            .max(config.api_rate_limit.per_second() / 100.0),
-        page_size: config.page_size,
-        concurrency: config.concurrency,
-        image_metrics: config.image_metrics,
-        max_image_series: config.max_image_series,
+    // The budget left for sweeps of one API, for the expected sweep time.
+    let sweep_calls_per_second = |listing: ListingApi| {
+        let scopes: usize = config
+            .targets
+            .iter()
+            .filter(|t| t.api == listing)
+            .map(|t| t.enterprise_project_ids.len() * t.image_types.len())
+            .sum();
+        let malicious_per_second = if malicious_lane {
+            scopes as f64 / config.malicious_interval.as_secs_f64()
+        } else {
+            0.0
+        };
+        let rate = config.api_rate_limit.per_second();
+        (rate - malicious_per_second).max(rate / 100.0)
     };
     let state = config
         .state_file
@@ -280,13 +323,22 @@ fn build_lanes(
             target,
             http.clone(),
             hss::auth::from_config(&target.credentials, &http, target),
-            Arc::clone(budget),
+            Arc::clone(budgets.get(target.api)),
             api.clone(),
             client_settings,
         ));
         let context = LaneContext {
             source: client,
-            settings,
+            settings: Settings {
+                poll_interval: config.poll_interval,
+                malicious_interval: config.malicious_interval,
+                reservation_lead: config.api_rate_limit.window,
+                sweep_calls_per_second: sweep_calls_per_second(target.api),
+                page_size: config.page_size,
+                concurrency: config.concurrency,
+                image_metrics: config.image_metrics,
+                max_image_series: config.max_image_series,
+            },
             state: state.clone(),
         };
         for enterprise_project_id in &target.enterprise_project_ids {
@@ -297,6 +349,7 @@ fn build_lanes(
                         enterprise_project_id: enterprise_project_id.clone(),
                         image_type: *image_type,
                         latest_version_only: target.latest_version_only,
+                        api: target.api,
                     },
                     config.stale_after,
                     malicious_lane,
@@ -306,6 +359,30 @@ fn build_lanes(
         }
     }
     Ok(lanes)
+}
+
+/// Says which API each target polls: `hss_swr_target_info`, and a warning
+/// for every target still on the deprecated endpoint.
+fn announce_apis(config: &Config, metrics: &Metrics) {
+    metrics.set_targets(
+        config
+            .targets
+            .iter()
+            .map(|t| (t.name.as_str(), t.api.as_str())),
+    );
+    for target in config
+        .targets
+        .iter()
+        .filter(|t| t.api == ListingApi::SwrRepository)
+    {
+        tracing::warn!(
+            target_name = %target.name,
+            api = target.api.as_str(),
+            "this target polls the swr-repository listing API, which Huawei marks deprecated in favour of \
+             registry-images; to switch, set `api: registry-images` in the target: every metric keeps its name \
+             and figures, namespace series gain the registry_name label"
+        );
+    }
 }
 
 /// Loads the baselines the state file holds into the matching scopes; a

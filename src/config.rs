@@ -161,7 +161,66 @@ impl fmt::Display for RateLimit {
     }
 }
 
-/// The image types the listing API knows.
+/// Which listing API a target polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum ListingApi {
+    /// `GET /v5/{project_id}/image/swr-repository` (ListSwrImageRepository),
+    /// the API page this exporter started from; marked deprecated by Huawei.
+    #[default]
+    SwrRepository,
+    /// `GET /v5/{project_id}/image/registries/images` (ListRegistryImages),
+    /// its successor: the same rows plus registry, severity and sync time,
+    /// and Harbor and JFrog registries.
+    RegistryImages,
+}
+
+impl ListingApi {
+    /// Both APIs.
+    pub const ALL: [ListingApi; 2] = [Self::SwrRepository, Self::RegistryImages];
+
+    /// The value of the `api` key and label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SwrRepository => "swr-repository",
+            Self::RegistryImages => "registry-images",
+        }
+    }
+
+    /// The path after `/v5/{project_id}/`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::SwrRepository => "image/swr-repository",
+            Self::RegistryImages => "image/registries/images",
+        }
+    }
+
+    /// Whether this API lists `image_type`.
+    pub fn lists(self, image_type: ImageType) -> bool {
+        match self {
+            Self::SwrRepository => !matches!(image_type, ImageType::Harbor | ImageType::Jfrog),
+            Self::RegistryImages => image_type != ImageType::Local,
+        }
+    }
+}
+
+impl FromStr for ListingApi {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown API {s:?}; expected swr-repository or registry-images"))
+    }
+}
+
+impl fmt::Display for ListingApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The image types the listing APIs know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ImageType {
     /// `private_image`: SWR private images.
@@ -170,13 +229,24 @@ pub enum ImageType {
     Shared,
     /// `instance_image`: SWR enterprise edition instances.
     Instance,
-    /// `local_image`: images on the hosts.
+    /// `local_image`: images on the hosts (swr-repository only).
     Local,
+    /// `harbor`: Harbor registries connected to HSS (registry-images only).
+    Harbor,
+    /// `jfrog`: JFrog registries connected to HSS (registry-images only).
+    Jfrog,
 }
 
 impl ImageType {
-    /// Every image type, in the API's order.
-    pub const ALL: [ImageType; 4] = [Self::Private, Self::Shared, Self::Instance, Self::Local];
+    /// Every image type, in the APIs' order.
+    pub const ALL: [ImageType; 6] = [
+        Self::Private,
+        Self::Shared,
+        Self::Instance,
+        Self::Local,
+        Self::Harbor,
+        Self::Jfrog,
+    ];
 
     /// The API's name for the type, also the `image_type` label value.
     pub fn as_str(self) -> &'static str {
@@ -185,6 +255,8 @@ impl ImageType {
             Self::Shared => "shared_image",
             Self::Instance => "instance_image",
             Self::Local => "local_image",
+            Self::Harbor => "harbor",
+            Self::Jfrog => "jfrog",
         }
     }
 }
@@ -264,6 +336,8 @@ pub struct Target {
     pub image_types: Vec<ImageType>,
     /// Ask only for the latest version of each image.
     pub latest_version_only: bool,
+    /// Which listing API to poll.
+    pub api: ListingApi,
     /// How to authenticate.
     pub credentials: CredentialsConfig,
 }
@@ -507,6 +581,7 @@ struct RawTarget {
     enterprise_project_ids: Option<Vec<String>>,
     image_types: Option<Vec<String>>,
     latest_version_only: Option<bool>,
+    api: Option<String>,
     credentials: Option<RawCredentials>,
 }
 
@@ -935,6 +1010,13 @@ impl RawTarget {
             }
         };
 
+        let api = match self.api.as_deref() {
+            None => ListingApi::default(),
+            Some(text) => text
+                .trim()
+                .parse()
+                .map_err(|reason| ConfigError::invalid(format!("{key}.api"), reason))?,
+        };
         let image_types = match self.image_types {
             None => vec![ImageType::Private, ImageType::Shared, ImageType::Instance],
             Some(types) if types.is_empty() => {
@@ -949,6 +1031,20 @@ impl RawTarget {
                     let k = format!("{key}.image_types[{j}]");
                     let parsed: ImageType =
                         t.trim().parse().map_err(|r| ConfigError::invalid(&k, r))?;
+                    if !api.lists(parsed) {
+                        let hint = match api {
+                            ListingApi::SwrRepository => {
+                                "; set `api: registry-images` in the target to list Harbor and JFrog registries"
+                            }
+                            ListingApi::RegistryImages => {
+                                "; the registry-images API does not list local images"
+                            }
+                        };
+                        return Err(ConfigError::invalid(
+                            k,
+                            format!("{parsed} is not listed by the {api} API{hint}"),
+                        ));
+                    }
                     if out.contains(&parsed) {
                         return Err(ConfigError::invalid(k, format!("{t:?} is listed twice")));
                     }
@@ -978,6 +1074,7 @@ impl RawTarget {
             enterprise_project_ids,
             image_types,
             latest_version_only: self.latest_version_only.unwrap_or(false),
+            api,
             credentials,
         })
     }
@@ -1164,8 +1261,20 @@ targets:
                 "targets[0].project_id: \"a/b\" is not a project id",
             ),
             (
+                "  - {region: r, project_id: p, image_types: [private_image, harbour]}\n",
+                "targets[0].image_types[1]: unknown image type \"harbour\"",
+            ),
+            (
                 "  - {region: r, project_id: p, image_types: [private_image, harbor]}\n",
-                "targets[0].image_types[1]: unknown image type \"harbor\"",
+                "targets[0].image_types[1]: harbor is not listed by the swr-repository API; set `api: registry-images`",
+            ),
+            (
+                "  - {region: r, project_id: p, api: registry-images, image_types: [local_image]}\n",
+                "targets[0].image_types[0]: local_image is not listed by the registry-images API",
+            ),
+            (
+                "  - {region: r, project_id: p, api: registries}\n",
+                "targets[0].api: unknown API \"registries\"; expected swr-repository or registry-images",
             ),
             (
                 "  - {region: r, project_id: p, image_types: [private_image, private_image]}\n",
@@ -1228,6 +1337,24 @@ targets:
         assert!(!message.contains("SUPERSECRET"));
         let config = parse("credentials: {access_key: AK, secret_key: SUPERSECRET}\ntargets: [{region: r, project_id: p}]\n").unwrap();
         assert!(!format!("{config:?}").contains("SUPERSECRET"));
+    }
+
+    #[test]
+    fn the_successor_api_lists_harbor_and_jfrog() {
+        let config = parse(
+            "credentials: {access_key: a, secret_key: b}\ntargets:\n  - {region: r, project_id: p, api: registry-images, image_types: [private_image, harbor, jfrog]}\n  - {name: old, region: r, project_id: p}\n",
+        )
+        .unwrap();
+        assert_eq!(config.targets[0].api, ListingApi::RegistryImages);
+        assert_eq!(
+            config.targets[0].image_types,
+            vec![ImageType::Private, ImageType::Harbor, ImageType::Jfrog]
+        );
+        assert_eq!(
+            config.targets[1].api,
+            ListingApi::SwrRepository,
+            "the default"
+        );
     }
 
     #[test]

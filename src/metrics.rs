@@ -22,10 +22,11 @@ use prometheus::{
     CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::collect::aggregate::{KNOWN_SCAN_STATUSES, MaliciousStats};
+use crate::collect::aggregate::{KNOWN_SCAN_STATUSES, KNOWN_SEVERITIES, MaliciousStats};
 use crate::collect::{
     DetectorState, MaliciousSnapshot, NamespaceKey, Scope, ScopeHandle, ScopeSet, Snapshot,
 };
+use crate::config::ListingApi;
 use crate::hss::ApiObserver;
 
 /// The `Content-Type` of the exposition.
@@ -150,6 +151,7 @@ impl ApiObserver for ApiMetrics {
 pub struct Metrics {
     registry: Registry,
     api: Arc<ApiMetrics>,
+    target_info: GaugeVec,
     scopes: Arc<ScopeSet>,
     image_metrics: std::sync::atomic::AtomicBool,
     /// Rendered namespace series per scope, reused until the scope publishes
@@ -191,6 +193,14 @@ impl Metrics {
             .with_label_values(&[crate::VERSION, crate::REVISION])
             .set(1.0);
         registry.register(Box::new(build_info))?;
+        let target_info = GaugeVec::new(
+            Opts::new(
+                "hss_swr_target_info",
+                "The listing API each target polls (swr-repository or registry-images); always 1.",
+            ),
+            &["target", "api"],
+        )?;
+        registry.register(Box::new(target_info.clone()))?;
         registry.register(Box::new(LaneCollector::new(Arc::clone(&scopes))?))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -199,10 +209,19 @@ impl Metrics {
         Ok(Self {
             registry,
             api,
+            target_info,
             scopes,
             image_metrics: std::sync::atomic::AtomicBool::new(image_metrics),
             cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Records which API each target polls (replacing what was recorded).
+    pub fn set_targets<'a>(&self, targets: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        self.target_info.reset();
+        for (target, api) in targets {
+            self.target_info.with_label_values(&[target, api]).set(1.0);
+        }
     }
 
     /// Switches per-image series on or off (after a configuration reload).
@@ -354,8 +373,9 @@ const IMAGE_VULNERABILITIES: usize = 10;
 const IMAGE_MALICIOUS_FILES: usize = 11;
 const IMAGE_UNSAFE_SETTINGS: usize = 12;
 const IMAGE_SERIES_DROPPED: usize = 13;
+const IMAGES_BY_SEVERITY: usize = 14;
 
-const FAMILIES: [FamilySpec; 14] = [
+const FAMILIES: [FamilySpec; 15] = [
     gauge_of(
         "hss_swr_images",
         "Image versions by scan status, from the last complete sweep of the scope.",
@@ -427,6 +447,11 @@ const FAMILIES: [FamilySpec; 14] = [
         "Image versions left out of the per-image series by max_image_series in the last complete sweep.",
         Source::Sweep,
     ),
+    gauge_of(
+        "hss_swr_images_by_severity",
+        "Image versions by severity_level (registry-images API only), from the last complete sweep.",
+        Source::Sweep,
+    ),
 ];
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -470,9 +495,13 @@ fn scope_labels(scope: &ScopeHandle) -> Vec<LabelPair> {
     ]
 }
 
+/// The namespace labels: the scope's, then `instance_name`,
+/// `registry_name` (empty under swr-repository, which Prometheus stores as no
+/// label at all, so those series are unchanged) and `namespace`.
 fn namespace_labels(scope_labels: &[LabelPair], key: &NamespaceKey) -> Vec<LabelPair> {
     let mut labels = scope_labels.to_vec();
     labels.push(label("instance_name", &key.instance_name));
+    labels.push(label("registry_name", &key.registry_name));
     labels.push(label("namespace", &key.namespace));
     labels
 }
@@ -527,6 +556,19 @@ fn render_sweep(scope: &ScopeHandle, snapshot: &Snapshot, image_metrics: bool) -
         f[UNSAFE_IMAGES].push(gauge(n.clone(), stats.unsafe_images as f64));
         for (reason, count) in &stats.scan_failures {
             f[SCAN_FAILURES].push(gauge(with(n.clone(), "reason", reason), *count as f64));
+        }
+        if scope.scope.api == ListingApi::RegistryImages {
+            for severity in KNOWN_SEVERITIES {
+                let count = stats.by_severity.get(severity).copied().unwrap_or(0);
+                f[IMAGES_BY_SEVERITY]
+                    .push(gauge(with(n.clone(), "severity", severity), count as f64));
+            }
+            for (severity, count) in &stats.by_severity {
+                if !KNOWN_SEVERITIES.contains(&severity.as_str()) {
+                    f[IMAGES_BY_SEVERITY]
+                        .push(gauge(with(n.clone(), "severity", severity), *count as f64));
+                }
+            }
         }
         if let Some(ms) = stats.oldest_scan_ms {
             f[OLDEST_SCAN].push(gauge(n, ms as f64 / 1000.0));
@@ -716,6 +758,7 @@ mod tests {
                 enterprise_project_id: "0".into(),
                 image_type: ImageType::Private,
                 latest_version_only: false,
+                api: crate::config::ListingApi::SwrRepository,
             },
             Duration::from_secs(3600),
             false,
@@ -755,7 +798,7 @@ mod tests {
     fn namespace_series_carry_the_published_numbers() {
         let (metrics, _) = published(&[row("team-a", 7, 2)], false);
         let text = metrics.render();
-        let n = r#"target="prod",enterprise_project_id="0",image_type="private_image",instance_name="",namespace="team-a""#;
+        let n = r#"target="prod",enterprise_project_id="0",image_type="private_image",instance_name="",registry_name="",namespace="team-a""#;
         for line in [
             format!("hss_swr_images{{{n},scan_status=\"success\"}} 1"),
             format!("hss_swr_images{{{n},scan_status=\"unscan\"}} 0"),
@@ -799,7 +842,7 @@ mod tests {
     fn per_image_series_when_enabled() {
         let (metrics, _) = published(&[row("a", 3, 1)], true);
         let text = metrics.render();
-        assert!(text.contains("hss_swr_image_malicious_files{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\",instance_name=\"\",namespace=\"a\",image=\"a-img\",version=\"1.0\"} 1"));
+        assert!(text.contains("hss_swr_image_malicious_files{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\",instance_name=\"\",registry_name=\"\",namespace=\"a\",image=\"a-img\",version=\"1.0\"} 1"));
         assert!(text.contains("hss_swr_image_series_dropped{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\"} 0"));
     }
 

@@ -25,6 +25,10 @@ pub fn next_snapshot_id() -> u64 {
     NEXT_SNAPSHOT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The severity levels the registry-images API documents; each is exported
+/// for its scopes, at 0 when no image has it.
+pub const KNOWN_SEVERITIES: [&str; 4] = ["Security", "Low", "Medium", "High"];
+
 /// The scan statuses the API documents; each is exported, at 0 when no image
 /// has it. Other values pass through as they come.
 pub const KNOWN_SCAN_STATUSES: [&str; 7] = [
@@ -45,6 +49,10 @@ pub const MISSING_SCAN_STATUS: &str = "unknown";
 pub struct NamespaceKey {
     /// Enterprise-edition instance name; empty for the other image types.
     pub instance_name: String,
+    /// The registry (registry-images API); empty under swr-repository. Two
+    /// Harbor registries can hold namespaces of the same name.
+    #[serde(default)]
+    pub registry_name: String,
     /// The namespace (SWR organisation).
     pub namespace: String,
 }
@@ -73,6 +81,8 @@ pub struct NamespaceStats {
     pub scan_failures: BTreeMap<String, u64>,
     /// Oldest positive `latest_scan_time`, epoch milliseconds.
     pub oldest_scan_ms: Option<i64>,
+    /// Images by `severity_level` (registry-images API only).
+    pub by_severity: BTreeMap<String, u64>,
 }
 
 impl NamespaceStats {
@@ -108,6 +118,9 @@ impl NamespaceStats {
         }
         if let Some(t) = row.latest_scan_time {
             self.oldest_scan_ms = Some(self.oldest_scan_ms.map_or(t, |o| o.min(t)));
+        }
+        if let Some(severity) = &row.severity_level {
+            *self.by_severity.entry(severity.clone()).or_default() += 1;
         }
     }
 }
@@ -194,6 +207,7 @@ impl MaliciousSnapshot {
             let stats = namespaces
                 .entry(NamespaceKey {
                     instance_name: row.instance_name.clone(),
+                    registry_name: row.registry_name.clone(),
                     namespace: row.namespace.clone(),
                 })
                 .or_default();
@@ -214,6 +228,7 @@ impl MaliciousSnapshot {
 pub fn image_key(row: &Row) -> ImageKey {
     ImageKey {
         instance_name: row.instance_name.clone(),
+        registry_name: row.registry_name.clone(),
         namespace: row.namespace.clone(),
         image: row.image_name.clone(),
         version: row.image_version.clone(),
@@ -267,6 +282,7 @@ impl Aggregator {
         }
         let key = NamespaceKey {
             instance_name: row.instance_name.clone(),
+            registry_name: row.registry_name.clone(),
             namespace: row.namespace.clone(),
         };
         if row.malicious_file_num > 0 {
@@ -332,6 +348,7 @@ fn composite_key(row: &Row) -> u64 {
         &row.image_digest,
         &row.instance_id,
         &row.instance_name,
+        &row.registry_name,
     )
         .hash(&mut hasher);
     hasher.finish()
@@ -374,6 +391,7 @@ mod tests {
         assert_eq!(snap.images, 5);
         let a = &snap.namespaces[&NamespaceKey {
             instance_name: String::new(),
+            registry_name: String::new(),
             namespace: "a".into(),
         }];
         assert_eq!(a.known_status, [0, 2, 0, 1, 0, 0, 0]);
@@ -390,6 +408,7 @@ mod tests {
         assert_eq!(a.images(), 3);
         let b = &snap.namespaces[&NamespaceKey {
             instance_name: String::new(),
+            registry_name: String::new(),
             namespace: "b".into(),
         }];
         assert_eq!(b.known_status, [0; 7]);
@@ -448,10 +467,12 @@ mod tests {
         let snap = MaliciousSnapshot::from_rows(&rows, SystemTime::UNIX_EPOCH);
         let a = NamespaceKey {
             instance_name: String::new(),
+            registry_name: String::new(),
             namespace: "a".into(),
         };
         let b = NamespaceKey {
             instance_name: String::new(),
+            registry_name: String::new(),
             namespace: "b".into(),
         };
         assert_eq!(

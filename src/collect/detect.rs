@@ -26,6 +26,9 @@ use super::aggregate::NamespaceKey;
 pub struct ImageKey {
     /// Enterprise-edition instance name; empty otherwise.
     pub instance_name: String,
+    /// The registry (registry-images API); empty otherwise.
+    #[serde(default)]
+    pub registry_name: String,
     /// Namespace.
     pub namespace: String,
     /// Image name.
@@ -41,6 +44,7 @@ impl ImageKey {
     pub fn namespace_key(&self) -> NamespaceKey {
         NamespaceKey {
             instance_name: self.instance_name.clone(),
+            registry_name: self.registry_name.clone(),
             namespace: self.namespace.clone(),
         }
     }
@@ -153,6 +157,9 @@ struct ScopeState {
     target: String,
     enterprise_project_id: String,
     image_type: String,
+    /// The listing API; files written before it existed knew only the first.
+    #[serde(default = "first_api")]
+    api: String,
     images: Vec<ImageEntry>,
     detected: Vec<CountEntry>,
 }
@@ -169,6 +176,8 @@ struct ImageEntry {
 #[serde(deny_unknown_fields)]
 struct CountEntry {
     instance_name: String,
+    #[serde(default)]
+    registry_name: String,
     namespace: String,
     count: u64,
 }
@@ -182,8 +191,18 @@ pub struct StateFile {
     write_lock: tokio::sync::Mutex<()>,
 }
 
-/// The identity of a scope in the state file.
-pub type ScopeId = (String, String, String);
+fn first_api() -> String {
+    crate::config::ListingApi::SwrRepository
+        .as_str()
+        .to_string()
+}
+
+/// The identity of a scope in the state file: target, enterprise project,
+/// image type and listing API. The API is part of it because the two APIs
+/// key images differently (the successor adds the registry): a target that
+/// switches API starts from a fresh baseline instead of counting every
+/// malicious image again.
+pub type ScopeId = (String, String, String, String);
 
 /// The state file's key for `scope`.
 pub fn scope_id(scope: &Scope) -> ScopeId {
@@ -191,6 +210,7 @@ pub fn scope_id(scope: &Scope) -> ScopeId {
         scope.target.clone(),
         scope.enterprise_project_id.clone(),
         scope.image_type.as_str().to_string(),
+        scope.api.as_str().to_string(),
     )
 }
 
@@ -241,6 +261,7 @@ impl StateFile {
                         (
                             NamespaceKey {
                                 instance_name: c.instance_name,
+                                registry_name: c.registry_name,
                                 namespace: c.namespace,
                             },
                             c.count,
@@ -250,7 +271,12 @@ impl StateFile {
                 generation: 1,
             };
             out.insert(
-                (scope.target, scope.enterprise_project_id, scope.image_type),
+                (
+                    scope.target,
+                    scope.enterprise_project_id,
+                    scope.image_type,
+                    scope.api,
+                ),
                 state,
             );
         }
@@ -267,10 +293,11 @@ impl StateFile {
                 .into_iter()
                 .filter(|(_, state)| state.baseline)
                 .map(
-                    |((target, enterprise_project_id, image_type), state)| ScopeState {
+                    |((target, enterprise_project_id, image_type, api), state)| ScopeState {
                         target,
                         enterprise_project_id,
                         image_type,
+                        api,
                         images: state
                             .images
                             .into_iter()
@@ -281,6 +308,7 @@ impl StateFile {
                             .into_iter()
                             .map(|(ns, count)| CountEntry {
                                 instance_name: ns.instance_name,
+                                registry_name: ns.registry_name,
                                 namespace: ns.namespace,
                                 count,
                             })
@@ -339,6 +367,7 @@ mod tests {
     fn key(ns: &str, image: &str) -> ImageKey {
         ImageKey {
             instance_name: String::new(),
+            registry_name: String::new(),
             namespace: ns.into(),
             image: image.into(),
             version: "1.0".into(),
@@ -349,6 +378,7 @@ mod tests {
     fn ns(name: &str) -> NamespaceKey {
         NamespaceKey {
             instance_name: String::new(),
+            registry_name: String::new(),
             namespace: name.into(),
         }
     }
@@ -439,6 +469,7 @@ mod tests {
             "t".to_string(),
             "0".to_string(),
             "private_image".to_string(),
+            "swr-repository".to_string(),
         );
         file.save(vec![(id.clone(), state.clone())]).await.unwrap();
         let loaded = file.load().unwrap();
@@ -446,6 +477,27 @@ mod tests {
         assert!(back.baseline);
         assert_eq!(back.images, state.images);
         assert_eq!(back.detected, state.detected);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn files_written_before_the_api_was_recorded_belong_to_the_first_api() {
+        let path = temp("before-api");
+        std::fs::write(
+            &path,
+            r#"{"version":1,"scopes":[{"target":"t","enterprise_project_id":"0","image_type":"private_image",
+               "images":[{"instance_name":"","namespace":"a","image":"x","version":"1","digest":"d","files":2}],
+               "detected":[{"instance_name":"","namespace":"a","count":3}]}]}"#,
+        )
+        .unwrap();
+        let loaded = StateFile::new(path.clone()).load().unwrap();
+        let id = (
+            "t".into(),
+            "0".into(),
+            "private_image".into(),
+            "swr-repository".into(),
+        );
+        assert_eq!(loaded[&id].detected.values().sum::<u64>(), 3);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

@@ -22,7 +22,7 @@ pub use aggregate::{MaliciousSnapshot, NamespaceKey, NamespaceStats, Snapshot};
 pub use detect::DetectorState;
 pub use source::ImageSource;
 
-use crate::config::ImageType;
+use crate::config::{ImageType, ListingApi};
 
 /// Why a lane run failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,8 @@ pub struct Scope {
     pub image_type: ImageType,
     /// Ask only for the latest version of each image.
     pub latest_version_only: bool,
+    /// The listing API the scope's target polls.
+    pub api: ListingApi,
 }
 
 impl fmt::Display for Scope {

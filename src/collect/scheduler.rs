@@ -634,6 +634,7 @@ mod tests {
                 enterprise_project_id: "0".into(),
                 image_type: ImageType::Private,
                 latest_version_only: false,
+                api: crate::config::ListingApi::SwrRepository,
             },
             Duration::from_secs(3600),
             malicious_lane,
@@ -647,6 +648,7 @@ mod tests {
     fn ns(name: &str) -> NamespaceKey {
         NamespaceKey {
             instance_name: String::new(),
+            registry_name: String::new(),
             namespace: name.into(),
         }
     }

@@ -205,6 +205,7 @@ pub struct Client {
     endpoint: Url,
     iam_endpoint: Url,
     region: String,
+    api: crate::config::ListingApi,
     /// Configured, or looked up through IAM before the first call.
     project_id: Arc<tokio::sync::Mutex<Option<String>>>,
     credential: Arc<dyn Credential>,
@@ -256,6 +257,7 @@ impl Client {
             endpoint: target.endpoint.clone(),
             iam_endpoint: target.iam_endpoint.clone(),
             region: target.region.clone(),
+            api: target.api,
             project_id: Arc::new(tokio::sync::Mutex::new(target.project_id.clone())),
             credential,
             budget,
@@ -288,8 +290,9 @@ impl Client {
     /// The listing path for a project, below the endpoint's own path.
     fn listing_path(&self, project_id: &str) -> String {
         format!(
-            "{}/v5/{project_id}/image/swr-repository",
+            "{}/v5/{project_id}/{}",
             self.endpoint.path().trim_end_matches('/'),
+            self.api.path(),
         )
     }
 

@@ -56,6 +56,11 @@ pub struct Row {
     pub instance_id: String,
     /// Whether this is the newest version of the image.
     pub latest_version: Option<bool>,
+    /// The registry the image is in (registry-images API); empty otherwise.
+    pub registry_name: String,
+    /// `Security`, `Low`, `Medium` or `High` (registry-images API, once
+    /// scanned); `None` otherwise.
+    pub severity_level: Option<String>,
 }
 
 /// A parsed page.
@@ -327,6 +332,8 @@ enum Field {
     InstanceName,
     InstanceId,
     LatestVersion,
+    RegistryName,
+    SeverityLevel,
     Other,
 }
 
@@ -354,6 +361,8 @@ impl<'de> Deserialize<'de> for Field {
                     "instance_name" => Field::InstanceName,
                     "instance_id" => Field::InstanceId,
                     "latest_version" => Field::LatestVersion,
+                    "registry_name" => Field::RegistryName,
+                    "severity_level" => Field::SeverityLevel,
                     _ => Field::Other,
                 })
             }
@@ -448,6 +457,14 @@ impl<'de> Visitor<'de> for RowVisitor {
                     Loose::Value(b) => row.latest_version = Some(b),
                     Loose::Absent => {}
                     Loose::Invalid => invalid.push("latest_version"),
+                },
+                Field::RegistryName => {
+                    row.registry_name = text(map.next_value()?, "registry_name", &mut invalid);
+                }
+                Field::SeverityLevel => match map.next_value::<Loose<String>>()? {
+                    Loose::Value(s) if !s.is_empty() => row.severity_level = Some(s),
+                    Loose::Value(_) | Loose::Absent => {}
+                    Loose::Invalid => invalid.push("severity_level"),
                 },
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
@@ -662,6 +679,19 @@ mod tests {
                 .to_string()
                 .starts_with("malformed page")
         );
+    }
+
+    #[test]
+    fn registry_fields_of_the_successor_api_are_read() {
+        let page = parse_page(
+            br#"{"total_num":1,"data_list":[{"id":1,"namespace":"library","registry_name":"harbor-prod",
+                "registry_type":"Harbor","severity_level":"High","latest_sync_time":1700000000000,
+                "scan_failed_code":"","vul_num":3}]}"#,
+        )
+        .unwrap();
+        assert_eq!(page.rows[0].registry_name, "harbor-prod");
+        assert_eq!(page.rows[0].severity_level.as_deref(), Some("High"));
+        assert!(page.invalid_fields.is_empty());
     }
 
     #[test]

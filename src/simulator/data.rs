@@ -3,9 +3,11 @@
 //! Place in the project: the simulator stands in for the HSS API; it is used
 //! by tests, benchmarks and the demo; the exporter's own code never depends
 //! on it. This file makes the rows ([`generate`], deterministic from a seed)
-//! and writes a page of them the way the official API does
-//! (`PrivateImageRepositoryInfo`, DESIGN.md section 1), strictly typed or as
-//! loosely typed as the official example response.
+//! and writes a page of them the way the official APIs do, strictly typed or
+//! as loosely typed as the official example response: the old listing's
+//! `PrivateImageRepositoryInfo` (DESIGN.md section 1), or its successor's
+//! `RegistryImagesInfo`, the same fields plus the registry ones
+//! (reference/hss-api.md section 2).
 
 use std::collections::HashMap;
 
@@ -14,7 +16,7 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::SimConfig;
+use super::{Api, SimConfig};
 
 /// Every documented `scan_status` value.
 pub const SCAN_STATUSES: [&str; 7] = [
@@ -46,12 +48,95 @@ pub const SCAN_FAILED_DESCS: [&str; 15] = [
     "failed_to_send_the_scan_request",
 ];
 
-/// Every documented `image_type` request value.
+/// The 20 documented `scan_failed_code` values of the successor API
+/// (`RegistryImagesInfo`): the old ones but plain `image_oversized`, plus six
+/// new ones. Its `scan_failed_desc` has the same value set (and the
+/// simulator still serves `image_oversized`, which the docs say to expect).
+pub const SCAN_FAILED_CODES: [&str; 20] = [
+    "unknown_error",
+    "authentication_failed",
+    "download_failed",
+    "image_over_sized",
+    "failed_to_scan_vulnerability",
+    "failed_to_scan_file",
+    "failed_to_scan_software",
+    "failed_to_check_sensitive_information",
+    "failed_to_check_baseline",
+    "failed_to_check_software_compliance",
+    "failed_to_query_basic_image_information",
+    "response_timed_out",
+    "database_error",
+    "failed_to_send_the_scan_request",
+    "get_detail_info_not_found",
+    "image_layer_over_sized",
+    "schema_v1_not_support",
+    "access_swr_failed",
+    "swr_authentication_error",
+    "failed_to_check_build_cmd",
+];
+
+/// Every documented `image_type` request value of the old listing
+/// (`image/swr-repository`).
 pub const IMAGE_TYPES: [&str; 4] = [
     "private_image",
     "shared_image",
     "instance_image",
     "local_image",
+];
+
+/// Every documented `image_type` value of the successor listing
+/// (`image/registries/images`).
+pub const REGISTRY_IMAGE_TYPES: [&str; 5] = [
+    "private_image",
+    "shared_image",
+    "instance_image",
+    "harbor",
+    "jfrog",
+];
+
+/// Every documented `registry_type` value.
+pub const REGISTRY_TYPES: [&str; 6] = [
+    "SwrPrivate",
+    "SwrShared",
+    "SwrEnterprise",
+    "Harbor",
+    "Jfrog",
+    "Other",
+];
+
+/// Every documented `severity_level` value, mildest first.
+pub const SEVERITY_LEVELS: [&str; 4] = ["Security", "Low", "Medium", "High"];
+
+/// The registries of the generated data other than the SWR Enterprise
+/// instances (whose registry is the instance: name, `SwrEnterprise`, id):
+/// name, `registry_type`, `registry_id`. Harbor images alternate, per
+/// repository, between the two Harbor registries.
+pub const REGISTRIES: [(&str, &str, &str); 5] = [
+    (
+        "swr-private",
+        "SwrPrivate",
+        "3c0e4a1f-5b2d-4e6f-8a7b-9c0d1e2f3a4b",
+    ),
+    (
+        "swr-shared",
+        "SwrShared",
+        "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
+    ),
+    (
+        "harbor-prod",
+        "Harbor",
+        "b1c2d3e4-f5a6-4b7c-8d9e-0f1a2b3c4d5e",
+    ),
+    (
+        "harbor-dev",
+        "Harbor",
+        "c2d3e4f5-a6b7-4c8d-9e0f-1a2b3c4d5e6f",
+    ),
+    (
+        "jfrog-main",
+        "Jfrog",
+        "d3e4f5a6-b7c8-4d9e-8f1a-2b3c4d5e6f7a",
+    ),
 ];
 
 /// Enterprise projects the generated data uses besides the default `"0"`.
@@ -132,7 +217,7 @@ pub struct SimImage {
     pub image_digest: String,
     /// Tag.
     pub image_version: String,
-    /// `private_image`, `shared_image`, `instance_image` or `local_image`.
+    /// One of [`IMAGE_TYPES`] or [`REGISTRY_IMAGE_TYPES`].
     pub image_type: String,
     /// Whether this is the newest version of its repository.
     pub latest_version: bool,
@@ -166,6 +251,60 @@ pub struct SimImage {
     pub instance_url: String,
     /// Enterprise project the row belongs to (`"0"` = default).
     pub enterprise_project_id: String,
+    /// Registry holding the image (successor API only): `swr-private`,
+    /// `swr-shared`, the enterprise instance's name, `harbor-prod`, ...
+    #[serde(default)]
+    pub registry_name: String,
+    /// One of [`REGISTRY_TYPES`] (successor API only).
+    #[serde(default)]
+    pub registry_type: String,
+    /// One of [`SEVERITY_LEVELS`] once a scan succeeded ([`severity_level`]);
+    /// empty when not scanned or not applicable (successor API only).
+    #[serde(default)]
+    pub severity_level: String,
+    /// Epoch ms of the last sync from the registry (successor API only).
+    #[serde(default)]
+    pub latest_sync_time: i64,
+    /// Id of the registry (successor API only).
+    #[serde(default)]
+    pub registry_id: String,
+}
+
+/// The `severity_level` HSS reports for an image: after a successful scan
+/// `High` from 100 vulnerabilities, `Medium` from 20, `Low` from 1, else
+/// `Security`; empty (not applicable) for any other scan status.
+pub fn severity_level(scan_status: &str, vul_num: i64) -> &'static str {
+    match (scan_status, vul_num) {
+        ("success", 100..) => "High",
+        ("success", 20..) => "Medium",
+        ("success", 1..) => "Low",
+        ("success", _) => "Security",
+        _ => "",
+    }
+}
+
+/// The registry an image type maps to when nothing more is known: name,
+/// `registry_type`, `registry_id`. SWR Enterprise images are in their
+/// instance's registry, so their name and id come from the row (empty
+/// here); Harbor images default to `harbor-prod`; `local_image` and unknown
+/// types have no registry.
+pub fn default_registry(image_type: &str) -> (&'static str, &'static str, &'static str) {
+    match image_type {
+        "private_image" => REGISTRIES[0],
+        "shared_image" => REGISTRIES[1],
+        "instance_image" => ("", "SwrEnterprise", ""),
+        "harbor" => REGISTRIES[2],
+        "jfrog" => REGISTRIES[4],
+        _ => ("", "", ""),
+    }
+}
+
+/// Whether `image_type` is one of the SWR types both listings serve.
+pub(crate) fn is_swr(image_type: &str) -> bool {
+    matches!(
+        image_type,
+        "private_image" | "shared_image" | "instance_image"
+    )
 }
 
 /// The namespace names used for `count` namespaces.
@@ -187,8 +326,15 @@ fn random_hex(rng: &mut StdRng) -> String {
 /// Sets the scan status and every field that follows from it.
 fn apply_scan_status(row: &mut SimImage, status: &str, rng: &mut StdRng, base_time_ms: i64) {
     row.scan_status = status.to_string();
+    // Harbor and JFrog images only exist on the successor API, whose list
+    // of reasons is longer.
+    let reasons: &[&str] = if is_swr(&row.image_type) {
+        &SCAN_FAILED_DESCS
+    } else {
+        &SCAN_FAILED_CODES
+    };
     row.scan_failed_desc = match status {
-        "failed" => SCAN_FAILED_DESCS[rng.random_range(0..SCAN_FAILED_DESCS.len())].to_string(),
+        "failed" => reasons[rng.random_range(0..reasons.len())].to_string(),
         "download_failed" => "download_failed".to_string(),
         "image_oversized" => SCAN_FAILED_DESCS[rng.random_range(3..5)].to_string(),
         _ => String::new(),
@@ -227,6 +373,7 @@ fn apply_scan_status(row: &mut SimImage, status: &str, rng: &mut StdRng, base_ti
         row.unsafe_setting_num = 0;
         row.malicious_file_num = 0;
     }
+    row.severity_level = severity_level(&row.scan_status, row.vul_num).to_string();
 }
 
 fn roll_scan_status(rng: &mut StdRng) -> &'static str {
@@ -245,11 +392,18 @@ fn roll_scan_status(rng: &mut StdRng) -> &'static str {
 /// deterministically from `config.seed` and `config.base_time_ms`.
 ///
 /// Repositories get 1 to 8 versions; the newest is `latest_version`. About
-/// 60 % of repositories are private, 20 % shared, 20 % on one of two
-/// enterprise instances; most rows are in enterprise project `"0"`, some in
-/// `ep-finance` or `ep-platform`. With at least 7 rows every scan status
-/// appears, and with at least 20 at least one row has malicious files. Ids
-/// ascend from [`FIRST_ID`].
+/// 48 % of repositories are private, 16 % shared, 16 % on one of two
+/// enterprise instances, 10 % `harbor` (alternately in `harbor-prod` and
+/// `harbor-dev`, so both hold namespaces of the same names) and 10 % `jfrog`
+/// (`jfrog-main`), all over the same namespaces; most rows are in enterprise
+/// project `"0"`, some in `ep-finance` or `ep-platform`. Every row carries
+/// its registry ([`REGISTRIES`], or the enterprise instance),
+/// `latest_sync_time` (up to six hours after `latest_update_time`, never
+/// after the base time) and `severity_level` ([`severity_level`]). With at
+/// least 7 SWR rows every scan status appears among the SWR rows (with at
+/// least 7 rows, among all rows), and with at least 20 rows at least one SWR
+/// row (failing that, one row) has malicious files. Ids ascend from
+/// [`FIRST_ID`].
 pub fn generate(config: &SimConfig) -> Vec<SimImage> {
     let mut rng = StdRng::seed_from_u64(config.seed);
     let namespaces = namespace_names(config.namespaces);
@@ -259,18 +413,27 @@ pub fn generate(config: &SimConfig) -> Vec<SimImage> {
     // How often each (namespace, type, instance, base name) was used, so
     // that repository names stay unique.
     let mut repo_names: HashMap<(usize, usize, usize, usize), u32> = HashMap::new();
+    // Harbor repositories made so far: even ones go to harbor-prod, odd ones
+    // to harbor-dev.
+    let mut harbor_repos = 0usize;
 
     while rows.len() < total {
         let ns = rng.random_range(0..namespaces.len());
-        let (kind, image_type) = match rng.random_range(0..10) {
-            0..6 => (0, "private_image"),
-            6..8 => (1, "shared_image"),
-            _ => (2, "instance_image"),
+        let (kind, image_type) = match rng.random_range(0..100) {
+            0..48 => (0, "private_image"),
+            48..64 => (1, "shared_image"),
+            64..80 => (2, "instance_image"),
+            80..90 => (3, "harbor"),
+            _ => (4, "jfrog"),
         };
-        let instance = if kind == 2 {
-            rng.random_range(0..INSTANCES.len())
-        } else {
-            0
+        // The enterprise instance, or which Harbor registry.
+        let instance = match kind {
+            2 => rng.random_range(0..INSTANCES.len()),
+            3 => {
+                harbor_repos += 1;
+                (harbor_repos - 1) % 2
+            }
+            _ => 0,
         };
         let base_name = rng.random_range(0..IMAGE_NAMES.len());
         let used = repo_names
@@ -304,6 +467,11 @@ pub fn generate(config: &SimConfig) -> Vec<SimImage> {
             INSTANCES[instance]
         } else {
             ("", "", "")
+        };
+        let (registry_name, registry_type, registry_id) = match kind {
+            2 => (instance_name, "SwrEnterprise", instance_id),
+            3 => REGISTRIES[2 + instance],
+            _ => default_registry(image_type),
         };
 
         let versions = rng.random_range(1..=8usize).min(total - rows.len());
@@ -343,6 +511,12 @@ pub fn generate(config: &SimConfig) -> Vec<SimImage> {
                 instance_id: instance_id.to_string(),
                 instance_url: instance_url.to_string(),
                 enterprise_project_id: enterprise_project_id.to_string(),
+                registry_name: registry_name.to_string(),
+                registry_type: registry_type.to_string(),
+                registry_id: registry_id.to_string(),
+                latest_sync_time: time
+                    .saturating_add(rng.random_range(0..6 * 3_600_000))
+                    .min(base.max(time)),
                 ..SimImage::default()
             };
             let status = roll_scan_status(&mut rng);
@@ -351,29 +525,38 @@ pub fn generate(config: &SimConfig) -> Vec<SimImage> {
         }
     }
 
-    ensure_every_status(&mut rows, &mut rng, base);
-    ensure_malicious(&mut rows, &mut rng);
+    // The SWR rows first: they are all the old listing can show.
+    let swr: Vec<usize> = (0..rows.len())
+        .filter(|&i| is_swr(&rows[i].image_type))
+        .collect();
+    ensure_every_status(&mut rows, &swr, &mut rng, base);
+    let all: Vec<usize> = (0..rows.len()).collect();
+    ensure_every_status(&mut rows, &all, &mut rng, base);
+    if rows.len() >= 20 && !rows.iter().any(|r| r.malicious_file_num > 0) {
+        ensure_malicious(&mut rows, &swr, &mut rng);
+        ensure_malicious(&mut rows, &all, &mut rng);
+    }
     rows
 }
 
-/// With at least as many rows as statuses, gives each missing status to a
-/// row whose status is shared with another row.
-fn ensure_every_status(rows: &mut [SimImage], rng: &mut StdRng, base: i64) {
-    if rows.len() < SCAN_STATUSES.len() {
+/// With at least as many rows in `among` as statuses, gives each status
+/// missing there to one of those rows whose status is shared with another.
+fn ensure_every_status(rows: &mut [SimImage], among: &[usize], rng: &mut StdRng, base: i64) {
+    let n = among.len();
+    if n < SCAN_STATUSES.len() {
         return;
     }
     let mut counts: HashMap<String, usize> = HashMap::new();
-    for row in rows.iter() {
-        *counts.entry(row.scan_status.clone()).or_insert(0) += 1;
+    for &i in among {
+        *counts.entry(rows[i].scan_status.clone()).or_insert(0) += 1;
     }
     for (j, status) in SCAN_STATUSES.iter().enumerate() {
         if counts.get(*status).copied().unwrap_or(0) > 0 {
             continue;
         }
-        let start = j * rows.len() / SCAN_STATUSES.len();
-        let n = rows.len();
+        let start = j * n / SCAN_STATUSES.len();
         let found = (0..n)
-            .map(|k| (start + k) % n)
+            .map(|k| among[(start + k) % n])
             .find(|&i| counts.get(&rows[i].scan_status).copied().unwrap_or(0) > 1);
         if let Some(i) = found {
             if let Some(count) = counts.get_mut(&rows[i].scan_status) {
@@ -385,14 +568,15 @@ fn ensure_every_status(rows: &mut [SimImage], rng: &mut StdRng, base: i64) {
     }
 }
 
-/// With at least 20 rows, makes sure one scanned row has malicious files.
-fn ensure_malicious(rows: &mut [SimImage], rng: &mut StdRng) {
-    if rows.len() < 20 || rows.iter().any(|r| r.malicious_file_num > 0) {
+/// Unless a row already has some, gives malicious files to a successfully
+/// scanned row in `among` (the one nearest its middle).
+fn ensure_malicious(rows: &mut [SimImage], among: &[usize], rng: &mut StdRng) {
+    if rows.iter().any(|r| r.malicious_file_num > 0) {
         return;
     }
-    let n = rows.len();
+    let n = among.len();
     let found = (0..n)
-        .map(|k| (n / 2 + k) % n)
+        .map(|k| among[(n / 2 + k) % n])
         .find(|&i| rows[i].scan_status == "success");
     if let Some(i) = found {
         rows[i].malicious_file_num = rng.random_range(1..=5);
@@ -425,10 +609,39 @@ struct WireRow<'a> {
     instance_id: &'a str,
     instance_url: &'a str,
     association_images: [(); 0],
+    /// The successor API's fields; absent on the old one.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    registry: Option<RegistryFields<'a>>,
 }
 
-impl<'a> From<&'a SimImage> for WireRow<'a> {
-    fn from(r: &'a SimImage) -> Self {
+/// What `RegistryImagesInfo` adds to `PrivateImageRepositoryInfo`.
+#[derive(Serialize)]
+struct RegistryFields<'a> {
+    registry_id: &'a str,
+    registry_name: &'a str,
+    registry_type: &'a str,
+    latest_sync_time: i64,
+    is_multiple_arch: bool,
+    severity_level: &'a str,
+    scan_failed_code: &'a str,
+}
+
+impl<'a> RegistryFields<'a> {
+    fn of(r: &'a SimImage) -> Self {
+        RegistryFields {
+            registry_id: &r.registry_id,
+            registry_name: &r.registry_name,
+            registry_type: &r.registry_type,
+            latest_sync_time: r.latest_sync_time,
+            is_multiple_arch: false,
+            severity_level: &r.severity_level,
+            scan_failed_code: &r.scan_failed_desc,
+        }
+    }
+}
+
+impl<'a> WireRow<'a> {
+    fn new(r: &'a SimImage, api: Api) -> Self {
         WireRow {
             id: r.id,
             namespace: &r.namespace,
@@ -453,6 +666,7 @@ impl<'a> From<&'a SimImage> for WireRow<'a> {
             instance_id: &r.instance_id,
             instance_url: &r.instance_url,
             association_images: [],
+            registry: api.registry_fields().then(|| RegistryFields::of(r)),
         }
     }
 }
@@ -476,8 +690,10 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 /// - the three counters: numeric strings half of the time (always readable,
 ///   so malicious files are never hidden);
 /// - empty `domain_name`, `shared_status` and `scan_failed_desc` are left
-///   out, as in the example.
-fn loose_row(r: &SimImage) -> Value {
+///   out, as in the example;
+/// - on the successor API, its fields too: empty strings left out,
+///   `latest_sync_time` sometimes a numeric string.
+fn loose_row(r: &SimImage, api: Api) -> Value {
     let h = mix(r.id);
     let bits = |shift: u32, modulo: u64| (h >> shift) % modulo;
     let label = match r.image_type.as_str() {
@@ -561,6 +777,28 @@ fn loose_row(r: &SimImage) -> Value {
         m.insert(key.into(), value);
     }
     m.insert("association_images".into(), json!([]));
+    if api.registry_fields() {
+        for (key, value) in [
+            ("registry_id", &r.registry_id),
+            ("registry_name", &r.registry_name),
+            ("registry_type", &r.registry_type),
+            ("severity_level", &r.severity_level),
+            ("scan_failed_code", &r.scan_failed_desc),
+        ] {
+            if !value.is_empty() {
+                m.insert(key.into(), Value::String(value.clone()));
+            }
+        }
+        m.insert(
+            "latest_sync_time".into(),
+            if bits(11, 4) == 0 {
+                numeric_string(r.latest_sync_time)
+            } else {
+                json!(r.latest_sync_time)
+            },
+        );
+        m.insert("is_multiple_arch".into(), json!(false));
+    }
     Value::Object(m)
 }
 
@@ -571,17 +809,17 @@ struct Page<T> {
 }
 
 /// Serialises one listing answer, `{"total_num": N, "data_list": [...]}`,
-/// with the rows in the official form (strict or loose).
-pub(crate) fn page_json(total_num: i64, rows: &[&SimImage], loose: bool) -> Vec<u8> {
+/// with the rows in `api`'s official form (strict or loose).
+pub(crate) fn page_json(total_num: i64, rows: &[&SimImage], loose: bool, api: Api) -> Vec<u8> {
     let result = if loose {
         serde_json::to_vec(&Page {
             total_num,
-            data_list: rows.iter().map(|r| loose_row(r)).collect(),
+            data_list: rows.iter().map(|r| loose_row(r, api)).collect(),
         })
     } else {
         serde_json::to_vec(&Page {
             total_num,
-            data_list: rows.iter().map(|r| WireRow::from(*r)).collect(),
+            data_list: rows.iter().map(|r| WireRow::new(r, api)).collect(),
         })
     };
     // Serialising plain structs and JSON values into memory cannot fail.
@@ -636,9 +874,11 @@ mod tests {
         assert_eq!(namespaces.len(), 10);
         assert!(namespaces.contains("支付-团队"));
         for (kind, low, high) in [
-            ("private_image", 0.45, 0.75),
-            ("shared_image", 0.1, 0.3),
-            ("instance_image", 0.1, 0.3),
+            ("private_image", 0.35, 0.6),
+            ("shared_image", 0.08, 0.25),
+            ("instance_image", 0.08, 0.25),
+            ("harbor", 0.05, 0.16),
+            ("jfrog", 0.05, 0.16),
         ] {
             let share =
                 rows.iter().filter(|r| r.image_type == kind).count() as f64 / rows.len() as f64;
@@ -672,9 +912,44 @@ mod tests {
                 "failed" | "download_failed" | "image_oversized"
             );
             assert_eq!(failed, !row.scan_failed_desc.is_empty(), "{row:?}");
-            if failed {
+            if failed && is_swr(&row.image_type) {
                 assert!(SCAN_FAILED_DESCS.contains(&row.scan_failed_desc.as_str()));
+            } else if failed {
+                let desc = row.scan_failed_desc.as_str();
+                assert!(SCAN_FAILED_CODES.contains(&desc) || desc == "image_oversized");
             }
+            // The registry the type maps to.
+            let registry = (row.registry_name.as_str(), row.registry_type.as_str());
+            match row.image_type.as_str() {
+                "private_image" => assert_eq!(registry, ("swr-private", "SwrPrivate")),
+                "shared_image" => assert_eq!(registry, ("swr-shared", "SwrShared")),
+                "instance_image" => {
+                    assert_eq!(registry, (row.instance_name.as_str(), "SwrEnterprise"));
+                    assert_eq!(row.registry_id, row.instance_id);
+                }
+                "harbor" => assert!(
+                    registry == ("harbor-prod", "Harbor") || registry == ("harbor-dev", "Harbor")
+                ),
+                "jfrog" => assert_eq!(registry, ("jfrog-main", "Jfrog")),
+                other => panic!("unexpected image type {other}"),
+            }
+            assert!(!row.registry_id.is_empty());
+            assert!(REGISTRY_TYPES.contains(&row.registry_type.as_str()));
+            // Severity follows the vulnerability count of successful scans.
+            let want = match row.vul_num {
+                _ if row.scan_status != "success" => "",
+                100.. => "High",
+                20..=99 => "Medium",
+                1..=19 => "Low",
+                _ => "Security",
+            };
+            assert_eq!(row.severity_level, want, "{row:?}");
+            assert!(
+                row.latest_sync_time >= row.latest_update_time
+                    && row.latest_sync_time < row.latest_update_time + 6 * 3_600_000
+                    && row.latest_sync_time <= BASE,
+                "{row:?}"
+            );
             if row.scan_status == "success" {
                 assert!((0..=300).contains(&row.vul_num));
                 assert!((0..=10).contains(&row.unsafe_setting_num));
@@ -698,6 +973,62 @@ mod tests {
         }
         let malicious = rows.iter().filter(|r| r.malicious_file_num > 0).count();
         assert!((1..=60).contains(&malicious), "{malicious}");
+        let severities: HashSet<&str> = rows.iter().map(|r| r.severity_level.as_str()).collect();
+        for level in SEVERITY_LEVELS {
+            assert!(severities.contains(level), "{level} missing");
+        }
+    }
+
+    #[test]
+    fn two_harbor_registries_hold_namespaces_of_the_same_name() {
+        let rows = generate(&config(1000, 6, 1));
+        let in_registry = |name: &str| -> HashSet<&str> {
+            rows.iter()
+                .filter(|r| r.image_type == "harbor" && r.registry_name == name)
+                .map(|r| r.namespace.as_str())
+                .collect()
+        };
+        let (prod, dev) = (in_registry("harbor-prod"), in_registry("harbor-dev"));
+        assert!(prod.intersection(&dev).count() >= 2, "{prod:?} {dev:?}");
+        // Harbor repositories alternate between the two registries.
+        let first_versions: Vec<&str> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                r.image_type == "harbor"
+                    && (*i == 0
+                        || rows[i - 1].image_type != "harbor"
+                        || rows[i - 1].image_name != r.image_name)
+            })
+            .map(|(_, r)| r.registry_name.as_str())
+            .take(4)
+            .collect();
+        assert_eq!(
+            first_versions,
+            ["harbor-prod", "harbor-dev", "harbor-prod", "harbor-dev"]
+        );
+        // The same namespaces as the SWR images.
+        let swr: HashSet<&str> = rows
+            .iter()
+            .filter(|r| is_swr(&r.image_type))
+            .map(|r| r.namespace.as_str())
+            .collect();
+        assert!(prod.is_subset(&swr) && dev.is_subset(&swr));
+        let jfrog = rows.iter().filter(|r| r.image_type == "jfrog").count();
+        assert!(jfrog > 0);
+    }
+
+    #[test]
+    fn severity_levels_follow_the_vulnerability_count() {
+        assert_eq!(severity_level("success", 0), "Security");
+        assert_eq!(severity_level("success", 1), "Low");
+        assert_eq!(severity_level("success", 19), "Low");
+        assert_eq!(severity_level("success", 20), "Medium");
+        assert_eq!(severity_level("success", 99), "Medium");
+        assert_eq!(severity_level("success", 100), "High");
+        for status in SCAN_STATUSES.iter().filter(|s| **s != "success") {
+            assert_eq!(severity_level(status, 150), "");
+        }
     }
 
     #[test]
@@ -710,7 +1041,7 @@ mod tests {
                     row.namespace.as_str(),
                     row.image_name.as_str(),
                     row.image_type.as_str(),
-                    row.instance_id.as_str(),
+                    row.registry_id.as_str(),
                 ))
                 .or_default()
                 .push(row);
@@ -731,6 +1062,12 @@ mod tests {
             let rows = generate(&config(20, 2, seed));
             let statuses: HashSet<&str> = rows.iter().map(|r| r.scan_status.as_str()).collect();
             assert_eq!(statuses.len(), 7, "seed {seed}");
+            // The SWR rows alone, which the old listing shows, too.
+            let swr: Vec<&SimImage> = rows.iter().filter(|r| is_swr(&r.image_type)).collect();
+            if swr.len() >= 7 {
+                let statuses: HashSet<&str> = swr.iter().map(|r| r.scan_status.as_str()).collect();
+                assert_eq!(statuses.len(), 7, "seed {seed}");
+            }
             assert!(rows.iter().any(|r| r.malicious_file_num > 0), "seed {seed}");
             assert!(!rows.iter().any(|r| r.namespace == "支付-团队"));
         }
@@ -749,7 +1086,8 @@ mod tests {
     fn strict_page_has_the_official_fields_and_types() {
         let rows = generate(&config(30, 3, 1));
         let refs: Vec<&SimImage> = rows.iter().take(2).collect();
-        let page: Value = serde_json::from_slice(&page_json(30, &refs, false)).unwrap();
+        let page: Value =
+            serde_json::from_slice(&page_json(30, &refs, false, Api::SwrRepository)).unwrap();
         assert_eq!(page["total_num"], 30);
         let row = page["data_list"][0].as_object().unwrap();
         let keys: HashSet<&str> = row.keys().map(String::as_str).collect();
@@ -783,13 +1121,41 @@ mod tests {
         assert_eq!(row["id"], rows[0].id);
         assert_eq!(row["association_images"], json!([]));
         assert!(row["image_size"].is_i64());
+
+        // The successor's rows: the same fields and values, plus its own.
+        let page: Value =
+            serde_json::from_slice(&page_json(30, &refs, false, Api::RegistryImages)).unwrap();
+        let new_row = page["data_list"][0].as_object().unwrap();
+        let new_keys: HashSet<&str> = new_row.keys().map(String::as_str).collect();
+        let added: HashSet<&str> = [
+            "registry_id",
+            "registry_name",
+            "registry_type",
+            "latest_sync_time",
+            "is_multiple_arch",
+            "severity_level",
+            "scan_failed_code",
+        ]
+        .into();
+        assert_eq!(new_keys, expected.union(&added).copied().collect());
+        for key in &expected {
+            assert_eq!(new_row[*key], row[*key], "{key}");
+        }
+        assert_eq!(new_row["registry_name"], rows[0].registry_name);
+        assert_eq!(new_row["registry_type"], rows[0].registry_type);
+        assert_eq!(new_row["registry_id"], rows[0].registry_id);
+        assert_eq!(new_row["latest_sync_time"], rows[0].latest_sync_time);
+        assert_eq!(new_row["severity_level"], rows[0].severity_level);
+        assert_eq!(new_row["scan_failed_code"], rows[0].scan_failed_desc);
+        assert_eq!(new_row["is_multiple_arch"], false);
     }
 
     #[test]
     fn loose_page_mixes_types_but_keeps_counters_readable() {
         let rows = generate(&config(300, 3, 1));
         let refs: Vec<&SimImage> = rows.iter().collect();
-        let page: Value = serde_json::from_slice(&page_json(300, &refs, true)).unwrap();
+        let page: Value =
+            serde_json::from_slice(&page_json(300, &refs, true, Api::SwrRepository)).unwrap();
         let list = page["data_list"].as_array().unwrap();
         let ids_with_label = list
             .iter()
@@ -804,6 +1170,24 @@ mod tests {
                 .as_i64()
                 .or_else(|| malicious.as_str().and_then(|s| s.parse().ok()));
             assert_eq!(value, Some(original.malicious_file_num));
+            assert!(row.get("registry_name").is_none());
+        }
+        // On the successor, its fields too, non-empty ones at least.
+        let page: Value =
+            serde_json::from_slice(&page_json(300, &refs, true, Api::RegistryImages)).unwrap();
+        let list = page["data_list"].as_array().unwrap();
+        assert!(list.iter().any(|r| r["latest_sync_time"].is_string()));
+        for (row, original) in list.iter().zip(&rows) {
+            assert_eq!(row["registry_name"], original.registry_name);
+            assert_eq!(row["is_multiple_arch"], false);
+            assert_eq!(
+                row.get("severity_level").is_some(),
+                !original.severity_level.is_empty()
+            );
+            assert_eq!(
+                row.get("scan_failed_code").and_then(Value::as_str),
+                row.get("scan_failed_desc").and_then(Value::as_str)
+            );
         }
     }
 }

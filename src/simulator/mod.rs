@@ -1,5 +1,7 @@
-//! A built-in simulator of the HSS "list SWR image repository images" API
-//! (`GET /v5/{project_id}/image/swr-repository`).
+//! A built-in simulator of the HSS image listing APIs: the deprecated "list
+//! SWR image repository images" (`GET /v5/{project_id}/image/swr-repository`)
+//! and its successor "list registry images" (`GET
+//! /v5/{project_id}/image/registries/images`), over one synthetic data set.
 //!
 //! Place in the project: the simulator stands in for the HSS API; it is used
 //! by tests, benchmarks and the demo; the exporter's own code never depends
@@ -7,12 +9,13 @@
 //! (DESIGN.md sections 1-2, reference/hss-api.md sections 1, 5 and 6): AK/SK
 //! signature and token checks with the documented lockout, the per-user and
 //! per-IP sliding-window quota answered with `APIGW.0308` and HTTP 429, the
-//! documented error bodies, paging limits and filters.
+//! documented error bodies, paging limits and filters. Both listings share
+//! all of that; what differs between them is [`Api`] alone.
 //!
 //! - this file: configuration ([`SimConfig`], [`Quota`], [`Faults`],
-//!   [`Scripted`]), call statistics ([`Stats`], [`Call`],
-//!   [`max_calls_in_window`]) and the `simulate` subcommand ([`SimulateArgs`],
-//!   [`run`]);
+//!   [`Scripted`]), the two listings ([`Api`]), call statistics ([`Stats`],
+//!   [`Call`], [`max_calls_in_window`]) and the `simulate` subcommand
+//!   ([`SimulateArgs`], [`run`]);
 //! - [`data`]: the synthetic image rows ([`SimImage`], [`generate`]) and their
 //!   wire form;
 //! - [`server`]: the HTTP side ([`Simulator`]): routes, checks in the
@@ -37,9 +40,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub use auth::{MSG_SECURITY_TOKEN_EXPIRED, MSG_TOKEN_EXPIRED};
-pub use data::{SimImage, generate};
+pub use data::{SimImage, generate, severity_level};
 pub use iam::{IamUser, SimProject};
-pub use server::Simulator;
+pub use server::{MaliciousImage, Simulator};
 
 /// Access key accepted by default (never a real credential).
 pub const DEFAULT_ACCESS_KEY: &str = "SIMULATORAK";
@@ -112,7 +115,8 @@ pub struct SimConfig {
     pub images: usize,
     /// Distinct namespaces the images are spread over.
     pub namespaces: usize,
-    /// Call quota per credential and per peer IP; `None` = unlimited.
+    /// Call quota per credential and per peer IP, for each listing API
+    /// separately; `None` = unlimited.
     pub quota: Option<Quota>,
     /// Delay added to every listing answer.
     pub latency: Duration,
@@ -352,6 +356,70 @@ mod humantime_opt {
     }
 }
 
+/// [`Api::name`] of the old listing, `GET /v5/{project_id}/image/swr-repository`.
+pub const API_SWR_REPOSITORY: &str = "swr-repository";
+
+/// [`Api::name`] of the successor listing, `GET
+/// /v5/{project_id}/image/registries/images`.
+pub const API_REGISTRY_IMAGES: &str = "registry-images";
+
+/// The two listing APIs. They share authentication, quota (with a budget
+/// of its own per API), faults, paging, filters and data; this is all that
+/// differs between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// `ListSwrImageRepository`, deprecated: SWR images only, `image_type`
+    /// required, rows as `PrivateImageRepositoryInfo`.
+    SwrRepository,
+    /// `ListRegistryImages`: SWR, Harbor and JFrog images, `image_type`
+    /// optional, `registry_name` and `severity_level` filters, rows as
+    /// `RegistryImagesInfo`.
+    RegistryImages,
+}
+
+impl Api {
+    /// Both APIs.
+    pub const ALL: [Api; 2] = [Api::SwrRepository, Api::RegistryImages];
+
+    /// [`API_SWR_REPOSITORY`] or [`API_REGISTRY_IMAGES`], as in [`Call::api`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::SwrRepository => API_SWR_REPOSITORY,
+            Api::RegistryImages => API_REGISTRY_IMAGES,
+        }
+    }
+
+    /// The route (axum path syntax).
+    pub fn route(self) -> &'static str {
+        match self {
+            Api::SwrRepository => server::LISTING_PATH,
+            Api::RegistryImages => server::REGISTRY_IMAGES_PATH,
+        }
+    }
+
+    /// The `image_type` values accepted; other values are refused (400
+    /// `HSS.0001`).
+    pub fn image_types(self) -> &'static [&'static str] {
+        match self {
+            Api::SwrRepository => &data::IMAGE_TYPES,
+            Api::RegistryImages => &data::REGISTRY_IMAGE_TYPES,
+        }
+    }
+
+    /// Whether a call without `image_type` is refused; when it is not, such
+    /// a call lists every type of [`Api::image_types`].
+    pub fn image_type_required(self) -> bool {
+        self == Api::SwrRepository
+    }
+
+    /// Whether the API has the registry parts: the `registry_name`,
+    /// `severity_level` and `start_/end_latest_sync_time` filters, and the
+    /// `RegistryImagesInfo` fields in its rows.
+    pub fn registry_fields(self) -> bool {
+        self == Api::RegistryImages
+    }
+}
+
 /// A scripted answer for one of the next listing calls (see
 /// [`Simulator::fail_next`]); it replaces the random faults for that call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -381,6 +449,12 @@ pub struct Call {
     pub limit: u64,
     /// The raw query string.
     pub query: String,
+    /// Which listing was called: [`API_SWR_REPOSITORY`] or
+    /// [`API_REGISTRY_IMAGES`] ([`Api::name`]).
+    pub api: &'static str,
+    /// The request path, e.g. `/v5/{project_id}/image/registries/images`
+    /// with the project id filled in.
+    pub path: String,
 }
 
 /// Every listing request received so far, refused ones included, in
@@ -403,6 +477,16 @@ impl Stats {
     /// How many calls were answered with `status`.
     pub fn count_status(&self, status: u16) -> usize {
         self.calls.iter().filter(|c| c.status == status).count()
+    }
+
+    /// The calls to one listing API ([`Api::name`]), in arrival order; each
+    /// API has a quota of its own, so check budgets with these.
+    pub fn calls_to(&self, api: &str) -> Vec<Call> {
+        self.calls
+            .iter()
+            .filter(|c| c.api == api)
+            .cloned()
+            .collect()
     }
 }
 
@@ -455,8 +539,8 @@ pub struct SimulateArgs {
     /// Delay added to every listing answer (e.g. 200ms).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub latency: Duration,
-    /// Call quota per user and per source IP, e.g. 5/1m (the documented HSS
-    /// limit), 50/1s, or none.
+    /// Call quota per user and per source IP, for each listing API
+    /// separately, e.g. 5/1m (the documented HSS limit), 50/1s, or none.
     #[arg(long, default_value = DEFAULT_QUOTA)]
     pub quota: QuotaSetting,
     /// Probability of a 500 answer.
@@ -685,6 +769,8 @@ mod tests {
                 offset: 0,
                 limit: 200,
                 query: String::new(),
+                api: API_SWR_REPOSITORY,
+                path: String::new(),
             })
             .collect()
     }

@@ -1,12 +1,16 @@
-//! The simulator's HTTP side: the listing endpoint, the control endpoints
-//! and the shared state behind them.
+//! The simulator's HTTP side: the two listing endpoints, the control
+//! endpoints and the shared state behind them.
 //!
 //! Place in the project: the simulator stands in for the HSS API; it is used
 //! by tests, benchmarks and the demo; the exporter's own code never depends
 //! on it. A listing call goes through the checks in the order of the real
 //! API gateway and service: authentication (with the AK lockout), quota,
-//! scripted then random faults, parameters, data. Every listing call is
-//! recorded, refused ones included, so tests can check a client's budget.
+//! scripted then random faults, parameters, data. Both listings
+//! (`image/swr-repository` and its successor `image/registries/images`) go
+//! through the same handler; what differs is [`Api`]: accepted image types,
+//! a few filters, the row form, and a quota window of its own (the documented
+//! limit is per API). Every listing call is recorded, refused ones included,
+//! so tests can check a client's budget per API.
 //! The IAM and metadata routes are handled in `iam.rs`; they share the
 //! gateway's keyring and lockout with the listing but not its quota.
 //!
@@ -38,10 +42,15 @@ use tokio::time::Instant;
 use super::auth::{self, Credential, Failure};
 use super::data::{self, SimImage};
 use super::iam::{self, IamState};
-use super::{Call, DEFAULT_HANG, Faults, Quota, Scripted, SimConfig, Stats, max_calls_in_window};
+use super::{
+    Api, Call, DEFAULT_HANG, Faults, Quota, Scripted, SimConfig, Stats, max_calls_in_window,
+};
 
-/// The listing route (axum path syntax).
+/// The old listing's route (axum path syntax), [`Api::SwrRepository`].
 pub const LISTING_PATH: &str = "/v5/{project_id}/image/swr-repository";
+
+/// The successor listing's route (axum path syntax), [`Api::RegistryImages`].
+pub const REGISTRY_IMAGES_PATH: &str = "/v5/{project_id}/image/registries/images";
 
 /// `Content-Type` of every API answer, as the service sends it.
 pub const CONTENT_TYPE_JSON: &str = "application/json;charset=UTF-8";
@@ -121,8 +130,8 @@ struct MutableState {
     quota: Option<Quota>,
     scripted: VecDeque<Scripted>,
     rng: StdRng,
-    /// Arrival times of admitted calls per quota key (`ak:`, `token:`,
-    /// `ip:`), oldest first, pruned to the window.
+    /// Arrival times of admitted calls per quota key (the API's name, then
+    /// `ak:`, `token:` or `ip:`), oldest first, pruned to the window.
     admitted: HashMap<String, VecDeque<Instant>>,
     auth: HashMap<String, AuthRecord>,
     calls: Vec<Call>,
@@ -168,7 +177,9 @@ struct ListQuery {
 /// The parameters that select rows.
 #[derive(Debug)]
 struct Filter {
-    image_type: String,
+    api: Api,
+    /// `None` = every type of the API.
+    image_type: Option<String>,
     /// `None` = `all_granted_eps`.
     enterprise_project_id: Option<String>,
     namespace: Option<String>,
@@ -183,6 +194,10 @@ struct Filter {
     has_unsafe_setting: Option<bool>,
     update_time: (Option<i64>, Option<i64>),
     scan_time: (Option<i64>, Option<i64>),
+    /// Successor API only; always unset on the old one.
+    registry_name: Option<String>,
+    severity_level: Option<String>,
+    sync_time: (Option<i64>, Option<i64>),
 }
 
 impl Filter {
@@ -196,7 +211,11 @@ impl Filter {
         fn within(range: (Option<i64>, Option<i64>), value: i64) -> bool {
             range.0.is_none_or(|start| value >= start) && range.1.is_none_or(|end| value <= end)
         }
-        row.image_type == self.image_type
+        let type_matches = match &self.image_type {
+            Some(image_type) => row.image_type == *image_type,
+            None => self.api.image_types().contains(&row.image_type.as_str()),
+        };
+        type_matches
             && match &self.enterprise_project_id {
                 Some(ep) => row.enterprise_project_id == *ep,
                 None => !forbidden_eps.contains(&row.enterprise_project_id),
@@ -213,6 +232,9 @@ impl Filter {
             && flag(self.has_unsafe_setting, row.unsafe_setting_num)
             && within(self.update_time, row.latest_update_time)
             && within(self.scan_time, row.latest_scan_time)
+            && eq(&self.registry_name, &row.registry_name)
+            && eq(&self.severity_level, &row.severity_level)
+            && within(self.sync_time, row.latest_sync_time)
     }
 }
 
@@ -336,24 +358,33 @@ fn parse_ranged(
     }
 }
 
-fn parse_list_query(params: &[(String, String)], faults: &Faults) -> Result<ListQuery, ApiError> {
+fn parse_list_query(
+    api: Api,
+    params: &[(String, String)],
+    faults: &Faults,
+) -> Result<ListQuery, ApiError> {
     let image_type = match param(params, "image_type") {
-        Some(t) if data::IMAGE_TYPES.contains(&t) => t.to_string(),
+        Some(t) if api.image_types().contains(&t) => Some(t.to_string()),
         Some(t) => {
             return Err(ApiError::invalid(format!(
-                "Invalid parameter: image_type {t:?} is not one of private_image, shared_image, instance_image, local_image"
+                "Invalid parameter: image_type {t:?} is not one of {}",
+                api.image_types().join(", ")
             )));
         }
-        None => {
+        None if api.image_type_required() => {
             return Err(ApiError::invalid(
                 "Invalid parameter: image_type is required",
             ));
         }
+        None => None,
     };
     let limit = parse_ranged(params, "limit", 10, 1..=MAX_LIMIT)?;
     let offset = parse_ranged(params, "offset", 0, 0..=MAX_OFFSET)?;
     let own = |name: &str| param(params, name).map(str::to_string);
+    // Parameters only the successor knows; the old API ignores them.
+    let registry = |name: &str| own(name).filter(|_| api.registry_fields());
     let filter = Filter {
+        api,
         image_type,
         enterprise_project_id: match param(params, "enterprise_project_id").unwrap_or("0") {
             "all_granted_eps" => None,
@@ -377,6 +408,16 @@ fn parse_list_query(params: &[(String, String)], faults: &Faults) -> Result<List
             parse_i64(params, "start_latest_scan_time")?,
             parse_i64(params, "end_latest_scan_time")?,
         ),
+        registry_name: registry("registry_name"),
+        severity_level: registry("severity_level"),
+        sync_time: if api.registry_fields() {
+            (
+                parse_i64(params, "start_latest_sync_time")?,
+                parse_i64(params, "end_latest_sync_time")?,
+            )
+        } else {
+            (None, None)
+        },
     };
     // Documented, validated, but not a filter the simulator applies.
     parse_i64(params, "image_size")?;
@@ -436,7 +477,8 @@ impl MutableState {
     }
 
     /// Admits a call under the quota for every key, or names the policy
-    /// that refuses it. Refused calls are not admitted.
+    /// that refuses it. Refused calls are not admitted. Keys name the API,
+    /// so each API has windows of its own.
     fn admit(&mut self, keys: &[String; 2], now: Instant) -> Result<(), &'static str> {
         let Some(quota) = self.quota else {
             return Ok(());
@@ -541,18 +583,35 @@ fn valid_rates(faults: &Faults) -> bool {
     .all(|r| (0.0..=1.0).contains(r))
 }
 
-/// Body of `POST /_sim/malicious`.
-#[derive(Debug, Deserialize)]
+/// An image to mark malicious ([`Simulator::mark_malicious`]); also the
+/// body of `POST /_sim/malicious`, where `image_type` defaults to
+/// `private_image`, `enterprise_project_id` to `"0"` and `registry_name` to
+/// none.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MaliciousRequest {
-    namespace: String,
-    image_name: String,
-    image_version: String,
-    malicious_file_num: i64,
+pub struct MaliciousImage {
+    /// Namespace (organisation, Harbor project, ...).
+    pub namespace: String,
+    /// Repository name.
+    pub image_name: String,
+    /// Tag.
+    pub image_version: String,
+    /// Malicious files to report.
+    pub malicious_file_num: i64,
+    /// Image type of the row.
     #[serde(default = "default_image_type")]
-    image_type: String,
+    pub image_type: String,
+    /// Enterprise project of the row.
     #[serde(default = "default_ep")]
-    enterprise_project_id: String,
+    pub enterprise_project_id: String,
+    /// Registry of the row: when set, only a row of that registry matches,
+    /// and a new row is put there (for `instance_image`, the instance of that
+    /// name); when unset, a row of any registry matches, and a new row goes
+    /// to the registry the image type maps to ([`data::default_registry`]:
+    /// `swr-private`, `swr-shared`, `harbor-prod`, `jfrog-main`; none for
+    /// `instance_image`, whose new rows have no instance).
+    #[serde(default)]
+    pub registry_name: Option<String>,
 }
 
 fn default_image_type() -> String {
@@ -594,13 +653,22 @@ impl Simulator {
         }
     }
 
-    /// All routes: the listing API, the IAM endpoints (`/v3/auth/tokens`,
+    /// All routes: the two listing APIs ([`LISTING_PATH`],
+    /// [`REGISTRY_IMAGES_PATH`]), the IAM endpoints (`/v3/auth/tokens`,
     /// `/v3/projects`), the metadata service (`/meta-data/latest/api/token`,
     /// `/openstack/latest/securitykey`), the `/_sim/*` control endpoints, and
     /// a gateway-style 404 (`APIG.0101`) for everything else.
     pub fn router(&self) -> Router {
-        Router::new()
-            .route(LISTING_PATH, any(listing))
+        let mut router = Router::new();
+        for api in Api::ALL {
+            router = router.route(
+                api.route(),
+                any(move |State(sim): State<Simulator>, request: Request| {
+                    listing(api, sim, request)
+                }),
+            );
+        }
+        router
             .route(iam::TOKENS_PATH, post(iam::auth_tokens).fallback(fallback))
             .route(iam::PROJECTS_PATH, get(iam::projects).fallback(fallback))
             .route(
@@ -744,17 +812,68 @@ impl Simulator {
         enterprise_project_id: &str,
         malicious_file_num: i64,
     ) -> SimImage {
+        self.mark_malicious(&MaliciousImage {
+            namespace: namespace.to_string(),
+            image_name: image_name.to_string(),
+            image_version: image_version.to_string(),
+            malicious_file_num,
+            image_type: image_type.to_string(),
+            enterprise_project_id: enterprise_project_id.to_string(),
+            registry_name: None,
+        })
+    }
+
+    /// [`Simulator::set_malicious`] with a choice of registry
+    /// ([`MaliciousImage::registry_name`]), e.g. one of two Harbor
+    /// registries holding namespaces of the same name.
+    pub fn mark_malicious(&self, image: &MaliciousImage) -> SimImage {
         let now = super::now_ms();
+        let MaliciousImage {
+            namespace,
+            image_name,
+            image_version,
+            malicious_file_num,
+            image_type,
+            enterprise_project_id,
+            registry_name,
+        } = image;
+        let malicious_file_num = *malicious_file_num;
+        let (default_name, registry_type, default_id) = data::default_registry(image_type);
+        let (registry_name, registry_id, instance) = match registry_name.as_deref() {
+            None => (default_name.to_string(), default_id.to_string(), None),
+            Some(name) => {
+                let known = data::REGISTRIES
+                    .iter()
+                    .find(|(known, kind, _)| *known == name && *kind == registry_type)
+                    .map(|(_, _, id)| (*id).to_string());
+                let instance = (image_type == "instance_image").then(|| {
+                    data::INSTANCES
+                        .iter()
+                        .find(|(known, _, _)| *known == name)
+                        .map_or((name, "", ""), |i| *i)
+                });
+                let id = known
+                    .or_else(|| instance.map(|(_, id, _)| id.to_string()))
+                    .filter(|id| !id.is_empty())
+                    .unwrap_or_else(|| {
+                        let h = data::mix(name.bytes().fold(0, |h, b| data::mix(h ^ u64::from(b))));
+                        format!("{:016x}{:016x}", h, data::mix(h))
+                    });
+                (name.to_string(), id, instance)
+            }
+        };
+        let wanted_registry = image.registry_name.as_deref();
         self.modify_images(|rows| {
             let same_repo = |r: &SimImage| {
-                r.namespace == namespace
-                    && r.image_name == image_name
-                    && r.image_type == image_type
-                    && r.enterprise_project_id == enterprise_project_id
+                r.namespace == *namespace
+                    && r.image_name == *image_name
+                    && r.image_type == *image_type
+                    && r.enterprise_project_id == *enterprise_project_id
+                    && wanted_registry.is_none_or(|name| r.registry_name == name)
             };
             if let Some(row) = rows
                 .iter_mut()
-                .find(|r| same_repo(r) && r.image_version == image_version)
+                .find(|r| same_repo(r) && r.image_version == *image_version)
             {
                 row.malicious_file_num = malicious_file_num;
                 return row.clone();
@@ -780,6 +899,14 @@ impl Simulator {
                 malicious_file_num,
                 scannable: true,
                 enterprise_project_id: enterprise_project_id.to_string(),
+                instance_name: instance.map_or("", |i| i.0).to_string(),
+                instance_id: instance.map_or("", |i| i.1).to_string(),
+                instance_url: instance.map_or("", |i| i.2).to_string(),
+                registry_name,
+                registry_type: registry_type.to_string(),
+                registry_id,
+                severity_level: data::severity_level("success", 0).to_string(),
+                latest_sync_time: now,
                 ..SimImage::default()
             };
             insert_row(rows, row.clone());
@@ -804,9 +931,11 @@ impl Simulator {
         }
     }
 
-    /// Decides the answer to one listing call and records the call.
+    /// Decides the answer to one call to `api` and records the call.
     fn decide(
         &self,
+        api: Api,
+        path: &str,
         raw_query: &str,
         auth_outcome: Result<Credential, Failure>,
         peer: Option<IpAddr>,
@@ -835,6 +964,8 @@ impl Simulator {
                 Some(v) => v.parse().unwrap_or(0),
             },
             query: raw_query.to_string(),
+            api: api.name(),
+            path: path.to_string(),
         };
         let faults = state.faults.clone();
         let quota = state.quota;
@@ -842,7 +973,11 @@ impl Simulator {
         let gate = (|| {
             let credential = state.settle_auth(auth_outcome, arrival)?;
             let ip = peer.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
-            let keys = [credential.key, format!("ip:{ip}")];
+            // The documented limit is per API: one window per API and key.
+            let keys = [
+                format!("{}|{}", api.name(), credential.key),
+                format!("{}|ip:{ip}", api.name()),
+            ];
             state
                 .admit(&keys, arrival)
                 .map_err(|policy| ApiError::throttled(quota, policy))?;
@@ -861,8 +996,8 @@ impl Simulator {
                 }
                 // Parameters and data need no lock.
                 drop(state);
-                let result =
-                    parse_list_query(&params, &faults).map(|query| self.page(&query, &faults));
+                let result = parse_list_query(api, &params, &faults)
+                    .map(|query| self.page(api, &query, &faults));
                 state = lock(&self.inner.state);
                 result
             }
@@ -887,8 +1022,9 @@ impl Simulator {
         answer
     }
 
-    /// Filters the rows by reference and serialises one page.
-    fn page(&self, query: &ListQuery, faults: &Faults) -> Vec<u8> {
+    /// Filters the rows by reference and serialises one page in `api`'s
+    /// form.
+    fn page(&self, api: Api, query: &ListQuery, faults: &Faults) -> Vec<u8> {
         let (version, images) = self.snapshot();
         let matching = self.matching(version, &images, &query.filter, &faults.forbidden_eps);
         let start = if faults.duplicate_rows && query.offset > 0 {
@@ -907,7 +1043,7 @@ impl Simulator {
         if query.offset > 0 {
             total_num = total_num.saturating_add(faults.total_num_drift).max(0);
         }
-        data::page_json(total_num, &rows, faults.loose_types)
+        data::page_json(total_num, &rows, faults.loose_types, api)
     }
 
     /// Indices (into `images`, in id order) of the rows `filter` selects.
@@ -1025,8 +1161,9 @@ async fn fallback(State(sim): State<Simulator>) -> Response {
     api_error_response(&not_found_error(), sim.request_id())
 }
 
-/// `GET /v5/{project_id}/image/swr-repository`.
-async fn listing(State(sim): State<Simulator>, request: Request) -> Response {
+/// `GET /v5/{project_id}/image/swr-repository` and `GET
+/// /v5/{project_id}/image/registries/images`.
+async fn listing(api: Api, sim: Simulator, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if parts.method != Method::GET {
         return api_error_response(&not_found_error(), sim.request_id());
@@ -1040,7 +1177,7 @@ async fn listing(State(sim): State<Simulator>, request: Request) -> Response {
         .map(|info| info.0.ip());
     let auth_outcome = sim.verify(&parts, &body);
     let raw_query = parts.uri.query().unwrap_or("");
-    let answer = sim.decide(raw_query, auth_outcome, peer);
+    let answer = sim.decide(api, parts.uri.path(), raw_query, auth_outcome, peer);
     sim.pause(answer.delay).await;
     render(answer)
 }
@@ -1057,11 +1194,28 @@ async fn stats_endpoint(State(sim): State<Simulator>) -> Response {
     for call in &calls {
         *by_status.entry(call.status.to_string()).or_insert(0) += 1;
     }
+    // Each API has its own quota, so its own figures.
+    let by_api: serde_json::Map<String, serde_json::Value> = Api::ALL
+        .iter()
+        .map(|api| {
+            let of_api: Vec<Call> = calls
+                .iter()
+                .filter(|c| c.api == api.name())
+                .cloned()
+                .collect();
+            let value = json!({
+                "calls": of_api.len(),
+                "max_calls_per_window": max_calls_in_window(&of_api, window),
+            });
+            (api.name().to_string(), value)
+        })
+        .collect();
     json_response(
         StatusCode::OK,
         &json!({
             "calls": calls.len(),
             "by_status": by_status,
+            "by_api": by_api,
             "max_calls_per_window": max_calls_in_window(&calls, window),
             "iam_tokens_issued": counters.iam_tokens_issued,
             "metadata_session_tokens_issued": counters.metadata_session_tokens_issued,
@@ -1102,18 +1256,8 @@ async fn images_endpoint(State(sim): State<Simulator>, body: Bytes) -> Response 
 
 /// `POST /_sim/malicious`.
 async fn malicious_endpoint(State(sim): State<Simulator>, body: Bytes) -> Response {
-    match serde_json::from_slice::<MaliciousRequest>(&body) {
-        Ok(req) => {
-            let row = sim.set_malicious(
-                &req.namespace,
-                &req.image_name,
-                &req.image_version,
-                &req.image_type,
-                &req.enterprise_project_id,
-                req.malicious_file_num,
-            );
-            json_response(StatusCode::OK, &row)
-        }
+    match serde_json::from_slice::<MaliciousImage>(&body) {
+        Ok(image) => json_response(StatusCode::OK, &sim.mark_malicious(&image)),
         Err(error) => control_error(error),
     }
 }
@@ -1124,6 +1268,7 @@ mod tests {
     use crate::hss::auth::signer;
     use axum::http::{HeaderMap, Request};
     use serde_json::Value;
+    use std::collections::HashSet;
     use tower::ServiceExt;
 
     const BASE: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -1177,7 +1322,16 @@ mod tests {
     }
 
     fn token_request(token: &str, query: &str, peer: Option<[u8; 4]>) -> Request<Body> {
-        let mut request = Request::get(format!("{PATH}?{query}"))
+        token_request_to(PATH, token, query, peer)
+    }
+
+    fn token_request_to(
+        path: &str,
+        token: &str,
+        query: &str,
+        peer: Option<[u8; 4]>,
+    ) -> Request<Body> {
+        let mut request = Request::get(format!("{path}?{query}"))
             .header("x-auth-token", token)
             .body(Body::empty())
             .unwrap();
@@ -1191,6 +1345,32 @@ mod tests {
 
     async fn list(sim: &Simulator, query: &str) -> Reply {
         send(sim, token_request("tok", query, None)).await
+    }
+
+    const NEW_PATH: &str = "/v5/proj/image/registries/images";
+
+    /// A call to the successor listing.
+    async fn list_new(sim: &Simulator, query: &str) -> Reply {
+        send(sim, token_request_to(NEW_PATH, "tok", query, None)).await
+    }
+
+    /// Every row of a listing, page by page, and the first page's total.
+    async fn sweep(sim: &Simulator, path: &str, query: &str) -> (Vec<Value>, u64) {
+        let mut rows = Vec::new();
+        let mut total = None;
+        loop {
+            let q = format!("{query}&limit=200&offset={}", rows.len());
+            let reply = send(sim, token_request_to(path, "tok", &q, None)).await;
+            assert_eq!(reply.status, StatusCode::OK, "{path}?{q}");
+            let body = reply.json();
+            total.get_or_insert(body["total_num"].as_u64().unwrap());
+            let page = body["data_list"].as_array().unwrap().clone();
+            if page.is_empty() {
+                break;
+            }
+            rows.extend(page);
+        }
+        (rows, total.unwrap_or(0))
     }
 
     fn signed_request(access_key: &str, secret_key: &str, query: &[(&str, &str)]) -> Request<Body> {
@@ -1968,5 +2148,463 @@ mod tests {
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
         let _ = hanging.await.unwrap();
+    }
+
+    const OLD_FIELDS: [&str; 23] = [
+        "id",
+        "namespace",
+        "image_name",
+        "image_id",
+        "image_digest",
+        "image_version",
+        "image_type",
+        "latest_version",
+        "scan_status",
+        "scan_failed_desc",
+        "image_size",
+        "latest_update_time",
+        "latest_scan_time",
+        "vul_num",
+        "unsafe_setting_num",
+        "malicious_file_num",
+        "domain_name",
+        "shared_status",
+        "scannable",
+        "instance_name",
+        "instance_id",
+        "instance_url",
+        "association_images",
+    ];
+
+    const NEW_FIELDS: [&str; 7] = [
+        "registry_id",
+        "registry_name",
+        "registry_type",
+        "latest_sync_time",
+        "is_multiple_arch",
+        "severity_level",
+        "scan_failed_code",
+    ];
+
+    #[tokio::test]
+    async fn both_apis_serve_the_same_swr_rows() {
+        let sim = sim_with(3000, None);
+        for image_type in ["private_image", "shared_image", "instance_image"] {
+            for ep in ["0", "ep-finance", "all_granted_eps"] {
+                let q = format!("image_type={image_type}&enterprise_project_id={ep}");
+                let (old, old_total) = sweep(&sim, PATH, &q).await;
+                let (new, new_total) = sweep(&sim, NEW_PATH, &q).await;
+                assert!(!old.is_empty(), "{q}");
+                assert_eq!(old_total, old.len() as u64, "{q}");
+                assert_eq!(new_total, old_total, "{q}");
+                assert_eq!(new.len(), old.len(), "{q}");
+                for (a, b) in old.iter().zip(&new) {
+                    for key in OLD_FIELDS {
+                        assert_eq!(a[key], b[key], "{q} {key}");
+                    }
+                    // The new fields only on the successor.
+                    for key in NEW_FIELDS {
+                        assert!(a.get(key).is_none(), "{q} {key}");
+                        assert!(b.get(key).is_some(), "{q} {key}");
+                    }
+                    assert_eq!(b["scan_failed_code"], b["scan_failed_desc"]);
+                    assert_eq!(b["is_multiple_arch"], false);
+                }
+            }
+        }
+        // The same filters narrow both the same way.
+        let q = "image_type=private_image&has_vul=true&latest_version=true&scan_status=success";
+        let (old, _) = sweep(&sim, PATH, q).await;
+        let (new, _) = sweep(&sim, NEW_PATH, q).await;
+        let ids = |rows: &[Value]| rows.iter().map(|r| r["id"].clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&old), ids(&new));
+        assert!(!old.is_empty());
+    }
+
+    #[tokio::test]
+    async fn harbor_and_jfrog_only_on_the_successor() {
+        let sim = sim_with(2000, None);
+        let rows = sim.images();
+        let count = |t: &str| {
+            rows.iter()
+                .filter(|r| r.image_type == t && r.enterprise_project_id == "0")
+                .count() as u64
+        };
+        for image_type in ["harbor", "jfrog"] {
+            let q = format!("image_type={image_type}");
+            let (listed, total) = sweep(&sim, NEW_PATH, &q).await;
+            assert!(total > 0 && total == count(image_type), "{image_type}");
+            assert!(listed.iter().all(|r| r["image_type"] == image_type));
+            // The old API refuses these types.
+            let refused = list(&sim, &format!("{q}&limit=200")).await;
+            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{image_type}");
+            assert_eq!(refused.error_code(), "HSS.0001");
+        }
+        // local_image exists only on the old API.
+        let refused = list_new(&sim, "image_type=local_image").await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert_eq!(refused.error_code(), "HSS.0001");
+        assert!(
+            refused.json()["error_msg"]
+                .as_str()
+                .unwrap()
+                .contains("private_image, shared_image, instance_image, harbor, jfrog")
+        );
+        assert_eq!(
+            list(&sim, "image_type=local_image").await.status,
+            StatusCode::OK
+        );
+        // Without image_type: every type of the successor (the old API
+        // requires it); a local_image row is not among them.
+        sim.add_image(SimImage {
+            id: 9_000_000,
+            image_type: "local_image".into(),
+            enterprise_project_id: "0".into(),
+            ..SimImage::default()
+        });
+        let (every, total) = sweep(&sim, NEW_PATH, "enterprise_project_id=0").await;
+        let want: u64 = data::REGISTRY_IMAGE_TYPES.iter().map(|t| count(t)).sum();
+        assert_eq!((every.len() as u64, total), (want, want));
+        let ids: Vec<u64> = every.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "id order");
+        assert_eq!(
+            list(&sim, "enterprise_project_id=0").await.status,
+            StatusCode::BAD_REQUEST
+        );
+        // The same parameter checks: limit 1..=200.
+        for query in [
+            "limit=0",
+            "limit=201",
+            "limit=ten",
+            "offset=-1",
+            "has_vul=yes",
+            "image_type=swr",
+            "start_latest_sync_time=soon",
+        ] {
+            let reply = list_new(&sim, query).await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+            assert_eq!(reply.error_code(), "HSS.0001", "{query}");
+        }
+        assert_eq!(list_new(&sim, "limit=1").await.ids().len(), 1);
+        assert_eq!(list_new(&sim, "limit=200").await.ids().len(), 200);
+        assert_eq!(list_new(&sim, "").await.ids().len(), 10);
+    }
+
+    #[tokio::test]
+    async fn registry_and_severity_filters() {
+        let sim = sim_with(2000, None);
+        let rows = sim.images();
+        let all = "enterprise_project_id=all_granted_eps";
+        let count = |f: &dyn Fn(&SimImage) -> bool| rows.iter().filter(|r| f(r)).count() as u64;
+        let total = |reply: Reply| {
+            assert_eq!(reply.status, StatusCode::OK);
+            reply.json()["total_num"].as_u64().unwrap()
+        };
+        for registry in [
+            "swr-private",
+            "swr-shared",
+            "harbor-prod",
+            "harbor-dev",
+            "jfrog-main",
+        ] {
+            let want = count(&|r| r.registry_name == registry);
+            assert!(want > 0, "{registry}");
+            let reply = list_new(&sim, &format!("{all}&registry_name={registry}")).await;
+            assert_eq!(total(reply), want, "{registry}");
+        }
+        let instance = signer::percent_encode("企业实例-生产");
+        let reply = list_new(
+            &sim,
+            &format!("{all}&image_type=instance_image&registry_name={instance}"),
+        )
+        .await;
+        assert_eq!(
+            total(reply),
+            count(&|r| r.image_type == "instance_image" && r.instance_name == "企业实例-生产")
+        );
+        // Exact names only, and type and registry together.
+        assert_eq!(total(list_new(&sim, "registry_name=harbor").await), 0);
+        assert_eq!(
+            total(
+                list_new(
+                    &sim,
+                    &format!("{all}&image_type=jfrog&registry_name=harbor-dev")
+                )
+                .await
+            ),
+            0
+        );
+        for level in data::SEVERITY_LEVELS {
+            let want = count(&|r| r.severity_level == level);
+            assert!(want > 0, "{level}");
+            let reply = list_new(&sim, &format!("{all}&severity_level={level}")).await;
+            assert_eq!(total(reply), want, "{level}");
+            let reply = list_new(
+                &sim,
+                &format!("{all}&image_type=harbor&registry_name=harbor-dev&severity_level={level}"),
+            )
+            .await;
+            assert_eq!(
+                total(reply),
+                count(&|r| r.registry_name == "harbor-dev" && r.severity_level == level)
+            );
+        }
+        let (high, _) = sweep(&sim, NEW_PATH, &format!("{all}&severity_level=High")).await;
+        assert!(high.iter().all(|r| r["vul_num"].as_i64().unwrap() >= 100));
+        // Sync time range.
+        let since = BASE - 30 * 86_400_000;
+        assert_eq!(
+            total(list_new(&sim, &format!("{all}&start_latest_sync_time={since}")).await),
+            count(&|r| r.latest_sync_time >= since)
+        );
+        // The old API knows none of these parameters and ignores them.
+        let q = "image_type=private_image&enterprise_project_id=all_granted_eps";
+        let plain = total(list(&sim, q).await);
+        assert_eq!(
+            total(
+                list(
+                    &sim,
+                    &format!("{q}&registry_name=nothing&severity_level=High")
+                )
+                .await
+            ),
+            plain
+        );
+    }
+
+    #[tokio::test]
+    async fn two_harbor_registries_share_a_namespace_name() {
+        let sim = sim_with(2000, None);
+        let rows = sim.images();
+        let namespace = rows
+            .iter()
+            .filter(|r| r.registry_name == "harbor-prod" && r.enterprise_project_id == "0")
+            .map(|r| r.namespace.clone())
+            .find(|ns| {
+                rows.iter().any(|r| {
+                    r.registry_name == "harbor-dev"
+                        && r.namespace == *ns
+                        && r.enterprise_project_id == "0"
+                })
+            })
+            .expect("a namespace in both Harbor registries");
+        let ns = signer::percent_encode(&namespace);
+        let q = format!("image_type=harbor&namespace={ns}");
+        let ids = |rows: &[Value]| {
+            rows.iter()
+                .map(|r| r["id"].as_u64().unwrap())
+                .collect::<HashSet<u64>>()
+        };
+        let (both, _) = sweep(&sim, NEW_PATH, &q).await;
+        let (prod, _) = sweep(&sim, NEW_PATH, &format!("{q}&registry_name=harbor-prod")).await;
+        let (dev, _) = sweep(&sim, NEW_PATH, &format!("{q}&registry_name=harbor-dev")).await;
+        assert!(!prod.is_empty() && !dev.is_empty());
+        assert!(prod.iter().all(|r| r["registry_name"] == "harbor-prod"
+            && r["registry_type"] == "Harbor"
+            && r["namespace"] == namespace.as_str()));
+        assert!(dev.iter().all(|r| r["registry_name"] == "harbor-dev"));
+        assert!(ids(&prod).is_disjoint(&ids(&dev)));
+        assert_eq!(
+            ids(&prod)
+                .union(&ids(&dev))
+                .copied()
+                .collect::<HashSet<u64>>(),
+            ids(&both)
+        );
+        assert_ne!(prod[0]["registry_id"], dev[0]["registry_id"]);
+
+        // Malware injected into one of them shows there only.
+        let body = json!({
+            "namespace": namespace,
+            "image_name": "evil",
+            "image_version": "1",
+            "image_type": "harbor",
+            "registry_name": "harbor-dev",
+            "malicious_file_num": 3,
+        })
+        .to_string();
+        let reply = send(&sim, post_json("/_sim/malicious", &body)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["registry_name"], "harbor-dev");
+        assert_eq!(reply.json()["registry_type"], "Harbor");
+        assert_eq!(reply.json()["severity_level"], "Security");
+        let id = reply.json()["id"].as_u64().unwrap();
+        let found = |registry: &'static str| {
+            let q = format!("{q}&has_malicious_file=true&registry_name={registry}");
+            let sim = sim.clone();
+            async move { sweep(&sim, NEW_PATH, &q).await.0 }
+        };
+        assert!(ids(&found("harbor-dev").await).contains(&id));
+        assert!(!ids(&found("harbor-prod").await).contains(&id));
+        // The same image again, in the other registry: a row of its own.
+        let other = sim.mark_malicious(&MaliciousImage {
+            namespace: namespace.clone(),
+            image_name: "evil".into(),
+            image_version: "1".into(),
+            malicious_file_num: 1,
+            image_type: "harbor".into(),
+            enterprise_project_id: "0".into(),
+            registry_name: Some("harbor-prod".into()),
+        });
+        assert_ne!(other.id, id);
+        assert_eq!(other.registry_id, data::REGISTRIES[2].2);
+        // Without a registry: the type's default, or the first matching row.
+        let again = sim.set_malicious(&namespace, "evil", "1", "harbor", "0", 9);
+        assert_eq!(again.id, id.min(other.id));
+        let jfrog = sim.set_malicious("ns", "x", "1", "jfrog", "0", 1);
+        assert_eq!(
+            (jfrog.registry_name.as_str(), jfrog.registry_type.as_str()),
+            ("jfrog-main", "Jfrog")
+        );
+        let private = sim.set_malicious("ns", "x", "1", "private_image", "0", 1);
+        assert_eq!(private.registry_name, "swr-private");
+        let instance = sim.set_malicious("ns", "x", "1", "instance_image", "0", 1);
+        assert_eq!(
+            (
+                instance.registry_name.as_str(),
+                instance.instance_name.as_str()
+            ),
+            ("", "")
+        );
+        let staged = sim.mark_malicious(&MaliciousImage {
+            registry_name: Some("swr-ee-staging".into()),
+            ..MaliciousImage {
+                namespace: "ns".into(),
+                image_name: "x".into(),
+                image_version: "1".into(),
+                malicious_file_num: 2,
+                image_type: "instance_image".into(),
+                enterprise_project_id: "0".into(),
+                registry_name: None,
+            }
+        });
+        assert_ne!(staged.id, instance.id);
+        assert_eq!(staged.instance_name, "swr-ee-staging");
+        assert_eq!(staged.registry_id, staged.instance_id);
+        assert_eq!(staged.registry_id, data::INSTANCES[1].1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_api_has_its_own_quota() {
+        let sim = sim_with(300, Some(Quota::DOCUMENTED));
+        let q = "image_type=private_image&limit=200";
+        let peer = Some([10, 0, 0, 1]);
+        for i in 0..5 {
+            let reply = send(&sim, token_request_to(PATH, "tok", q, peer)).await;
+            assert_eq!(reply.status, StatusCode::OK, "old call {i}");
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        let refused = send(&sim, token_request_to(PATH, "tok", q, peer)).await;
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        // Same credential, same IP, same minute: the successor has a budget
+        // of its own.
+        for i in 0..5 {
+            let reply = send(&sim, token_request_to(NEW_PATH, "tok", q, peer)).await;
+            assert_eq!(reply.status, StatusCode::OK, "new call {i}");
+        }
+        let refused = send(&sim, token_request_to(NEW_PATH, "tok", q, peer)).await;
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            refused.json()["error_msg"]
+                .as_str()
+                .unwrap()
+                .contains("policy user over ratelimit,limit:5,time:1 minute")
+        );
+        // The per-IP window is per API too.
+        let other_token = send(&sim, token_request_to(NEW_PATH, "tok2", q, peer)).await;
+        assert_eq!(other_token.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            other_token.json()["error_msg"]
+                .as_str()
+                .unwrap()
+                .contains("policy ip over ratelimit")
+        );
+        // A minute after the first old call, the old API admits again.
+        tokio::time::advance(Duration::from_secs(55)).await;
+        let reply = send(&sim, token_request_to(PATH, "tok", q, peer)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+
+        let stats = sim.stats();
+        let (old, new) = (
+            stats.calls_to(crate::simulator::API_SWR_REPOSITORY),
+            stats.calls_to(crate::simulator::API_REGISTRY_IMAGES),
+        );
+        assert_eq!((old.len(), new.len()), (7, 7));
+        assert!(
+            old.iter()
+                .all(|c| c.path == PATH && c.api == "swr-repository")
+        );
+        assert!(
+            new.iter()
+                .all(|c| c.path == NEW_PATH && c.api == "registry-images")
+        );
+        let admitted = |calls: &[Call]| -> Vec<Call> {
+            calls.iter().filter(|c| c.status == 200).cloned().collect()
+        };
+        let minute = Duration::from_secs(60);
+        assert_eq!(max_calls_in_window(&admitted(&old), minute), 5);
+        assert_eq!(max_calls_in_window(&admitted(&new), minute), 5);
+        assert_eq!(max_calls_in_window(&admitted(&stats.calls), minute), 10);
+
+        let stats = send(
+            &sim,
+            Request::get("/_sim/stats").body(Body::empty()).unwrap(),
+        )
+        .await
+        .json();
+        assert_eq!(stats["calls"], 14);
+        assert_eq!(stats["by_api"]["swr-repository"]["calls"], 7);
+        assert_eq!(stats["by_api"]["registry-images"]["calls"], 7);
+        assert_eq!(
+            stats["by_api"]["registry-images"]["max_calls_per_window"],
+            7
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_successor_shares_faults_paging_and_auth() {
+        let sim = sim_with(1000, None);
+        // Authentication: a wrong token is refused and recorded.
+        let bad = send(&sim, token_request_to(NEW_PATH, "nope", "", None)).await;
+        assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(bad.json()["error_code"], "APIG.0301");
+        // Scripted faults apply to whichever API is called next.
+        sim.fail_next(vec![Scripted::Status(500), Scripted::Malformed]);
+        assert_eq!(
+            list_new(&sim, "image_type=harbor").await.status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let truncated = list_new(&sim, "image_type=harbor&limit=200").await;
+        assert_eq!(truncated.status, StatusCode::OK);
+        assert!(serde_json::from_slice::<Value>(&truncated.body).is_err());
+        // Drift and duplicated rows.
+        sim.set_faults(Faults {
+            total_num_drift: -2,
+            duplicate_rows: true,
+            ..Faults::default()
+        });
+        let q = "enterprise_project_id=all_granted_eps&limit=50";
+        let first = list_new(&sim, q).await;
+        let second = list_new(&sim, &format!("{q}&offset=50")).await;
+        let total = first.json()["total_num"].as_i64().unwrap();
+        assert_eq!(second.json()["total_num"].as_i64().unwrap(), total - 2);
+        assert_eq!(second.ids().len(), 51);
+        assert_eq!(second.ids()[0], first.ids()[49]);
+        // Loose types.
+        sim.set_faults(Faults {
+            loose_types: true,
+            ..Faults::default()
+        });
+        let loose = list_new(&sim, "image_type=jfrog&limit=200").await.json();
+        let rows = loose["data_list"].as_array().unwrap();
+        assert!(rows.iter().any(|r| r["id"].is_string()));
+        assert!(rows.iter().all(|r| r["registry_name"] == "jfrog-main"));
+        // Other methods: the gateway's 404, not recorded.
+        let calls = sim.stats().calls.len();
+        let post = send(&sim, Request::post(NEW_PATH).body(Body::empty()).unwrap()).await;
+        assert_eq!(post.status, StatusCode::NOT_FOUND);
+        assert_eq!(post.error_code(), "APIG.0101");
+        assert_eq!(sim.stats().calls.len(), calls);
+        assert_eq!(sim.stats().count_status(401), 1);
     }
 }

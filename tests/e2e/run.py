@@ -458,7 +458,8 @@ def rfc3339_epoch(text: str) -> float:
 
 
 def step_quiet(ctx: Context) -> None:
-    """Watches several evaluation cycles: the alert must be neither pending nor firing.
+    """Watches several evaluation cycles: the alert must be neither pending nor firing,
+    and no other alert may fire.
 
     Lasts QUIET_WINDOW seconds, and at least until the rule's last evaluation
     is one group interval past the start of the window (so a rule group with
@@ -477,6 +478,11 @@ def step_quiet(ctx: Context) -> None:
         series = ctx.query(f'ALERTS{{alertname="{ALERT}"}}')
         if series:
             raise Failure(f"ALERTS has {ALERT} with nothing new: {summarize(series)}")
+        # No alert of any kind may fire before the injection (others may be
+        # pending: their `for` has not elapsed in a test this short).
+        firing = ctx.query('ALERTS{alertstate="firing"}')
+        if firing:
+            raise Failure(f"an alert fires with nothing injected: {summarize(firing)}")
         rule, _ = ctx.alerting_rule()
         if rule is None or rule.get("health") == "err":
             raise Failure(f"rule {ALERT} is unhealthy: {json.dumps(rule)}")
