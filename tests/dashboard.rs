@@ -21,7 +21,24 @@ const DASHBOARD: &str = concat!(
 );
 
 /// The variables every query filters by, in chaining order.
-const FILTER_VARIABLES: [&str; 4] = ["target", "enterprise_project_id", "image_type", "namespace"];
+const FILTER_VARIABLES: [&str; 5] = [
+    "target",
+    "enterprise_project_id",
+    "image_type",
+    "registry_name",
+    "namespace",
+];
+
+/// Marks a panel or variable (in its description) whose data only exists when
+/// some target uses `api: registry-images`: grafana/check/panel-queries.py
+/// lets its queries return nothing unless such a target exports namespaces
+/// (the same text is there).
+const REGISTRY_IMAGES_ONLY: &str = "Empty unless a target uses api: registry-images.";
+
+/// Metrics only targets on `api: registry-images` export, and the variables
+/// whose values come from a label only they set.
+const REGISTRY_IMAGES_ONLY_METRICS: &[&str] = &["hss_swr_images_by_severity"];
+const REGISTRY_IMAGES_ONLY_VARIABLES: &[&str] = &["registry_name"];
 
 /// Grafana's built-in variables that may appear in a query, with the values
 /// this test gives them.
@@ -41,7 +58,15 @@ const OTHER_BUILTIN_PREFIXES: &[&str] = &["__data.", "__field.", "__series.", "_
 
 /// Which dashboard variables a metric's labels call for (README, Metrics).
 fn metric_filters(name: &str) -> Option<&'static [&'static str]> {
-    const NAMESPACE: &[&str] = &["target", "enterprise_project_id", "image_type", "namespace"];
+    // registry_name: set under api: registry-images, absent (empty) under
+    // swr-repository; `=~"$registry_name"` with All = `.*` matches both.
+    const NAMESPACE: &[&str] = &[
+        "target",
+        "enterprise_project_id",
+        "image_type",
+        "registry_name",
+        "namespace",
+    ];
     const SCOPE: &[&str] = &["target", "enterprise_project_id", "image_type"];
     const TARGET: &[&str] = &["target"];
     Some(match name {
@@ -57,7 +82,8 @@ fn metric_filters(name: &str) -> Option<&'static [&'static str]> {
         | "hss_swr_malicious_images_detected_total"
         | "hss_swr_image_vulnerabilities"
         | "hss_swr_image_malicious_files"
-        | "hss_swr_image_unsafe_settings" => NAMESPACE,
+        | "hss_swr_image_unsafe_settings"
+        | "hss_swr_images_by_severity" => NAMESPACE,
         "hss_swr_image_series_dropped"
         | "hss_swr_up"
         | "hss_swr_last_success_timestamp_seconds"
@@ -73,7 +99,8 @@ fn metric_filters(name: &str) -> Option<&'static [&'static str]> {
         | "hss_swr_api_retries_total"
         | "hss_swr_api_throttled_total"
         | "hss_swr_api_budget_wait_seconds_total"
-        | "hss_swr_invalid_fields_total" => TARGET,
+        | "hss_swr_invalid_fields_total"
+        | "hss_swr_target_info" => TARGET,
         "hss_swr_build_info" => &[],
         _ => return None,
     })
@@ -483,6 +510,12 @@ fn variables_are_the_documented_chain() {
                 "variable {name:?}: want a multi-value query variable with All"
             ));
         }
+        // Without allValue, All interpolates to the list of known values,
+        // which misses series without the label (registry_name under
+        // api: swr-repository); `.*` also matches the empty value.
+        if v["allValue"] != ".*" {
+            problems.push(format!("variable {name:?}: allValue is not \".*\""));
+        }
         if v["datasource"]["uid"] != "${datasource}" {
             problems.push(format!(
                 "variable {name:?}: data source is not ${{datasource}}"
@@ -619,6 +652,8 @@ fn dashboard_covers_the_spec() {
         "hss_swr_api_requests_total",
         "hss_swr_api_throttled_total",
         "hss_swr_api_budget_wait_seconds_total",
+        "hss_swr_images_by_severity",
+        "hss_swr_target_info",
     ] {
         if !all.contains(metric) {
             problems.push(format!("no query uses {metric}"));
@@ -661,6 +696,24 @@ fn dashboard_covers_the_spec() {
                         .into(),
                 );
             }
+            let targets = t["targets"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for q in targets {
+                let expr = str_of(q, "expr");
+                if expr.contains(" by (") && !expr.contains("registry_name, namespace)") {
+                    problems.push(format!(
+                        "the namespace table's query {} does not keep registry_name: {expr}",
+                        q["refId"]
+                    ));
+                }
+            }
+            if !text(&t["transformations"]).contains("\"registry_name\"")
+                || !text(&t["fieldConfig"]).contains("\"registry_name\"")
+            {
+                problems.push("the namespace table has no registry_name column".into());
+            }
             if t["transformations"].as_array().is_none_or(|a| a.is_empty()) {
                 problems.push(
                     "the namespace table does not join its queries (no transformation)".into(),
@@ -669,6 +722,65 @@ fn dashboard_covers_the_spec() {
         }
     }
     fail_if_any("coverage", problems);
+}
+
+/// The registry-images-only marker (see REGISTRY_IMAGES_ONLY) is on exactly
+/// the panels that need a registry-images target, so panel-queries.py cannot
+/// be told to accept an empty panel that should have data.
+#[test]
+fn registry_images_only_marker_matches_the_queries() {
+    let d = dashboard();
+    let mut problems = Vec::new();
+    let mut marked_panels = 0;
+    for p in all_panels(&d) {
+        if str_of(p, "type") == "row" {
+            continue;
+        }
+        let title = str_of(p, "title");
+        let marked = str_of(p, "description").contains(REGISTRY_IMAGES_ONLY);
+        marked_panels += usize::from(marked);
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let Ok(expr) = substitute(&d, str_of(t, "expr"), &Fill::All) else {
+                continue;
+            };
+            let Ok(ast) = parser::parse(&expr) else {
+                continue;
+            };
+            let mut found = Vec::new();
+            selectors(&ast, &mut found);
+            let names: Vec<String> = found.iter().filter_map(|s| metric_name(s)).collect();
+            let only = names
+                .iter()
+                .filter(|n| REGISTRY_IMAGES_ONLY_METRICS.contains(&n.as_str()))
+                .count();
+            if marked && (names.is_empty() || only != names.len()) {
+                problems.push(format!(
+                    "panel {title:?} query {} is marked {REGISTRY_IMAGES_ONLY:?} but uses {names:?}",
+                    t["refId"]
+                ));
+            }
+            if !marked && only > 0 {
+                problems.push(format!(
+                    "panel {title:?} query {} uses {names:?} without {REGISTRY_IMAGES_ONLY:?} in the panel description",
+                    t["refId"]
+                ));
+            }
+        }
+    }
+    if marked_panels == 0 {
+        problems.push("no panel is marked registry-images only".into());
+    }
+    for v in variables(&d) {
+        let name = str_of(v, "name");
+        let marked = str_of(v, "description").contains(REGISTRY_IMAGES_ONLY);
+        if marked != REGISTRY_IMAGES_ONLY_VARIABLES.contains(&name) {
+            problems.push(format!(
+                "variable {name:?}: marked {marked}, want {}",
+                !marked
+            ));
+        }
+    }
+    fail_if_any("registry-images only", problems);
 }
 
 #[test]

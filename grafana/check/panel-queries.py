@@ -7,6 +7,17 @@ on a working setup; every variable query must return at least one value;
 annotation queries must run without error (they may return nothing when
 nothing was detected).
 
+One exception, explicit and checked: a panel or variable whose description
+contains REGISTRY_IMAGES_ONLY ("Empty unless a target uses api:
+registry-images.") shows data only targets on `api: registry-images` export
+(hss_swr_images_by_severity, the registry_name label). Its queries must run
+without error; they must return data too as soon as a registry-images target
+exports namespaces (REGISTRY_IMAGES_CONDITION returns series), and may return
+nothing otherwise, e.g. with swr-repository targets only. They are not padded
+with `or vector(0)`, which would show zeros for data that does not exist.
+tests/dashboard.rs checks that the marker is on exactly the panels querying
+registry-images-only metrics and on the registry_name variable.
+
 Variables are replaced as Grafana replaces "All": `=~"$target"` becomes
 `=~".*"`; text-box and constant variables take their default value;
 `$__rate_interval` and `$__interval` become 1m, `$__range` 1h.
@@ -49,6 +60,12 @@ REFERENCE = re.compile(r"\$\{([^}:]+)(?::[^}]*)?\}|\[\[([^\]:]+)(?::[^\]]*)?\]\]
 LABEL_VALUES = re.compile(r"^\s*label_values\((?:(.*),)?\s*([\w.]+)\s*\)\s*$", re.S)
 QUERY_RESULT = re.compile(r"^\s*query_result\((.*)\)\s*$", re.S)
 
+# Marker in a panel's or variable's description (same text in tests/dashboard.rs).
+REGISTRY_IMAGES_ONLY = "Empty unless a target uses api: registry-images."
+# Namespace series of targets on api: registry-images: when there are any,
+# the marked queries must return data as well.
+REGISTRY_IMAGES_CONDITION = 'hss_swr_images and on(target) hss_swr_target_info{api="registry-images"}'
+
 
 class Usage(Exception):
     pass
@@ -84,8 +101,13 @@ def substitute(expr: str, values: dict[str, str]) -> str:
     return REFERENCE.sub(replace, expr)
 
 
-def collect(dashboard: dict) -> list[tuple[str, str, str]]:
-    """(kind, where, expression) for every query; kind is panel, variable or annotation."""
+def registry_images_only(item: dict) -> bool:
+    return REGISTRY_IMAGES_ONLY in (item.get("description") or "")
+
+
+def collect(dashboard: dict) -> list[tuple[str, str, str, bool]]:
+    """(kind, where, expression, registry-images only) for every query; kind is
+    panel, variable or annotation."""
     out = []
     panels = []
     for panel in dashboard.get("panels", []):
@@ -96,15 +118,16 @@ def collect(dashboard: dict) -> list[tuple[str, str, str]]:
             if target.get("hide"):
                 continue
             out.append(("panel", f'panel "{panel.get("title", "")}" query {target.get("refId", "?")}',
-                        target.get("expr", "")))
+                        target.get("expr", ""), registry_images_only(panel)))
     for annotation in dashboard.get("annotations", {}).get("list", []):
         if annotation.get("datasource", {}).get("type") != "prometheus":
             continue
         expr = (annotation.get("target") or {}).get("expr") or annotation.get("expr", "")
-        out.append(("annotation", f'annotation "{annotation.get("name", "")}"', expr))
+        out.append(("annotation", f'annotation "{annotation.get("name", "")}"', expr, False))
     for variable in dashboard.get("templating", {}).get("list", []):
         if variable.get("type") == "query":
-            out.append(("variable", f'variable "{variable.get("name", "")}"', variable_query(variable)))
+            out.append(("variable", f'variable "{variable.get("name", "")}"', variable_query(variable),
+                        registry_images_only(variable)))
     return out
 
 
@@ -158,7 +181,8 @@ def main(argv: list[str]) -> int:
     try:
         dashboard = json.loads(args.dashboard.read_text("utf-8"))
         values = substitutions(dashboard)
-        queries = [(kind, where, expr, substitute(expr, values)) for kind, where, expr in collect(dashboard)]
+        queries = [(kind, where, substitute(expr, values), optional)
+                   for kind, where, expr, optional in collect(dashboard)]
     except (OSError, ValueError, Usage) as error:
         print(f"panel-queries: {args.dashboard}: {error}", file=sys.stderr)
         return 2
@@ -166,8 +190,8 @@ def main(argv: list[str]) -> int:
         print(f"panel-queries: {args.dashboard}: no panel queries", file=sys.stderr)
         return 2
     if args.dry_run:
-        for kind, where, _, expr in queries:
-            print(f"{where}: {expr}")
+        for kind, where, expr, optional in queries:
+            print(f"{where}{' (registry-images only)' if optional else ''}: {expr}")
         return 0
 
     prometheus = os.environ.get("PROMETHEUS_URL", "").rstrip("/")
@@ -177,13 +201,28 @@ def main(argv: list[str]) -> int:
 
     failures = []
     counts = {"panel": 0, "variable": 0, "annotation": 0}
-    for kind, where, original, expr in queries:
+    # Whether registry-images-only queries must return data too.
+    registry_images = None
+    if any(optional for *_, optional in queries):
+        count, detail = run(prometheus, "panel", REGISTRY_IMAGES_CONDITION)
+        if count is None:
+            failures.append(f"registry-images condition: query failed: {detail}\n    {REGISTRY_IMAGES_CONDITION}")
+        else:
+            registry_images = count > 0
+            print(f"info registry-images targets export {count} namespace series: registry-images-only "
+                  f"queries {'must return data' if registry_images else 'may be empty'}")
+    skipped = 0
+    for kind, where, expr, optional in queries:
         count, detail = run(prometheus, kind, expr)
         counts[kind] += 1
         if count is None:
             failures.append(f"{where}: query failed: {detail}\n    {expr}")
+        elif count == 0 and optional and registry_images is False:
+            skipped += 1
+            print(f"ok   {where}: 0 {detail} (registry-images only, and no target uses api: registry-images)")
         elif count == 0 and kind != "annotation":
-            failures.append(f"{where}: no {detail}\n    {expr}")
+            why = " although registry-images targets export namespaces" if optional else ""
+            failures.append(f"{where}: no {detail}{why}\n    {expr}")
         else:
             print(f"ok   {where}: {count} {detail}")
     if failures:
@@ -193,7 +232,8 @@ def main(argv: list[str]) -> int:
         return 1
     print(f"OK: {counts['panel']} panel queries, {counts['variable']} variable queries and "
           f"{counts['annotation']} annotation queries of {args.dashboard.name} ran against {prometheus}; "
-          f"every panel and variable query returned data")
+          f"every panel and variable query returned data"
+          + (f" except {skipped} registry-images-only queries (no registry-images target)" if skipped else ""))
     return 0
 
 
