@@ -579,32 +579,10 @@ async fn reload(
     }
 }
 
-/// Writes `text` to `path` atomically: a temporary file in the same
-/// directory, flushed to disk, then renamed over the target.
+/// Writes `text` to `path` atomically (see [`crate::fsutil`]).
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
-    use std::io::Write as _;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io(format!("cannot write {}", path.display())))
+    crate::fsutil::write_atomically(path, text.as_bytes())
+        .map_err(io(format!("cannot write {}", path.display())))
 }
 
 /// Runs every lane once and prints or writes the exposition; returns whether
@@ -760,22 +738,5 @@ mod tests {
             "[::1]:9929"
         );
         assert!(parse_listen_address("localhost").is_err());
-    }
-
-    #[test]
-    fn atomic_write_replaces_the_file() {
-        let dir = std::env::temp_dir().join(format!("hss-once-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("hss.prom");
-        std::fs::write(&path, "old").unwrap();
-        write_atomically(&path, "new\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
-        assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
-            1,
-            "no temporary file left"
-        );
-        assert!(write_atomically(&dir.join("missing/x.prom"), "x").is_err());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

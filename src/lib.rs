@@ -20,6 +20,8 @@
 //! - [`simulator`]: the built-in HSS API simulator used by tests, benchmarks and
 //!   the demo.
 //! - [`app`]: wires the pieces together for each subcommand.
+//! - [`logging`] and [`fsutil`]: log line formats and atomic file writes,
+//!   beside the flow.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -27,6 +29,7 @@
 pub mod app;
 pub mod collect;
 pub mod config;
+pub mod fsutil;
 pub mod hss;
 pub mod logging;
 pub mod metrics;

@@ -333,31 +333,9 @@ impl StateFile {
 }
 
 fn write_atomically(path: &Path, contents: &FileContents) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let text = serde_json::to_vec_pretty(contents).map_err(std::io::Error::other)?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&text)?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let mut text = serde_json::to_vec_pretty(contents).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    crate::fsutil::write_atomically(path, &text)
 }
 
 #[cfg(test)]
