@@ -122,32 +122,41 @@ pub async fn list_all(
         return Ok(stats);
     }
 
+    // Pages are planned up to the largest total any page reported, so a
+    // total that shrinks between pages (or is misreported by one page) loses
+    // no rows; an empty page marks the real end of the listing.
+    let mut plan_until = last_total.unwrap_or(0);
+    let mut end: Option<u64> = None;
     let mut next_offset = page_size;
-    let mut exhausted = false;
     let mut in_flight = FuturesUnordered::new();
     loop {
-        while !exhausted
-            && in_flight.len() < concurrency.max(1)
-            && next_offset < last_total.unwrap_or(0)
+        while in_flight.len() < concurrency.max(1)
+            && next_offset < plan_until
+            && end.is_none_or(|end| next_offset <= end)
         {
             if next_offset > MAX_OFFSET {
                 return Err(Error::TooLong(MAX_OFFSET));
             }
-            in_flight.push(fetch(next_offset, None));
+            let offset = next_offset;
+            let page = fetch(offset, None);
+            in_flight.push(async move { page.await.map(|page| (offset, page)) });
             next_offset += page_size;
         }
         let Some(result) = in_flight.next().await else {
             break;
         };
-        let page = result?;
+        let (offset, page) = result?;
         stats.pages += 1;
-        if page.total_num.is_some() && page.total_num != last_total {
-            stats.total_changes += 1;
-            last_total = page.total_num;
+        if let Some(total) = page.total_num {
+            if Some(total) != last_total {
+                stats.total_changes += 1;
+                last_total = Some(total);
+            }
+            plan_until = plan_until.max(total);
         }
         if page.rows.is_empty() {
-            // The listing shrank under us: no later page has rows either.
-            exhausted = true;
+            // No row lies beyond an empty page.
+            end = Some(end.map_or(offset, |end| end.min(offset)));
         }
         on_page(page);
     }

@@ -184,9 +184,13 @@ impl Credential for IamToken {
     }
 
     fn refresh_after_unauthorized(&self) -> BoxFuture<'_, bool> {
-        // The cached credentials were refused: drop them, so the one retry
-        // the client allows per call fetches new ones.
-        Box::pin(async move { self.cached.lock().await.take().is_some() })
+        // The credentials were refused: drop what is cached (another call
+        // refused at the same time may have dropped it already), so the one
+        // retry the client allows per call fetches new ones.
+        Box::pin(async move {
+            self.cached.lock().await.take();
+            true
+        })
     }
 }
 
