@@ -23,6 +23,10 @@ use crate::hss::{self, Budget, ClientSettings};
 use crate::metrics::Metrics;
 use crate::web::{self, WebState};
 
+/// How often the daemon renders newly published results in the background,
+/// so that scrapes find them ready.
+const PRERENDER_PERIOD: Duration = Duration::from_secs(1);
+
 /// One request budget per listing API: the documented quota is per API, so
 /// each endpoint has its own, shared by every scope that polls it.
 #[derive(Debug, Clone)]
@@ -486,6 +490,20 @@ pub async fn run_daemon(
         web_config,
         stop_server.clone().cancelled_owned(),
     ));
+    let prerender = {
+        let metrics = exporter.metrics();
+        let stop = stop_server.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(PRERENDER_PERIOD) => {}
+                }
+                let metrics = Arc::clone(&metrics);
+                let _ = tokio::task::spawn_blocking(move || metrics.prerender()).await;
+            }
+        })
+    };
     let mut hangup = hangup_signal();
     tokio::pin!(shutdown);
     loop {
@@ -502,6 +520,7 @@ pub async fn run_daemon(
     }
     generation.cancel();
     stop_server.cancel();
+    let _ = prerender.await;
     while lanes.join_next().await.is_some() {}
     match server.await {
         Ok(result) => Ok(result?),

@@ -13,7 +13,7 @@
 //! no series.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Desc};
@@ -157,10 +157,44 @@ pub struct Metrics {
     /// Rendered namespace series per scope, reused until the scope publishes
     /// again.
     cache: Mutex<HashMap<Scope, ScopeCache>>,
+    /// The assembled namespace text, with the keys it was assembled from.
+    assembled: Mutex<Option<(Vec<ChunkKey>, Arc<NamespaceText>)>>,
 }
 
 /// Rendered samples, one string per family of [`FAMILIES`].
 type Chunks = Arc<Vec<String>>;
+
+/// What one scope's chunks were rendered from.
+type ChunkKey = (Scope, Option<u64>, (Option<u64>, Option<u64>, u64));
+
+/// The namespace part of the exposition, with its gzip form made on first
+/// demand. Gzip members may follow one another in one stream, so a gzip
+/// scrape sends the compressed self-metrics and then these bytes as they are.
+#[derive(Debug)]
+pub struct NamespaceText {
+    /// The text.
+    pub text: bytes::Bytes,
+    gzip: OnceLock<bytes::Bytes>,
+}
+
+impl NamespaceText {
+    /// The text as one gzip member, compressed once.
+    pub fn gzip(&self) -> bytes::Bytes {
+        self.gzip.get_or_init(|| gzip(&self.text)).clone()
+    }
+}
+
+/// Compresses `data` into one gzip member.
+pub fn gzip(data: &[u8]) -> bytes::Bytes {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 8 + 64),
+        flate2::Compression::default(),
+    );
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(data);
+    bytes::Bytes::from(encoder.finish().unwrap_or_default())
+}
 
 /// One scope's rendered series: one chunk per family of [`FAMILIES`] (empty
 /// for the families of the other source), with what they were made from.
@@ -213,6 +247,7 @@ impl Metrics {
             scopes,
             image_metrics: std::sync::atomic::AtomicBool::new(image_metrics),
             cache: Mutex::new(HashMap::new()),
+            assembled: Mutex::new(None),
         })
     }
 
@@ -241,19 +276,55 @@ impl Metrics {
 
     /// The whole exposition, in the Prometheus text format.
     pub fn render(&self) -> String {
+        let mut out = self.self_metrics();
+        out.push_str(&String::from_utf8_lossy(&self.namespace_text().text));
+        out
+    }
+
+    /// Renders what changed since the last call (the namespace text and its
+    /// gzip), so scrapes find it ready. The daemon calls it every second in
+    /// the background: the cost of a publication stays off the scrape path.
+    pub fn prerender(&self) {
+        let text = self.namespace_text();
+        let _ = text.gzip();
+    }
+
+    /// The exporter's own metrics (registry: API calls, lanes, process, build
+    /// info), encoded afresh on every call: they change between scrapes.
+    pub fn self_metrics(&self) -> String {
         let mut out = String::with_capacity(64 * 1024);
         let families = self.registry.gather();
         if let Err(error) = TextEncoder::new().encode_utf8(&families, &mut out) {
             tracing::error!(%error, "encoding self-metrics failed");
         }
-        let chunks = self.scope_chunks();
+        out
+    }
+
+    /// The namespace families of every scope, assembled once per publication
+    /// and shared by every scrape until a scope publishes again.
+    pub fn namespace_text(&self) -> Arc<NamespaceText> {
+        let (keys, chunks) = self.scope_chunks();
+        let mut assembled = self
+            .assembled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((cached_keys, text)) = &*assembled
+            && *cached_keys == keys
+        {
+            return Arc::clone(text);
+        }
+        let mut out = String::new();
         for (i, family) in FAMILIES.iter().enumerate() {
-            let pick =
-                |(sweep, malicious): &(Arc<Vec<String>>, Arc<Vec<String>>)| match family.source {
-                    Source::Sweep => sweep.get(i).cloned().unwrap_or_default(),
-                    Source::Malicious => malicious.get(i).cloned().unwrap_or_default(),
-                };
-            let parts: Vec<String> = chunks.iter().map(pick).filter(|c| !c.is_empty()).collect();
+            let parts: Vec<&str> = chunks
+                .iter()
+                .filter_map(|(sweep, malicious)| {
+                    let chunk = match family.source {
+                        Source::Sweep => sweep.get(i),
+                        Source::Malicious => malicious.get(i),
+                    };
+                    chunk.map(String::as_str).filter(|c| !c.is_empty())
+                })
+                .collect();
             if parts.is_empty() {
                 continue;
             }
@@ -268,20 +339,26 @@ impl Metrics {
             } else {
                 " gauge\n"
             });
-            for part in &parts {
+            for part in parts {
                 out.push_str(part);
             }
         }
-        out
+        let text = Arc::new(NamespaceText {
+            text: bytes::Bytes::from(out),
+            gzip: OnceLock::new(),
+        });
+        *assembled = Some((keys, Arc::clone(&text)));
+        text
     }
 
     /// Every scope's rendered chunks, from the cache where the scope has not
     /// published since.
-    fn scope_chunks(&self) -> Vec<(Chunks, Chunks)> {
+    fn scope_chunks(&self) -> (Vec<ChunkKey>, Vec<(Chunks, Chunks)>) {
         let scopes = self.scopes.list();
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         cache.retain(|scope, _| scopes.iter().any(|h| &h.scope == scope));
         let mut out = Vec::with_capacity(scopes.len());
+        let mut keys = Vec::with_capacity(scopes.len());
         for handle in &scopes {
             let sweep = handle.snapshot();
             let malicious = handle.malicious_snapshot();
@@ -327,8 +404,9 @@ impl Metrics {
                 Arc::clone(&entry.sweep_chunks),
                 Arc::clone(&entry.malicious_chunks),
             ));
+            keys.push((handle.scope.clone(), entry.sweep_key, entry.malicious_key));
         }
-        out
+        (keys, out)
     }
 }
 

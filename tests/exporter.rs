@@ -605,7 +605,22 @@ async fn the_daemon_serves_every_endpoint() {
             .unwrap()
             .starts_with("text/plain; version=0.0.4")
     );
-    assert_eq!(&gzip.bytes().await.unwrap()[..2], &[0x1f, 0x8b]);
+    let compressed = gzip.bytes().await.unwrap();
+    assert_eq!(&compressed[..2], &[0x1f, 0x8b]);
+    // Two gzip members (fresh self-metrics, cached namespace series) that
+    // any gzip reader joins into the plain exposition.
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(&compressed[..]),
+        &mut text,
+    )
+    .unwrap();
+    let unzipped = Exposition::parse(&text);
+    assert_eq!(
+        unzipped.find("hss_swr_vulnerabilities", &[]).len(),
+        exposition.find("hss_swr_vulnerabilities", &[]).len()
+    );
+    assert!(text.ends_with('\n'));
 
     let status: serde_json::Value = client
         .get(format!("{}/status", exporter.url))

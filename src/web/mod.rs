@@ -27,7 +27,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tower_http::compression::CompressionLayer;
 
 use crate::collect::{Lane, LaneStatus, ScopeHandle, ScopeSet};
 use crate::hss::Budget;
@@ -74,13 +73,7 @@ pub struct WebState {
 /// The router with every endpoint.
 pub fn router(state: WebState) -> Router {
     let telemetry_path = state.telemetry_path.clone();
-    let metrics_route = Router::new().route(&telemetry_path, get(metrics)).layer(
-        CompressionLayer::new()
-            .gzip(true)
-            .no_br()
-            .no_deflate()
-            .no_zstd(),
-    );
+    let metrics_route = Router::new().route(&telemetry_path, get(metrics));
     Router::new()
         .route("/", get(landing))
         .route("/-/healthy", get(healthy))
@@ -153,10 +146,64 @@ pub async fn serve_with_config(
     Ok(())
 }
 
-async fn metrics(State(state): State<Arc<WebState>>) -> Response {
+/// Whether the client takes gzip (`Accept-Encoding: gzip`, not `q=0`).
+fn accepts_gzip(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused =
+                parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+/// `/metrics`: the self-metrics, encoded now, followed by the namespace
+/// families assembled once per publication. With gzip, the two parts are two
+/// gzip members of one stream, and the large second one is compressed once
+/// per publication, not per scrape.
+async fn metrics(State(state): State<Arc<WebState>>, headers: axum::http::HeaderMap) -> Response {
     let metrics = Arc::clone(&state.metrics);
-    match tokio::task::spawn_blocking(move || metrics.render()).await {
-        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+    let gzip = accepts_gzip(&headers);
+    let parts = tokio::task::spawn_blocking(move || {
+        let head = metrics.self_metrics();
+        let tail = metrics.namespace_text();
+        if gzip {
+            [crate::metrics::gzip(head.as_bytes()), tail.gzip()]
+        } else {
+            [bytes::Bytes::from(head), tail.text.clone()]
+        }
+    })
+    .await;
+    match parts {
+        Ok(parts) => {
+            let length: usize = parts.iter().map(bytes::Bytes::len).sum();
+            let body = axum::body::Body::from_stream(futures_util::stream::iter(
+                parts.into_iter().map(Ok::<_, std::convert::Infallible>),
+            ));
+            let mut response = Response::new(body);
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(CONTENT_TYPE),
+            );
+            h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
+            h.insert(
+                header::VARY,
+                header::HeaderValue::from_static("accept-encoding"),
+            );
+            if gzip {
+                h.insert(
+                    header::CONTENT_ENCODING,
+                    header::HeaderValue::from_static("gzip"),
+                );
+            }
+            response
+        }
         Err(error) => {
             tracing::error!(%error, "rendering metrics failed");
             (
@@ -330,6 +377,21 @@ async fn landing(State(state): State<Arc<WebState>>) -> Html<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_is_taken_unless_refused() {
+        let with = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, value.parse().unwrap());
+            accepts_gzip(&headers)
+        };
+        assert!(with("gzip"));
+        assert!(with("deflate, GZIP;q=0.8"));
+        assert!(with("*"));
+        assert!(!with("gzip;q=0"));
+        assert!(!with("identity"));
+        assert!(!accepts_gzip(&axum::http::HeaderMap::new()));
+    }
 
     #[test]
     fn html_is_escaped() {
