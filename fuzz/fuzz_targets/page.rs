@@ -1,0 +1,100 @@
+//! Fuzz target: the listing page parser, `hss::model::parse_page`, on any
+//! bytes. It must never panic, and a body it accepts must have the shape of a
+//! page: a `data_list` array, with one row per object in it and every other
+//! entry counted as an invalid `data_list` value, and only positive counts
+//! of invalid fields.
+//!
+//! The shape is read with serde's `IgnoredAny` for everything but the
+//! entries' kinds, so it is exactly as lenient as the parser about content
+//! it skips (serde_json does not check UTF-8 in strings it skips). Like the
+//! parser's derived `RawPage`, it also takes a top-level array
+//! `[total_num, data_list]` as a page: a quirk of serde's derive that the
+//! API never sends, and harmless.
+//!
+//! Run (needs a nightly toolchain and `cargo install cargo-fuzz`):
+//! `cargo +nightly fuzz run --sanitizer none page fuzz/corpus/page fuzz/seeds/page`
+//! (see fuzz/README.md).
+
+#![no_main]
+
+use std::fmt;
+
+use hss_swr_exporter::hss::model::parse_page;
+use libfuzzer_sys::fuzz_target;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// The page as far as its shape goes.
+#[derive(Deserialize)]
+struct Shape {
+    #[serde(default)]
+    #[allow(dead_code)]
+    total_num: Option<IgnoredAny>,
+    #[serde(default)]
+    data_list: Option<Vec<Entry>>,
+}
+
+/// An entry of `data_list`: whether it is an object.
+struct Entry(bool);
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Kind;
+        impl<'de> Visitor<'de> for Kind {
+            type Value = Entry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entry, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Entry(true))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entry, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Entry(false))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Entry, E> {
+                Ok(Entry(false))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Entry, E> {
+                Ok(Entry(false))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Entry, E> {
+                Ok(Entry(false))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Entry, E> {
+                Ok(Entry(false))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Entry, E> {
+                Ok(Entry(false))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Entry, E> {
+                Ok(Entry(false))
+            }
+        }
+        d.deserialize_any(Kind)
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(page) = parse_page(data) else {
+        return;
+    };
+    let shape: Shape = serde_json::from_slice(data).expect("an accepted page has a page's shape");
+    let entries = shape
+        .data_list
+        .expect("an accepted page has a data_list array");
+    let objects = entries.iter().filter(|e| e.0).count();
+    assert_eq!(page.rows.len(), objects, "one row per object in data_list");
+    let not_rows = page
+        .invalid_fields
+        .iter()
+        .find(|(field, _)| *field == "data_list")
+        .map_or(0, |(_, n)| *n);
+    assert_eq!(
+        not_rows as usize,
+        entries.len() - objects,
+        "entries that are not objects are counted"
+    );
+    assert!(page.invalid_fields.iter().all(|(_, n)| *n > 0));
+});

@@ -1,0 +1,292 @@
+//! A bounded soak: the exporter daemon (lanes and web server, in this
+//! process) against a simulator of 10,000 images in a separate process
+//! (so that the simulator's data and call log are not in the measurement),
+//! with a fast quota and sweeps back to back, scraped all the time. After
+//! a warm-up, resident memory must grow by less than 5 % and the number of
+//! open file descriptors must stay flat.
+//!
+//! It runs for minutes, so it is ignored by a plain `cargo test`;
+//! `scripts/check-robustness` runs it:
+//!
+//! ```sh
+//! cargo test --test soak -- --ignored --nocapture              # 150 s
+//! HSS_SOAK_SECONDS=1800 cargo test --test soak -- --ignored --nocapture
+//! ```
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hss_swr_exporter::collect::Lane;
+
+const IMAGES: u64 = 10_000;
+/// Default length of the soak, and the shortest allowed (a 60 s warm-up
+/// and two 20 s windows).
+const DEFAULT_SECONDS: u64 = 150;
+const MIN_SECONDS: u64 = 120;
+/// Longest a wait for a condition may last.
+const DEADLINE: Duration = Duration::from_secs(120);
+/// Samples are taken twice a second. The baseline is the RSS of the 20 s
+/// after the warm-up, the end figure that of the last 20 s, each the 90th
+/// percentile of its window: the level memory is at while sweeps and scrapes
+/// run, not a single coincidence of allocations or a moment after the
+/// allocator gave memory back.
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+const WINDOW_SAMPLES: usize = 40;
+/// Descriptors may grow by a few (sockets of scrapes and calls in flight);
+/// fewer is fine (idle pooled connections close).
+const FD_SLACK: i64 = 5;
+const MAX_RSS_GROWTH: f64 = 0.05;
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+fn open_fds() -> i64 {
+    std::fs::read_dir("/proc/self/fd").unwrap().count() as i64
+}
+
+/// The simulator process; killed when dropped.
+struct SimProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+async fn start_simulator_process() -> (SimProcess, String) {
+    let log = std::env::temp_dir().join(format!("hss-soak-sim-{}.log", std::process::id()));
+    let child = Command::new(env!("CARGO_BIN_EXE_hss-swr-exporter"))
+        .args([
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            "1",
+            "--images",
+            &IMAGES.to_string(),
+            "--namespaces",
+            "40",
+            "--quota",
+            "100/1s",
+            "--access-key",
+            AK,
+        ])
+        .env("HSS_SWR_SIM_SECRET_KEY", SK)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start the simulator");
+    let process = SimProcess { child, log };
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&process.log).unwrap_or_default();
+        if let Some(address) = text
+            .lines()
+            .find(|l| l.contains("HSS simulator listening"))
+            .and_then(|l| l.split(" address=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            return (process, format!("http://{address}"));
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the simulator did not start: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many of the simulator's images the default image types list (the
+/// simulator also makes images of other types).
+fn listed_images() -> usize {
+    let rows = hss_swr_exporter::simulator::generate(&hss_swr_exporter::simulator::SimConfig {
+        seed: 1,
+        images: IMAGES as usize,
+        namespaces: 40,
+        ..Default::default()
+    });
+    rows.iter()
+        .filter(|r| {
+            ["private_image", "shared_image", "instance_image"].contains(&r.image_type.as_str())
+        })
+        .count()
+}
+
+/// The 90th percentile of `values`.
+fn p90(values: impl Iterator<Item = u64>) -> u64 {
+    let mut v: Vec<u64> = values.collect();
+    v.sort_unstable();
+    v[(v.len() - 1) * 9 / 10]
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Duration,
+    rss_kib: u64,
+    fds: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs for minutes; scripts/check-robustness runs it (HSS_SOAK_SECONDS sets the length)"]
+async fn memory_and_descriptors_stay_flat_over_many_sweeps() {
+    let seconds = std::env::var("HSS_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(DEFAULT_SECONDS)
+        .max(MIN_SECONDS);
+    let total = Duration::from_secs(seconds);
+    let warm_up = Duration::from_secs((seconds / 4).max(60));
+
+    let (_sim, endpoint) = start_simulator_process().await;
+    let yaml = config_yaml(
+        &endpoint,
+        "api_rate_limit: 100/1s
+poll_interval: 1s
+malicious_interval: 300ms
+image_metrics: true
+",
+        "",
+    );
+    let exporter = start_exporter(&yaml).await;
+    let scopes = exporter.scopes.clone();
+    let started = Instant::now();
+
+    eventually("every lane has run", || all_lanes_ran(&scopes)).await;
+    // Prometheus and an operator: plain and gzip scrapes, /status, readiness.
+    let stop = Arc::new(AtomicBool::new(false));
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let scraper = {
+        let (stop, scrapes, url) = (stop.clone(), scrapes.clone(), exporter.url.clone());
+        tokio::spawn(async move {
+            let client = http();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut request = client.get(format!("{url}/metrics"));
+                if !n.is_multiple_of(2) {
+                    request = request.header("Accept-Encoding", "gzip");
+                }
+                let response = request.send().await.expect("/metrics answers");
+                assert_eq!(response.status(), 200);
+                response.bytes().await.expect("a whole exposition");
+                if n.is_multiple_of(8) {
+                    for path in ["/status", "/-/ready", "/"] {
+                        let r = client.get(format!("{url}{path}")).send().await.unwrap();
+                        assert_eq!(r.status(), 200, "{path}");
+                        r.bytes().await.unwrap();
+                    }
+                }
+                n += 1;
+                scrapes.store(n, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+
+    let sweeps = || -> u64 {
+        scopes
+            .list()
+            .iter()
+            .map(|s| s.lane_status(Lane::Sweep).runs)
+            .sum()
+    };
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut next_report = Duration::ZERO;
+    while started.elapsed() < total {
+        tokio::time::sleep(SAMPLE_EVERY).await;
+        let at = started.elapsed();
+        let sample = Sample {
+            at,
+            rss_kib: rss_kib(),
+            fds: open_fds(),
+        };
+        samples.push(sample);
+        if at >= next_report {
+            let recent = &samples[samples.len().saturating_sub(20)..];
+            println!(
+                "soak t={:>4}s  sweeps {:>5}  scrapes {:>5}  rss {:>6}..{:>6} KiB  fds {}",
+                at.as_secs(),
+                sweeps(),
+                scrapes.load(Ordering::Relaxed),
+                recent.iter().map(|s| s.rss_kib).min().unwrap_or(0),
+                recent.iter().map(|s| s.rss_kib).max().unwrap_or(0),
+                sample.fds
+            );
+            next_report = at + Duration::from_secs(10);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    scraper.await.unwrap();
+
+    // The work was done and is still right.
+    let exposition = scrape(&exporter.url).await;
+    assert_eq!(
+        exposition.sum("hss_swr_images", &[]),
+        listed_images() as f64,
+        "every image is published"
+    );
+    assert_eq!(
+        exposition.sum("hss_swr_poll_failures_total", &[]),
+        0.0,
+        "no lane run failed"
+    );
+    assert_eq!(
+        exposition.sum("hss_swr_api_throttled_total", &[]),
+        0.0,
+        "the budget kept under the quota"
+    );
+    let sweeps_done = sweeps();
+    assert!(
+        sweeps_done >= seconds,
+        "sweeps ran back to back: {sweeps_done} in {seconds} s"
+    );
+
+    let after_warm_up: Vec<Sample> = samples
+        .iter()
+        .copied()
+        .filter(|s| s.at >= warm_up)
+        .collect();
+    assert!(after_warm_up.len() >= 2 * WINDOW_SAMPLES, "enough samples");
+    let base = &after_warm_up[..WINDOW_SAMPLES];
+    let end = &after_warm_up[after_warm_up.len() - WINDOW_SAMPLES..];
+    let base_rss = p90(base.iter().map(|s| s.rss_kib));
+    let end_rss = p90(end.iter().map(|s| s.rss_kib));
+    let base_fds = base.iter().map(|s| s.fds).max().unwrap();
+    let end_fds = end.iter().map(|s| s.fds).max().unwrap();
+    let growth = end_rss as f64 / base_rss as f64 - 1.0;
+    println!(
+        "soak {seconds} s ({} s warm-up), {sweeps_done} sweeps of 3 scopes holding {} images, {} scrapes: \
+         RSS {base_rss} -> {end_rss} KiB ({:+.2} %), fds {base_fds} -> {end_fds}",
+        warm_up.as_secs(),
+        listed_images(),
+        scrapes.load(Ordering::Relaxed),
+        growth * 100.0
+    );
+    assert!(
+        growth < MAX_RSS_GROWTH,
+        "RSS grew {:.2} % after warm-up ({base_rss} -> {end_rss} KiB)",
+        growth * 100.0
+    );
+    assert!(
+        end_fds - base_fds <= FD_SLACK,
+        "open descriptors went from {base_fds} to {end_fds}"
+    );
+    exporter.stop().await;
+}
