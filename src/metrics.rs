@@ -362,12 +362,11 @@ impl Metrics {
         for handle in &scopes {
             let sweep = handle.snapshot();
             let malicious = handle.malicious_snapshot();
-            let detector = handle.detector();
             let sweep_key = sweep.as_ref().map(|s| s.id);
             let malicious_key = (
                 sweep_key,
                 malicious.as_ref().map(|m| m.id),
-                detector.generation,
+                handle.detector_generation(),
             );
             let entry = cache
                 .entry(handle.scope.clone())
@@ -397,7 +396,7 @@ impl Metrics {
                     handle,
                     sweep.as_deref(),
                     malicious.as_deref(),
-                    &detector,
+                    &handle.detector(),
                 ));
             }
             out.push((

@@ -230,6 +230,15 @@ impl ScopeHandle {
             .clone()
     }
 
+    /// The detector's generation: it moves whenever the state changes, so
+    /// readers can tell without copying the state.
+    pub fn detector_generation(&self) -> u64 {
+        self.detector
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .generation
+    }
+
     /// Changes the detector's state.
     pub fn update_detector<T>(&self, change: impl FnOnce(&mut DetectorState) -> T) -> T {
         change(&mut self.detector.lock().unwrap_or_else(PoisonError::into_inner))
