@@ -48,14 +48,7 @@ async fn iam_tokens_and_project_lookup_work_end_to_end() {
     let yaml = yaml_with(&sim.endpoint, &iam_credentials(), "");
     let (exporter, ok, exposition) = once(&yaml).await;
     assert!(ok);
-    let want = expected(&sim.sim.images(), "private_image", "all_granted_eps");
-    assert_scope_matches(
-        &exposition,
-        "test",
-        "all_granted_eps",
-        "private_image",
-        &want,
-    );
+    assert_matches_simulator(&exposition, &sim.sim, "private_image");
     let stats = sim.sim.stats();
     assert_eq!(stats.iam_tokens_issued, 1, "one token serves every call");
     assert_eq!(stats.project_lookups, 1, "the project id is looked up once");
@@ -142,14 +135,7 @@ async fn a_token_revoked_mid_sweep_is_replaced_once() {
         exposition.value("hss_swr_api_retries_total", &[("reason", "unauthorized")]),
         1.0
     );
-    let want = expected(&sim.sim.images(), "private_image", "all_granted_eps");
-    assert_scope_matches(
-        &exposition,
-        "test",
-        "all_granted_eps",
-        "private_image",
-        &want,
-    );
+    assert_matches_simulator(&exposition, &sim.sim, "private_image");
 }
 
 #[tokio::test]
@@ -206,14 +192,7 @@ async fn metadata_credentials_sign_with_a_security_token() {
         );
         let (_, ok, exposition) = once(&yaml).await;
         assert!(ok, "session token required: {requires_session_token}");
-        let want = expected(&sim.sim.images(), "private_image", "all_granted_eps");
-        assert_scope_matches(
-            &exposition,
-            "test",
-            "all_granted_eps",
-            "private_image",
-            &want,
-        );
+        assert_matches_simulator(&exposition, &sim.sim, "private_image");
         let stats = sim.sim.stats();
         assert_eq!(stats.metadata_credentials_issued, 1);
         assert_eq!(

@@ -114,14 +114,7 @@ async fn page_boundaries_ask_for_each_page_once() {
             rows as f64,
             "{rows} rows"
         );
-        let want = expected(&sim.sim.images(), "private_image", "all_granted_eps");
-        assert_scope_matches(
-            &exposition,
-            "test",
-            "all_granted_eps",
-            "private_image",
-            &want,
-        );
+        assert_matches_simulator(&exposition, &sim.sim, "private_image");
     }
 }
 
@@ -136,14 +129,7 @@ async fn rows_repeated_across_pages_count_once() {
     let yaml = config_yaml(&sim.endpoint, "", "    image_types: [private_image]\n");
     let (_, ok, exposition) = once(&yaml).await;
     assert!(ok);
-    let want = expected(&sim.sim.images(), "private_image", "all_granted_eps");
-    assert_scope_matches(
-        &exposition,
-        "test",
-        "all_granted_eps",
-        "private_image",
-        &want,
-    );
+    assert_matches_simulator(&exposition, &sim.sim, "private_image");
     assert_eq!(exposition.sum("hss_swr_images", &[]), 650.0);
     assert!(exposition.sum("hss_swr_duplicate_rows_total", &[]) >= 3.0);
 }
@@ -186,14 +172,7 @@ async fn unknown_values_and_awkward_label_text_come_through() {
     let yaml = config_yaml(&sim.endpoint, "", "    image_types: [private_image]\n");
     let (_, ok, exposition) = once(&yaml).await;
     assert!(ok);
-    let want = expected(&sim.sim.images(), "private_image", "all_granted_eps");
-    assert_scope_matches(
-        &exposition,
-        "test",
-        "all_granted_eps",
-        "private_image",
-        &want,
-    );
+    assert_matches_simulator(&exposition, &sim.sim, "private_image");
     assert_eq!(
         exposition.value(
             "hss_swr_images",
@@ -314,14 +293,7 @@ async fn server_errors_and_throttling_are_retried_until_they_clear() {
     );
     let (_, ok, exposition) = once(&yaml).await;
     assert!(ok, "the sweep completes after the faults clear");
-    let want = expected(&sim.sim.images(), "private_image", "all_granted_eps");
-    assert_scope_matches(
-        &exposition,
-        "test",
-        "all_granted_eps",
-        "private_image",
-        &want,
-    );
+    assert_matches_simulator(&exposition, &sim.sim, "private_image");
     let t = [("target", "test")];
     assert_eq!(exposition.value("hss_swr_api_throttled_total", &t), 1.0);
     assert_eq!(
@@ -413,14 +385,7 @@ async fn a_failed_sweep_leaves_the_previous_result_in_place() {
     // Once the fault clears, the new numbers are published whole.
     assert!(exporter.run_once().await);
     let recovered = Exposition::parse(&exporter.metrics().render());
-    let want = expected(&sim.sim.images(), "private_image", "all_granted_eps");
-    assert_scope_matches(
-        &recovered,
-        "test",
-        "all_granted_eps",
-        "private_image",
-        &want,
-    );
+    assert_matches_simulator(&recovered, &sim.sim, "private_image");
     assert_eq!(recovered.value("hss_swr_up", &lane), 1.0);
 }
 
@@ -469,14 +434,7 @@ async fn a_static_token_from_a_file_authenticates() {
     );
     let (_, ok, exposition) = once(&yaml).await;
     assert!(ok);
-    let want = expected(&sim.sim.images(), "shared_image", "all_granted_eps");
-    assert_scope_matches(
-        &exposition,
-        "test",
-        "all_granted_eps",
-        "shared_image",
-        &want,
-    );
+    assert_matches_simulator(&exposition, &sim.sim, "shared_image");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -546,14 +504,7 @@ async fn a_cut_off_page_is_retried() {
         exposition.value("hss_swr_api_retries_total", &[("reason", "malformed")]),
         1.0
     );
-    let want = expected(&sim.sim.images(), "private_image", "all_granted_eps");
-    assert_scope_matches(
-        &exposition,
-        "test",
-        "all_granted_eps",
-        "private_image",
-        &want,
-    );
+    assert_matches_simulator(&exposition, &sim.sim, "private_image");
 }
 
 #[tokio::test]

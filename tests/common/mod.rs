@@ -415,6 +415,13 @@ pub fn all_lanes_ran(scopes: &hss_swr_exporter::collect::ScopeSet) -> bool {
         .all(|s| s.lanes().iter().all(|lane| s.lane_status(*lane).runs > 0))
 }
 
+/// Asserts that one scope of target `test` under `all_granted_eps` holds
+/// exactly what the simulator holds for `image_type`.
+pub fn assert_matches_simulator(exposition: &Exposition, sim: &Simulator, image_type: &str) {
+    let want = expected(&sim.images(), image_type, "all_granted_eps");
+    assert_scope_matches(exposition, "test", "all_granted_eps", image_type, &want);
+}
+
 /// Waits (up to a generous bound) until `check` holds.
 pub async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
     for _ in 0..600 {
