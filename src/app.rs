@@ -36,10 +36,35 @@ pub struct Budgets {
 }
 
 impl Budgets {
+    /// Budgets of a new process: cautious (one call at a time until one
+    /// succeeds), since the calls of a predecessor are unknown.
     fn new(limit: RateLimit) -> Self {
         Self {
-            swr_repository: Budget::new(limit),
-            registry_images: Budget::new(limit),
+            swr_repository: Budget::new(limit).cautious(),
+            registry_images: Budget::new(limit).cautious(),
+        }
+    }
+
+    /// Every budget with its API's name, as the state file keeps them.
+    fn named(&self) -> Vec<(String, Arc<Budget>)> {
+        ListingApi::ALL
+            .iter()
+            .map(|api| (api.as_str().to_string(), Arc::clone(self.get(*api))))
+            .collect()
+    }
+
+    /// Counts the calls a predecessor recorded in the state file.
+    fn restore(&self, file: &StateFile) {
+        let records = file.load_budgets();
+        for api in ListingApi::ALL {
+            if let Some(record) = records.get(api.as_str()) {
+                self.get(api).restore(record);
+                tracing::info!(
+                    api = api.as_str(),
+                    calls = record.calls.len(),
+                    "restored the calls of the last window from the state file"
+                );
+            }
         }
     }
 
@@ -121,6 +146,7 @@ impl Exporter {
         scopes.replace(lanes.iter().map(|(h, _)| Arc::clone(h)).collect());
         if let Some((file, _)) = lanes.first().and_then(|(_, c)| c.state.clone()) {
             restore_baselines(&file, &lanes);
+            budgets.restore(&file);
         }
         Ok(Self {
             config,
@@ -280,6 +306,23 @@ impl Exporter {
         }
         all
     }
+
+    /// Writes the state file (baselines and the budgets' calls of the last
+    /// window), when one is configured: at shutdown, so the next process
+    /// knows what this one sent.
+    pub async fn persist(&self) {
+        let Some((file, scopes)) = self.lanes.first().and_then(|(_, c)| c.state.clone()) else {
+            return;
+        };
+        let states = scopes
+            .list()
+            .iter()
+            .map(|h| (scope_id(&h.scope), h.detector()))
+            .collect();
+        if let Err(error) = file.save(states).await {
+            tracing::warn!(%error, "cannot write the state file at shutdown");
+        }
+    }
 }
 
 /// Builds one client per target and one scope handle (with its lane
@@ -316,10 +359,12 @@ fn build_lanes(
         let rate = config.api_rate_limit.per_second();
         (rate - malicious_per_second).max(rate / 100.0)
     };
-    let state = config
-        .state_file
-        .as_ref()
-        .map(|path| (Arc::new(StateFile::new(path.clone())), Arc::clone(scopes)));
+    let state = config.state_file.as_ref().map(|path| {
+        (
+            Arc::new(StateFile::new(path.clone()).with_budgets(budgets.named())),
+            Arc::clone(scopes),
+        )
+    });
     let mut lanes: Vec<(Arc<ScopeHandle>, LaneContext)> = Vec::new();
     for target in &config.targets {
         api.init_target(&target.name);
@@ -522,6 +567,7 @@ pub async fn run_daemon(
     stop_server.cancel();
     let _ = prerender.await;
     while lanes.join_next().await.is_some() {}
+    exporter.persist().await;
     match server.await {
         Ok(result) => Ok(result?),
         Err(join) => Err(Error::Io {
@@ -610,6 +656,7 @@ pub async fn run_once(config: Config, output: Option<&Path>) -> Result<bool, Err
     let exporter = Exporter::new(config)?;
     exporter.log_plan();
     let ok = exporter.run_once().await;
+    exporter.persist().await;
     let text = exporter.metrics().render();
     match output {
         Some(path) => write_atomically(path, &text)?,

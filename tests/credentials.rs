@@ -51,12 +51,16 @@ async fn iam_tokens_and_project_lookup_work_end_to_end() {
     assert_matches_simulator(&exposition, &sim.sim, "private_image");
     let stats = sim.sim.stats();
     assert_eq!(stats.iam_tokens_issued, 1, "one token serves every call");
-    assert_eq!(stats.project_lookups, 1, "the project id is looked up once");
+    assert_eq!(
+        stats.project_lookups + stats.auth_project_lookups,
+        0,
+        "the token's body names the project: no lookup, no extra permission"
+    );
     assert!(stats.calls.iter().all(|c| c.status == 200));
-    // Both lanes ran against the looked-up project.
+    // Both lanes ran against the token's project.
     assert!(exporter.run_once().await);
     let stats = sim.sim.stats();
-    assert_eq!((stats.iam_tokens_issued, stats.project_lookups), (1, 1));
+    assert_eq!((stats.iam_tokens_issued, stats.project_lookups), (1, 0));
 }
 
 #[tokio::test]
@@ -76,7 +80,7 @@ async fn a_wrong_iam_password_fails_the_lanes_with_the_reason() {
         .last_error
         .unwrap();
     assert!(
-        error.contains("IAM refused the token request for user exporter: HTTP 401"),
+        error.contains("IAM refused the credentials: HTTP 401 for user exporter"),
         "{error}"
     );
     assert!(!error.contains("not-the-password"));

@@ -11,15 +11,21 @@
 //! first listing after start only sets the baseline, unless the
 //! [`StateFile`] held one; the file is written atomically (write, fsync,
 //! rename) whenever the malicious set changes, and a corrupt or unreadable
-//! file is reported and replaced by a fresh baseline, never a crash.
+//! file is reported and replaced by a fresh baseline, never a crash. The file
+//! also carries the request budgets' calls of the last window (written with
+//! every save and at shutdown), so a restarted process does not draw 429s
+//! for calls its predecessor made.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::Scope;
 use super::aggregate::NamespaceKey;
+use crate::hss::{Budget, BudgetRecord};
 
 /// One image version, as detection tells images apart.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -149,6 +155,59 @@ pub enum StateError {
 struct FileContents {
     version: u32,
     scopes: Vec<ScopeState>,
+    /// Per listing API, the calls of the last window; files written before
+    /// it existed have none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    budgets: BTreeMap<String, BudgetEntry>,
+}
+
+/// A budget's record in Unix milliseconds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetEntry {
+    calls_ms: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    paused_until_ms: Option<u64>,
+}
+
+/// Most calls kept per budget: more than any window's limit is of no use.
+const MAX_RECORDED_CALLS: usize = 10_000;
+
+fn to_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+impl BudgetEntry {
+    fn from_record(record: &BudgetRecord) -> Self {
+        Self {
+            calls_ms: record
+                .calls
+                .iter()
+                .take(MAX_RECORDED_CALLS)
+                .map(|t| to_ms(*t))
+                .collect(),
+            paused_until_ms: record.paused_until.map(to_ms),
+        }
+    }
+
+    fn to_record(&self) -> BudgetRecord {
+        BudgetRecord {
+            calls: self
+                .calls_ms
+                .iter()
+                .take(MAX_RECORDED_CALLS)
+                .map(|ms| from_ms(*ms))
+                .collect(),
+            paused_until: self.paused_until_ms.map(from_ms),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -189,6 +248,8 @@ const FILE_VERSION: u32 = 1;
 pub struct StateFile {
     path: PathBuf,
     write_lock: tokio::sync::Mutex<()>,
+    /// The budgets whose calls are saved with every write, by API name.
+    budgets: Vec<(String, Arc<Budget>)>,
 }
 
 fn first_api() -> String {
@@ -220,7 +281,31 @@ impl StateFile {
         Self {
             path,
             write_lock: tokio::sync::Mutex::new(()),
+            budgets: Vec::new(),
         }
+    }
+
+    /// Saves the calls of these budgets (by API name) with every write.
+    pub fn with_budgets(mut self, budgets: Vec<(String, Arc<Budget>)>) -> Self {
+        self.budgets = budgets;
+        self
+    }
+
+    /// The budget records the file holds, by API name; none when the file is
+    /// missing, unreadable or corrupt (the caller then starts cautiously).
+    pub fn load_budgets(&self) -> BTreeMap<String, BudgetRecord> {
+        let Ok(text) = std::fs::read(&self.path) else {
+            return BTreeMap::new();
+        };
+        serde_json::from_slice::<FileContents>(&text)
+            .map(|contents| {
+                contents
+                    .budgets
+                    .iter()
+                    .map(|(api, entry)| (api.clone(), entry.to_record()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The file's path.
@@ -315,6 +400,12 @@ impl StateFile {
                             .collect(),
                     },
                 )
+                .collect(),
+            budgets: self
+                .budgets
+                .iter()
+                .map(|(api, budget)| (api.clone(), BudgetEntry::from_record(&budget.record())))
+                .filter(|(_, entry)| !entry.calls_ms.is_empty() || entry.paused_until_ms.is_some())
                 .collect(),
         };
         let path = self.path.clone();

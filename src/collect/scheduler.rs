@@ -463,8 +463,51 @@ pub async fn run_lane_once(lane: Lane, handle: &ScopeHandle, ctx: &LaneContext) 
     }
 }
 
+/// Runs `lane` once and catches a panic in it: the run then counts as
+/// failed with the panic's message, so the lane shows `hss_swr_up 0` and the
+/// reason in `/status`, and its next run starts as usual.
+async fn run_lane_guarded(lane: Lane, handle: &ScopeHandle, ctx: &LaneContext) -> bool {
+    use futures_util::FutureExt as _;
+    let started = Instant::now();
+    let run = std::panic::AssertUnwindSafe(run_lane_once(lane, handle, ctx));
+    match run.catch_unwind().await {
+        Ok(ok) => ok,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            let message = format!(
+                "internal error: the lane run panicked ({}); it runs again at its next interval",
+                crate::hss::http::cut(&what, 256)
+            );
+            let scope = &handle.scope;
+            tracing::error!(
+                target_name = %scope.target,
+                enterprise_project_id = %scope.enterprise_project_id,
+                image_type = %scope.image_type,
+                lane = lane.as_str(),
+                error = %message,
+                "lane run panicked; the previous result stays published"
+            );
+            handle.update_lane(lane, |s| {
+                s.runs += 1;
+                s.failures += 1;
+                s.up = false;
+                s.running_since = None;
+                s.last_run_end = Some(SystemTime::now());
+                s.last_duration = Some(started.elapsed());
+                s.last_error = Some(message);
+            });
+            false
+        }
+    }
+}
+
 /// Runs one of a scope's lanes until `cancel` fires: a run at once, then one
-/// every interval (at once when a run overran it).
+/// every interval (at once when a run overran it). A run that panics counts
+/// as a failed run; the lane goes on.
 pub async fn run_lane(
     lane: Lane,
     handle: Arc<ScopeHandle>,
@@ -479,9 +522,12 @@ pub async fn run_lane(
         let started = Instant::now();
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = run_lane_once(lane, &handle, &ctx) => {}
+            _ = run_lane_guarded(lane, &handle, &ctx) => {}
         }
-        let next = (started + interval).max(Instant::now());
+        let next = started
+            .checked_add(interval)
+            .unwrap_or_else(Instant::now)
+            .max(Instant::now());
         let wait = next - Instant::now();
         handle.update_lane(lane, |s| s.next_run = Some(SystemTime::now() + wait));
         tokio::select! {
@@ -555,6 +601,7 @@ mod tests {
             code: "HSS.0013".into(),
             message: "insufficient permissions".into(),
             retry_after: None,
+            request_id: None,
         }
     }
 

@@ -19,10 +19,18 @@
 //! [`Budget::acquire_at`]: from then on, other grants are made only while a
 //! slot stays free for the reservation when it comes due, so the reserved
 //! call goes out on time even when sweeps keep the budget saturated.
+//!
+//! A process does not see the calls its predecessor made. Two things keep a
+//! restart from drawing 429s: the calls of the last window (and a pause the
+//! server asked for) can be saved with [`Budget::record`] and restored with
+//! [`Budget::restore`] (the daemon keeps them in its state file), and a
+//! budget made [`cautious`](Budget::cautious) grants one call at a time until
+//! the first call succeeds, so an unknown window costs at most one 429, after
+//! which the pause covers the rest.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -59,6 +67,8 @@ struct State {
     next_ticket: u64,
     paused_until: Option<Instant>,
     granted: u64,
+    /// Until a call succeeds, a cautious budget grants one call at a time.
+    cautious: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +83,16 @@ enum Decision {
     Grant(u64),
     WaitUntil(Instant),
     WaitForChange,
+}
+
+/// What a budget remembers of the last window, in wall-clock time, so that
+/// the next process can honour it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BudgetRecord {
+    /// When the calls that still count ended (calls in flight: now).
+    pub calls: Vec<SystemTime>,
+    /// Until when the server asked for no calls.
+    pub paused_until: Option<SystemTime>,
 }
 
 /// A snapshot of the budget for `/status` and logs.
@@ -96,6 +116,74 @@ impl Budget {
             state: Mutex::new(State::default()),
             changed: Notify::new(),
         })
+    }
+
+    /// Grants one call at a time until a call succeeds (see
+    /// [`Permit::succeeded`]): for a process that cannot know what its
+    /// predecessor sent.
+    pub fn cautious(self: Arc<Self>) -> Arc<Self> {
+        self.lock().cautious = true;
+        self
+    }
+
+    /// The calls of the last window and the pause, for the next process.
+    pub fn record(&self) -> BudgetRecord {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let window = self.limit().window;
+        let state = self.lock();
+        let at = |instant: Instant| {
+            let ago = now.saturating_duration_since(instant);
+            wall.checked_sub(ago).unwrap_or(wall)
+        };
+        BudgetRecord {
+            calls: state
+                .calls
+                .iter()
+                .filter(|s| s.ended.is_none_or(|ended| ended + window > now))
+                .map(|s| s.ended.map_or(wall, at))
+                .collect(),
+            paused_until: state
+                .paused_until
+                .filter(|until| *until > now)
+                .map(|until| wall + (until - now)),
+        }
+    }
+
+    /// Counts the calls a previous process recorded as if this one had made
+    /// them, and keeps its pause. Times in the future count as now; calls
+    /// older than a window and pauses longer than [`MAX_PAUSE_WINDOWS`]
+    /// windows are not kept.
+    pub fn restore(&self, record: &BudgetRecord) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let window = self.limit().window;
+        {
+            let mut state = self.lock();
+            for call in &record.calls {
+                let ago = wall.duration_since(*call).unwrap_or(Duration::ZERO);
+                if ago >= window {
+                    continue;
+                }
+                let ended = now.checked_sub(ago).unwrap_or(now);
+                let id = state.next_slot;
+                state.next_slot += 1;
+                state.calls.push_back(Slot {
+                    id,
+                    ended: Some(ended),
+                });
+            }
+            if let Some(until) = record.paused_until
+                && let Ok(left) = until.duration_since(wall)
+            {
+                let left = left.min(max_pause(window));
+                let until = now.checked_add(left).unwrap_or(now);
+                if state.paused_until.is_none_or(|current| current < until) {
+                    state.paused_until = Some(until);
+                }
+            }
+        }
+        self.changed.notify_waiters();
     }
 
     /// The limit this budget enforces.
@@ -199,6 +287,10 @@ impl Budget {
             .retain(|slot| slot.ended.is_none_or(|ended| ended + window > now));
         let limit = limit.calls as usize;
         let in_window = state.calls.len();
+        if state.cautious && state.calls.iter().any(|s| s.ended.is_none()) {
+            // Nothing proves yet that the server's window has room.
+            return Decision::WaitForChange;
+        }
         if in_window < limit {
             // Grant only while every reservation still finds a slot when it
             // comes due.
@@ -244,10 +336,13 @@ impl Budget {
         Decision::WaitUntil(ends[must_leave - 1] + window)
     }
 
-    fn finish(&self, id: u64) {
+    fn finish(&self, id: u64, succeeded: bool) {
         let now = Instant::now();
         {
             let mut state = self.lock();
+            if succeeded {
+                state.cautious = false;
+            }
             if let Some(slot) = state.calls.iter_mut().find(|s| s.id == id) {
                 slot.ended = Some(now);
             }
@@ -255,10 +350,12 @@ impl Budget {
         self.changed.notify_waiters();
     }
 
-    /// Stops granting for `pause` after the server throttled a call. A longer
-    /// pause already in place is kept.
+    /// Stops granting for `pause` after the server throttled a call, at most
+    /// [`MAX_PAUSE_WINDOWS`] windows. A longer pause already in place is kept.
     pub fn pause(&self, pause: Duration) {
-        let until = Instant::now() + pause;
+        let now = Instant::now();
+        let pause = pause.min(max_pause(self.limit().window));
+        let until = now.checked_add(pause).unwrap_or(now);
         {
             let mut state = self.lock();
             if state.paused_until.is_none_or(|current| current < until) {
@@ -287,6 +384,14 @@ impl Budget {
             granted: state.granted,
         }
     }
+}
+
+/// The longest pause a server can impose, in windows: a `Retry-After` of
+/// years would otherwise stop the exporter for good.
+pub const MAX_PAUSE_WINDOWS: u32 = 5;
+
+fn max_pause(window: Duration) -> Duration {
+    window.saturating_mul(MAX_PAUSE_WINDOWS)
 }
 
 /// Removes a waiting caller's ticket when its future is dropped.
@@ -321,14 +426,21 @@ impl Permit {
     /// Records that the answer (or the failure) has arrived.
     pub fn finish(mut self) {
         self.done = true;
-        self.budget.finish(self.id);
+        self.budget.finish(self.id, false);
+    }
+
+    /// Records that a successful answer has arrived: a cautious budget may
+    /// grant calls in parallel from now on.
+    pub fn succeeded(mut self) {
+        self.done = true;
+        self.budget.finish(self.id, true);
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            self.budget.finish(self.id);
+            self.budget.finish(self.id, false);
         }
     }
 }
@@ -526,5 +638,80 @@ mod tests {
         drop(budget.acquire(Priority::Low).await.0);
         let (_, waited) = budget.acquire(Priority::Low).await;
         assert_eq!(waited, Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cautious_budget_sends_one_call_at_a_time_until_one_succeeds() {
+        let budget = Budget::new(limit(5, 60)).cautious();
+        let (first, _) = budget.acquire(Priority::Low).await;
+        let b = Arc::clone(&budget);
+        let second = tokio::spawn(async move { b.acquire(Priority::Low).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !second.is_finished(),
+            "a second call waits for the first answer"
+        );
+        // A refusal (e.g. 429) proves nothing: still one at a time.
+        first.finish();
+        let (second, _) = second.await.unwrap();
+        let b = Arc::clone(&budget);
+        let third = tokio::spawn(async move { b.acquire(Priority::Low).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!third.is_finished());
+        second.succeeded();
+        let (third, _) = third.await.unwrap();
+        // After a success, calls go in parallel.
+        let (fourth, waited) = budget.acquire(Priority::Low).await;
+        assert_eq!(waited, Duration::ZERO);
+        third.finish();
+        fourth.finish();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_record_fills_the_window_of_the_next_process() {
+        let before = Budget::new(limit(5, 60));
+        for _ in 0..3 {
+            before.acquire(Priority::Low).await.0.finish();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        before.pause(Duration::from_secs(20));
+        let record = before.record();
+        assert_eq!(record.calls.len(), 3);
+        assert!(record.paused_until.is_some());
+
+        let after = Budget::new(limit(5, 60));
+        after.restore(&record);
+        assert_eq!(after.status().calls_in_window, 3);
+        let (_, waited) = after.acquire(Priority::Low).await;
+        assert_eq!(waited, Duration::from_secs(20), "the pause is kept");
+        after.acquire(Priority::Low).await.0.finish();
+        // Five calls in the window: the sixth waits for the oldest to leave.
+        let (_, waited) = after.acquire(Priority::Low).await;
+        assert!(waited > Duration::ZERO, "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restored_calls_older_than_a_window_are_dropped() {
+        let record = BudgetRecord {
+            calls: vec![
+                SystemTime::now() - Duration::from_secs(120),
+                SystemTime::now() + Duration::from_secs(3600),
+            ],
+            paused_until: Some(SystemTime::now() + Duration::from_secs(1_000_000_000)),
+        };
+        let budget = Budget::new(limit(5, 60));
+        budget.restore(&record);
+        let status = budget.status();
+        assert_eq!(status.calls_in_window, 1, "the future call counts as now");
+        assert_eq!(status.paused_for, Some(Duration::from_secs(300)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_absurd_pause_is_cut_to_five_windows() {
+        let budget = Budget::new(limit(5, 60));
+        budget.pause(Duration::MAX);
+        assert_eq!(budget.status().paused_for, Some(Duration::from_secs(300)));
+        let (_, waited) = budget.acquire(Priority::Low).await;
+        assert_eq!(waited, Duration::from_secs(300));
     }
 }

@@ -11,13 +11,16 @@
 //! are never retried: repeated authentication failures lock the key, and the
 //! others will not change by asking again. Until a call of the target has
 //! succeeded, its calls go one at a time, so wrong credentials cost one failed
-//! authentication, not one per scope; after a 401 the client sends nothing
-//! for [`AUTH_HOLD`] (the documented lock time), and every lane of the target
-//! fails at once with the refusal instead of adding failed authentications. What happens is reported to an [`ApiObserver`], which the
-//! metrics module implements.
+//! authentication, not one per scope. Any refusal of the credentials (a 401
+//! from the listing or the project lookup, IAM refusing the password) puts
+//! the whole target on hold for [`AUTH_HOLD`] (the documented lock time):
+//! every lane of the target fails at once with "authentication failed, held
+//! until ..." instead of adding failed authentications. A 3xx is never
+//! followed. What happens is reported to an [`ApiObserver`], which the metrics
+//! module implements.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -32,9 +35,8 @@ use crate::config::ImageType;
 pub const RETRY_BASE: Duration = Duration::from_secs(1);
 /// Longest backoff before a retry.
 pub const RETRY_CAP: Duration = Duration::from_secs(60);
-/// How long a target sends nothing after a 401: more than 5 failed AK/SK
-/// authentications in a row lock the key for 5 minutes.
-pub const AUTH_HOLD: Duration = Duration::from_secs(300);
+pub use super::auth::AUTH_HOLD;
+use super::http::request_id_suffix;
 
 /// Receives what happens to calls, for self-metrics.
 pub trait ApiObserver: Send + Sync {
@@ -67,17 +69,22 @@ impl ApiObserver for NoopObserver {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The API answered with an error status.
-    #[error("HTTP {status}: {code}: {message}")]
+    #[error("HTTP {status}: {code}: {message}{}", request_id_suffix(.request_id.as_deref()))]
     Api {
         /// HTTP status.
         status: u16,
         /// The API's `error_code`, or `-` when there was none.
         code: String,
-        /// The API's `error_msg`, or the start of the body.
+        /// The API's `error_msg` (cut), or a description of a non-JSON body.
         message: String,
         /// The `Retry-After` the server asked for.
         retry_after: Option<Duration>,
+        /// The gateway's `X-Request-Id`, which support asks for.
+        request_id: Option<String>,
     },
+    /// The API answered with a redirect, which is never followed.
+    #[error("{0}")]
+    Redirect(String),
     /// No answer: connection refused or reset, DNS, TLS.
     #[error("request failed: {0}")]
     Transport(String),
@@ -103,12 +110,17 @@ pub enum Error {
         region: String,
         /// Why it failed.
         reason: String,
+        /// Whether IAM refused the credentials (401).
+        refused: bool,
     },
-    /// Not sent: the API refused this target's credentials a moment ago.
-    #[error("not sent: the API refused this target's credentials ({refusal}); calls resume in {}s", .resume_in.as_secs())]
+    /// Not sent: the credentials were refused a moment ago, and another
+    /// failed authentication could lock the key.
+    #[error("authentication failed, held until {} ({}s left) so that retries cannot lock the key: {refusal}", humantime::format_rfc3339_seconds(*.until), .resume_in.as_secs())]
     AuthHold {
-        /// The refusal, as the 401 said it.
+        /// The refusal that started the hold.
         refusal: String,
+        /// When calls resume, in wall-clock time.
+        until: SystemTime,
         /// Time left of the hold.
         resume_in: Duration,
     },
@@ -121,9 +133,21 @@ impl Error {
             Self::Api { status, .. } => *status == 429 || *status >= 500,
             Self::Transport(_) | Self::Timeout(_) | Self::Decode(_) => true,
             Self::BodyTooLarge { .. }
+            | Self::Redirect(_)
             | Self::Auth(_)
             | Self::AuthHold { .. }
             | Self::ProjectLookup { .. } => false,
+        }
+    }
+
+    /// Whether the credentials were refused: a 401 from the listing or the
+    /// project lookup, or IAM refusing to issue a token.
+    pub fn is_auth_refusal(&self) -> bool {
+        match self {
+            Self::Api { status, .. } => *status == 401,
+            Self::Auth(error) => error.is_refusal(),
+            Self::ProjectLookup { refused, .. } => *refused,
+            _ => false,
         }
     }
 
@@ -136,6 +160,7 @@ impl Error {
             Self::Timeout(_) => "timeout",
             Self::Decode(_) => "malformed",
             Self::BodyTooLarge { .. } => "too_large",
+            Self::Redirect(_) => "redirect",
             Self::Auth(_) | Self::AuthHold { .. } | Self::ProjectLookup { .. } => "auth",
         }
     }
@@ -212,12 +237,20 @@ pub struct Client {
     budget: Arc<Budget>,
     observer: Arc<dyn ApiObserver>,
     settings: ClientSettings,
-    /// Until when nothing is sent after a 401, and the refusal.
-    auth_hold: Arc<std::sync::Mutex<Option<(Instant, String)>>>,
+    /// Until when nothing is sent after a refusal, and the refusal.
+    auth_hold: Arc<std::sync::Mutex<Option<Hold>>>,
     /// Whether a call with these credentials has succeeded since the last 401.
     proven: Arc<std::sync::atomic::AtomicBool>,
     /// Held by the one call in flight while the credentials are unproven.
     probe: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A target's hold after its credentials were refused.
+#[derive(Debug, Clone)]
+struct Hold {
+    until: Instant,
+    until_wall: SystemTime,
+    refusal: String,
 }
 
 impl std::fmt::Debug for Client {
@@ -230,15 +263,9 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// Builds the HTTP client all targets share: rustls with the system's roots,
-/// proxies from `HTTPS_PROXY`/`NO_PROXY`.
+/// Builds the HTTP client all outbound calls share (see [`super::http::client`]).
 pub fn http_client(request_timeout: Duration) -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
-        .timeout(request_timeout)
-        .connect_timeout(request_timeout.min(Duration::from_secs(10)))
-        .user_agent(concat!("hss-swr-exporter/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| Error::Transport(e.to_string()))
+    super::http::client(request_timeout).map_err(Error::Transport)
 }
 
 impl Client {
@@ -274,12 +301,41 @@ impl Client {
             .auth_hold
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (until, refusal) = hold.as_ref()?;
+        let hold = hold.as_ref()?;
         let now = Instant::now();
-        (*until > now).then(|| Error::AuthHold {
-            refusal: refusal.clone(),
-            resume_in: *until - now,
+        (hold.until > now).then(|| Error::AuthHold {
+            refusal: hold.refusal.clone(),
+            until: hold.until_wall,
+            resume_in: hold.until - now,
         })
+    }
+
+    /// Puts the whole target on hold after `refusal`; returns the error every
+    /// lane reports until the hold ends.
+    fn hold(&self, refusal: &Error) -> Error {
+        use std::sync::atomic::Ordering;
+        self.proven.store(false, Ordering::Release);
+        let now = Instant::now();
+        let hold = Hold {
+            until: now.checked_add(AUTH_HOLD).unwrap_or(now),
+            until_wall: SystemTime::now() + AUTH_HOLD,
+            refusal: refusal.to_string(),
+        };
+        tracing::warn!(
+            target_name = %self.target,
+            error = %refusal,
+            hold_seconds = AUTH_HOLD.as_secs(),
+            "the credentials were refused; this target sends nothing until the hold ends, so the key is not locked by repeated failures"
+        );
+        *self
+            .auth_hold
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hold.clone());
+        Error::AuthHold {
+            refusal: hold.refusal,
+            until: hold.until_wall,
+            resume_in: AUTH_HOLD,
+        }
     }
 
     /// The target this client calls for.
@@ -296,26 +352,42 @@ impl Client {
         )
     }
 
-    /// The project id: configured, or looked up through IAM once.
+    /// The project id: configured, given by the credential (an IAM token's
+    /// scope), or looked up through IAM once. A refusal puts the target on
+    /// hold before the next caller can try again.
     async fn project_id(&self) -> Result<String, Error> {
         let mut project = self.project_id.lock().await;
         if let Some(id) = &*project {
             return Ok(id.clone());
         }
-        let id = super::iam::lookup_project_id(
-            &self.http,
-            &self.iam_endpoint,
-            &self.region,
-            self.credential.as_ref(),
-        )
-        .await
-        .map_err(|reason| Error::ProjectLookup {
-            region: self.region.clone(),
-            reason,
-        })?;
-        tracing::info!(target_name = %self.target, region = %self.region, project_id = %id, "looked up the project id through IAM");
-        *project = Some(id.clone());
-        Ok(id)
+        if let Some(error) = self.held() {
+            return Err(error);
+        }
+        let found = match self.credential.scoped_project_id().await {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => super::iam::lookup_project_id(
+                &self.http,
+                &self.iam_endpoint,
+                &self.region,
+                self.credential.as_ref(),
+            )
+            .await
+            .map_err(|e| Error::ProjectLookup {
+                region: self.region.clone(),
+                reason: e.to_string(),
+                refused: e.is_refusal(),
+            }),
+            Err(error) => Err(Error::Auth(error)),
+        };
+        match found {
+            Ok(id) => {
+                tracing::info!(target_name = %self.target, region = %self.region, project_id = %id, "found the project id through IAM");
+                *project = Some(id.clone());
+                Ok(id)
+            }
+            Err(error) if error.is_auth_refusal() => Err(self.hold(&error)),
+            Err(error) => Err(error),
+        }
     }
 
     /// Fetches one page, with retries. Every attempt waits for a budget permit
@@ -348,16 +420,19 @@ impl Client {
             }
             self.observer.budget_wait(&self.target, waited);
             let result = self.attempt(query).await;
-            permit.finish();
             let error = match result {
                 Ok(page) => {
+                    permit.succeeded();
                     self.proven.store(true, Ordering::Release);
                     for (field, count) in &page.invalid_fields {
                         self.observer.invalid_field(&self.target, field, *count);
                     }
                     return Ok(page);
                 }
-                Err(error) => error,
+                Err(error) => {
+                    permit.finish();
+                    error
+                }
             };
             if let Error::Api { status: 401, .. } = &error
                 && !refreshed
@@ -368,19 +443,8 @@ impl Client {
                 self.observer.retry(&self.target, "unauthorized");
                 continue;
             }
-            if let Error::Api { status: 401, .. } = &error {
-                self.proven.store(false, Ordering::Release);
-                *self
-                    .auth_hold
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some((Instant::now() + AUTH_HOLD, error.to_string()));
-                tracing::warn!(
-                    target_name = %self.target,
-                    error = %error,
-                    hold_seconds = AUTH_HOLD.as_secs(),
-                    "the API refused the credentials; this target sends nothing until the hold ends, so the key is not locked by repeated failures"
-                );
+            if error.is_auth_refusal() {
+                return Err(self.hold(&error));
             }
             if let Error::Api {
                 status: 429,
@@ -453,12 +517,13 @@ impl Client {
             }
         };
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = super::http::retry_after(response.headers(), SystemTime::now());
+        let request_id = super::http::request_id(response.headers());
+        if let Some(refusal) = super::http::redirect_refusal(status, response.headers()) {
+            self.observer
+                .request(&self.target, &status.to_string(), started.elapsed());
+            return Err(Error::Redirect(refusal));
+        }
         let body = self.read_body(&mut response).await;
         let code = if body.is_ok() {
             status.to_string()
@@ -475,56 +540,30 @@ impl Client {
                 code,
                 message,
                 retry_after,
+                request_id,
             });
         }
         Ok(parse_page(&body)?)
     }
 
     async fn read_body(&self, response: &mut reqwest::Response) -> Result<Vec<u8>, Error> {
-        let limit = self.settings.max_response_bytes;
-        if response
-            .content_length()
-            .is_some_and(|len| len > limit as u64)
-        {
-            return Err(Error::BodyTooLarge { limit });
-        }
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > limit {
-                        return Err(Error::BodyTooLarge { limit });
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => return Ok(body),
-                Err(error) => return Err(self.transport_error(&error)),
-            }
-        }
+        use super::http::ReadError;
+        super::http::read_capped(response, self.settings.max_response_bytes)
+            .await
+            .map_err(|error| match error {
+                ReadError::TooLarge { limit } => Error::BodyTooLarge { limit },
+                ReadError::Timeout => Error::Timeout(self.settings.request_timeout),
+                ReadError::Transport(reason) => Error::Transport(reason),
+            })
     }
 
     fn transport_error(&self, error: &reqwest::Error) -> Error {
         if error.is_timeout() {
             Error::Timeout(self.settings.request_timeout)
         } else {
-            Error::Transport(error_chain(error))
+            Error::Transport(super::http::error_chain(error))
         }
     }
-}
-
-/// The error with its causes, on one line.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 /// The `Host` header value for a URL, as the HTTP client will send it.
@@ -536,39 +575,7 @@ pub(crate) fn host_header(url: &Url) -> String {
     }
 }
 
-/// Reads `error_code` and `error_msg` from an error body, in the shapes
-/// Huawei Cloud services use; falls back to the start of the body.
-pub fn error_details(body: &[u8]) -> (String, String) {
-    fn text(value: Option<&serde_json::Value>) -> Option<String> {
-        match value? {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
-    }
-    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
-        let inner = value
-            .get("error")
-            .filter(|v| v.is_object())
-            .unwrap_or(&value);
-        let code = text(inner.get("error_code")).or_else(|| text(inner.get("code")));
-        let message = text(inner.get("error_msg"))
-            .or_else(|| text(inner.get("error_message")))
-            .or_else(|| text(inner.get("message")));
-        if code.is_some() || message.is_some() {
-            return (
-                code.unwrap_or_else(|| "-".to_string()),
-                message.map(|m| one_line(&m)).unwrap_or_default(),
-            );
-        }
-    }
-    let start = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-    ("-".to_string(), one_line(&start))
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use super::http::error_details;
 
 /// Full-jitter exponential backoff: a random time up to `base * 2^attempt`,
 /// capped.
@@ -586,32 +593,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_bodies_in_every_known_shape() {
-        assert_eq!(
-            error_details(br#"{"error_code":"HSS.0001","error_msg":"invalid  parameter"}"#),
-            ("HSS.0001".into(), "invalid parameter".into())
-        );
-        assert_eq!(
-            error_details(br#"{"status_code":429,"error_code":"APIGW.0308","error_message":"The throttling threshold has been reached"}"#),
-            ("APIGW.0308".into(), "The throttling threshold has been reached".into())
-        );
-        assert_eq!(
-            error_details(br#"{"error":{"code":401,"message":"The request you have made requires authentication.","title":"Unauthorized"}}"#),
-            ("401".into(), "The request you have made requires authentication.".into())
-        );
-        assert_eq!(
-            error_details(b"<html>\n bad gateway</html>"),
-            ("-".into(), "<html> bad gateway</html>".into())
-        );
-    }
-
-    #[test]
     fn only_real_faults_are_retried() {
         let api = |status| Error::Api {
             status,
             code: "-".into(),
             message: String::new(),
             retry_after: None,
+            request_id: None,
         };
         assert!(api(429).is_retryable());
         assert!(api(500).is_retryable());

@@ -10,9 +10,10 @@
 pub mod auth;
 pub mod budget;
 pub mod client;
+pub mod http;
 pub mod iam;
 pub mod model;
 
-pub use budget::{Budget, Priority};
+pub use budget::{Budget, BudgetRecord, Priority};
 pub use client::{ApiObserver, Client, ClientSettings, Error, ListQuery};
 pub use model::{Page, Row};

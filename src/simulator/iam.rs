@@ -44,6 +44,13 @@ pub const TOKENS_PATH: &str = "/v3/auth/tokens";
 /// Route of the project lookup.
 pub const PROJECTS_PATH: &str = "/v3/projects";
 
+/// Route of the projects a token's user can reach (no IAM permission needed).
+pub const AUTH_PROJECTS_PATH: &str = "/v3/auth/projects";
+
+/// Keystone's answer to a user locked after too many wrong passwords.
+pub const MSG_USER_LOCKED: &str =
+    "The account is locked for 5 minutes after more than 5 consecutive authentication failures.";
+
 /// Route of the metadata service's session token.
 pub const METADATA_TOKEN_PATH: &str = "/meta-data/latest/api/token";
 
@@ -168,6 +175,16 @@ pub(super) struct IamCounters {
     pub metadata_session_tokens_issued: u64,
     pub metadata_credentials_issued: u64,
     pub project_lookups: u64,
+    pub auth_project_lookups: u64,
+    pub password_failures: u64,
+    pub user_lockouts: u64,
+}
+
+/// Lockout bookkeeping of one IAM user.
+#[derive(Debug, Default)]
+struct PasswordRecord {
+    consecutive_failures: u32,
+    locked_until: Option<Instant>,
 }
 
 /// The gateway's keyring and the IAM side's own state, behind one lock that
@@ -181,6 +198,8 @@ pub(super) struct IamState {
     requires_session_token: bool,
     /// Metadata session token -> its expiry.
     sessions: HashMap<String, Instant>,
+    /// Password failures per `domain/user`, as IAM locks users.
+    passwords: HashMap<String, PasswordRecord>,
     pub counters: IamCounters,
 }
 
@@ -194,7 +213,45 @@ impl IamState {
             credential_lifetime: config.metadata_credential_lifetime,
             requires_session_token: config.metadata_requires_session_token,
             sessions: HashMap::new(),
+            passwords: HashMap::new(),
             counters: IamCounters::default(),
+        }
+    }
+
+    /// Checks a password as IAM does, with its lockout: more than
+    /// [`MAX_AUTH_FAILURES`](super::server::MAX_AUTH_FAILURES) wrong
+    /// passwords in a row lock the user for
+    /// [`AUTH_LOCK`](super::server::AUTH_LOCK), during which even the right
+    /// one is refused. The user's label when it passes, else the message.
+    fn check_password(
+        &mut self,
+        domain: &str,
+        name: &str,
+        password: &str,
+        now: Instant,
+    ) -> Result<String, &'static str> {
+        let key = format!("{domain}/{name}");
+        let found = self.user(domain, name, password).map(IamUser::label);
+        let record = self.passwords.entry(key).or_default();
+        if record.locked_until.is_some_and(|until| now < until) {
+            return Err(MSG_USER_LOCKED);
+        }
+        record.locked_until = None;
+        match found {
+            Some(label) => {
+                record.consecutive_failures = 0;
+                Ok(label)
+            }
+            None => {
+                self.counters.password_failures += 1;
+                record.consecutive_failures += 1;
+                if record.consecutive_failures > super::server::MAX_AUTH_FAILURES {
+                    record.consecutive_failures = 0;
+                    record.locked_until = Some(now + super::server::AUTH_LOCK);
+                    self.counters.user_lockouts += 1;
+                }
+                Err(MSG_WRONG_PASSWORD)
+            }
         }
     }
 
@@ -354,16 +411,19 @@ pub(super) async fn auth_tokens(State(sim): State<Simulator>, request: Request) 
     let now = Instant::now();
     let (body, label) = {
         let mut iam = sim.iam();
-        let Some(found) = iam.user(&user.domain.name, &user.name, &user.password) else {
-            drop(iam);
-            tracing::debug!(
-                domain = %user.domain.name,
-                user = %user.name,
-                "simulator refused an IAM password"
-            );
-            return keystone_error(&sim, StatusCode::UNAUTHORIZED, MSG_WRONG_PASSWORD);
+        let label = match iam.check_password(&user.domain.name, &user.name, &user.password, now) {
+            Ok(label) => label,
+            Err(message) => {
+                drop(iam);
+                tracing::debug!(
+                    domain = %user.domain.name,
+                    user = %user.name,
+                    message,
+                    "simulator refused an IAM password"
+                );
+                return keystone_error(&sim, StatusCode::UNAUTHORIZED, message);
+            }
         };
-        let label = found.label();
         let project = iam
             .projects
             .iter()
@@ -469,6 +529,49 @@ pub(super) async fn projects(State(sim): State<Simulator>, request: Request) -> 
         &json!({
             "projects": projects,
             "links": {"self": self_link, "previous": null, "next": null},
+        }),
+    )
+}
+
+/// `GET /v3/auth/projects`: the projects the caller's user can reach, which
+/// needs no IAM permission (the simulator's users reach every project).
+pub(super) async fn auth_projects(State(sim): State<Simulator>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .unwrap_or_default();
+    if let Some(refused) = sim.refusal(&parts, &body) {
+        return refused;
+    }
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("iam.sim.test")
+        .to_string();
+    let projects: Vec<serde_json::Value> = {
+        let mut iam = sim.iam();
+        iam.counters.auth_project_lookups += 1;
+        iam.projects
+            .iter()
+            .map(|p| {
+                json!({
+                    "id": p.id,
+                    "name": p.name,
+                    "domain_id": SIM_DOMAIN_ID,
+                    "enabled": true,
+                    "is_domain": false,
+                    "links": {"self": format!("http://{host}{PROJECTS_PATH}/{}", p.id)},
+                })
+            })
+            .collect()
+    };
+    json_answer(
+        &sim,
+        StatusCode::OK,
+        &json!({
+            "projects": projects,
+            "links": {"self": format!("http://{host}{AUTH_PROJECTS_PATH}")},
         }),
     )
 }

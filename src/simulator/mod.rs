@@ -434,6 +434,9 @@ pub enum Scripted {
     Malformed,
     /// Answer normally after this delay.
     Hang(Duration),
+    /// Answer `302 Found` with this `Location`, as a hostile or misrouted
+    /// gateway would.
+    Redirect(String),
 }
 
 /// One listing request as the simulator received it.
@@ -471,6 +474,14 @@ pub struct Stats {
     pub metadata_credentials_issued: u64,
     /// `GET /v3/projects` calls answered 200.
     pub project_lookups: u64,
+    /// `GET /v3/auth/projects` calls answered 200.
+    pub auth_project_lookups: u64,
+    /// Failed authentications: AK/SK signatures and tokens refused by the
+    /// gateway, passwords refused by IAM.
+    pub auth_failures: u64,
+    /// Times an access key or an IAM user was locked for 5 minutes after
+    /// more than 5 failures in a row.
+    pub lockouts: u64,
 }
 
 impl Stats {

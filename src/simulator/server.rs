@@ -134,6 +134,9 @@ struct MutableState {
     /// `ak:`, `token:` or `ip:`), oldest first, pruned to the window.
     admitted: HashMap<String, VecDeque<Instant>>,
     auth: HashMap<String, AuthRecord>,
+    /// Failed authentications and lockouts of access keys and tokens.
+    auth_failures: u64,
+    lockouts: u64,
     calls: Vec<Call>,
 }
 
@@ -144,6 +147,7 @@ enum Fault {
     Reset,
     Malformed,
     Hang(Duration),
+    Redirect(String),
 }
 
 /// How the body of an answer is delivered.
@@ -164,6 +168,8 @@ struct Answer {
     request_id: String,
     delivery: Delivery,
     delay: Duration,
+    /// The `Location` of a redirect.
+    location: Option<String>,
 }
 
 /// Listing parameters after validation.
@@ -462,10 +468,12 @@ impl MutableState {
             match &outcome {
                 Ok(_) => record.consecutive_failures = 0,
                 Err(_) => {
+                    self.auth_failures += 1;
                     record.consecutive_failures += 1;
                     if record.consecutive_failures > MAX_AUTH_FAILURES {
                         record.consecutive_failures = 0;
                         record.locked_until = Some(now + AUTH_LOCK);
+                        self.lockouts += 1;
                     }
                 }
             }
@@ -510,6 +518,7 @@ impl MutableState {
                 Scripted::Reset => Some(Fault::Reset),
                 Scripted::Malformed => Some(Fault::Malformed),
                 Scripted::Hang(d) => Some(Fault::Hang(d)),
+                Scripted::Redirect(location) => Some(Fault::Redirect(location)),
             };
         }
         let f = &self.faults;
@@ -645,6 +654,8 @@ impl Simulator {
                     rng: StdRng::seed_from_u64(config.seed ^ 0x5EED_FA17_0000_0001),
                     admitted: HashMap::new(),
                     auth: HashMap::new(),
+                    auth_failures: 0,
+                    lockouts: 0,
                     calls: Vec::new(),
                 }),
                 requests: AtomicU64::new(0),
@@ -671,6 +682,10 @@ impl Simulator {
         router
             .route(iam::TOKENS_PATH, post(iam::auth_tokens).fallback(fallback))
             .route(iam::PROJECTS_PATH, get(iam::projects).fallback(fallback))
+            .route(
+                iam::AUTH_PROJECTS_PATH,
+                get(iam::auth_projects).fallback(fallback),
+            )
             .route(
                 iam::METADATA_TOKEN_PATH,
                 put(iam::metadata_token).fallback(fallback),
@@ -764,7 +779,10 @@ impl Simulator {
     /// Every listing request received so far, refused ones included, and
     /// the counts of credentials issued and projects looked up.
     pub fn stats(&self) -> Stats {
-        let calls = lock(&self.inner.state).calls.clone();
+        let (calls, auth_failures, lockouts) = {
+            let state = lock(&self.inner.state);
+            (state.calls.clone(), state.auth_failures, state.lockouts)
+        };
         let counters = self.iam().counters;
         Stats {
             calls,
@@ -772,6 +790,9 @@ impl Simulator {
             metadata_session_tokens_issued: counters.metadata_session_tokens_issued,
             metadata_credentials_issued: counters.metadata_credentials_issued,
             project_lookups: counters.project_lookups,
+            auth_project_lookups: counters.auth_project_lookups,
+            auth_failures: auth_failures + counters.password_failures,
+            lockouts: lockouts + counters.user_lockouts,
         }
     }
 
@@ -949,6 +970,7 @@ impl Simulator {
             request_id,
             delivery: Delivery::Whole,
             delay: self.inner.latency,
+            location: None,
         };
 
         let mut state = lock(&self.inner.state);
@@ -987,6 +1009,10 @@ impl Simulator {
         let outcome = match gate {
             Err(error) => Err(error),
             Ok(Some(Fault::Status(code))) => Err(ApiError::for_status(code, quota)),
+            Ok(Some(Fault::Redirect(location))) => {
+                answer.location = Some(location);
+                Ok(Vec::new())
+            }
             Ok(fault) => {
                 match fault {
                     Some(Fault::Hang(d)) => answer.delay += d,
@@ -1004,6 +1030,7 @@ impl Simulator {
         };
 
         match outcome {
+            Ok(_) if answer.location.is_some() => answer.status = StatusCode::FOUND,
             Ok(body) => answer.body = body,
             Err(error) => {
                 if error.status == StatusCode::TOO_MANY_REQUESTS {
@@ -1106,6 +1133,7 @@ fn render(answer: Answer) -> Response {
         retry_after,
         request_id,
         delivery,
+        location,
         ..
     } = answer;
     let body = match delivery {
@@ -1143,6 +1171,9 @@ fn render(answer: Answer) -> Response {
     if let Some(seconds) = retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
+    if let Some(value) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LOCATION, value);
+    }
     response
 }
 
@@ -1154,6 +1185,7 @@ fn api_error_response(error: &ApiError, request_id: String) -> Response {
         request_id,
         delivery: Delivery::Whole,
         delay: Duration::ZERO,
+        location: None,
     })
 }
 
@@ -1189,7 +1221,7 @@ async fn stats_endpoint(State(sim): State<Simulator>) -> Response {
         let window = state.quota.map_or(DEFAULT_STATS_WINDOW, |q| q.window);
         (state.calls.clone(), window)
     };
-    let counters = sim.iam().counters;
+    let stats = sim.stats();
     let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
     for call in &calls {
         *by_status.entry(call.status.to_string()).or_insert(0) += 1;
@@ -1217,10 +1249,13 @@ async fn stats_endpoint(State(sim): State<Simulator>) -> Response {
             "by_status": by_status,
             "by_api": by_api,
             "max_calls_per_window": max_calls_in_window(&calls, window),
-            "iam_tokens_issued": counters.iam_tokens_issued,
-            "metadata_session_tokens_issued": counters.metadata_session_tokens_issued,
-            "metadata_credentials_issued": counters.metadata_credentials_issued,
-            "project_lookups": counters.project_lookups,
+            "iam_tokens_issued": stats.iam_tokens_issued,
+            "metadata_session_tokens_issued": stats.metadata_session_tokens_issued,
+            "metadata_credentials_issued": stats.metadata_credentials_issued,
+            "project_lookups": stats.project_lookups,
+            "auth_project_lookups": stats.auth_project_lookups,
+            "auth_failures": stats.auth_failures,
+            "lockouts": stats.lockouts,
         }),
     )
 }

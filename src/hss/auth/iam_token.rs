@@ -4,7 +4,11 @@
 //! comes from `POST {iam}/v3/auth/tokens` (HTTP 201, token in the
 //! `X-Subject-Token` header, `expires_at` in the body), is sent as
 //! `X-Auth-Token`, and is fetched again before it expires (a fifth of its
-//! lifetime early, at most an hour) and once after the API answers 401.
+//! lifetime early, at most an hour) and once after the API answers 401. The
+//! token's body names its project, so a target without `project_id` needs
+//! no lookup. A refused password (IAM's 400, 401 or 403) is remembered for
+//! [`AUTH_HOLD`](super::AUTH_HOLD): no lane asks IAM again until then, so a
+//! typo cannot lock the IAM user.
 
 use std::time::{Duration, SystemTime};
 
@@ -29,6 +33,16 @@ pub enum ProjectScope {
 struct Cached {
     token: Secret,
     refresh_at: Instant,
+    /// The project the token is scoped to, from its body.
+    project_id: Option<String>,
+}
+
+/// What the credential holds between calls.
+#[derive(Debug, Default)]
+struct State {
+    token: Option<Cached>,
+    /// IAM refused the password: until when nothing is asked, and why.
+    refused: Option<(Instant, String)>,
 }
 
 /// Authenticates calls with an IAM user's token.
@@ -40,7 +54,7 @@ pub struct IamToken {
     user_name: String,
     password: Secret,
     scope: ProjectScope,
-    cached: tokio::sync::Mutex<Option<Cached>>,
+    cached: tokio::sync::Mutex<State>,
 }
 
 /// How long before expiry a token is fetched again: a fifth of its lifetime,
@@ -66,7 +80,7 @@ impl IamToken {
             user_name,
             password,
             scope,
-            cached: tokio::sync::Mutex::new(None),
+            cached: tokio::sync::Mutex::new(State::default()),
         }
     }
 
@@ -76,16 +90,39 @@ impl IamToken {
 
     /// The current token, fetched when there is none or it is due.
     pub async fn token(&self) -> Result<Secret, AuthError> {
-        let mut cached = self.cached.lock().await;
-        if let Some(c) = &*cached
-            && Instant::now() < c.refresh_at
-        {
-            return Ok(c.token.clone());
+        self.current(|c| c.token.clone()).await
+    }
+
+    /// Reads the cached token (fetched when there is none or it is due).
+    /// Callers wait for one fetch at a time; after a refusal they get it
+    /// again, without asking IAM, until the hold ends.
+    async fn current<T>(&self, read: impl FnOnce(&Cached) -> T) -> Result<T, AuthError> {
+        let mut state = self.cached.lock().await;
+        let now = Instant::now();
+        if let Some((until, refusal)) = &state.refused {
+            if now < *until {
+                return Err(AuthError::Refused(refusal.clone()));
+            }
+            state.refused = None;
         }
-        let fresh = self.fetch().await?;
-        let token = fresh.token.clone();
-        *cached = Some(fresh);
-        Ok(token)
+        if let Some(c) = &state.token
+            && now < c.refresh_at
+        {
+            return Ok(read(c));
+        }
+        match self.fetch().await {
+            Ok(fresh) => {
+                let value = read(&fresh);
+                state.token = Some(fresh);
+                Ok(value)
+            }
+            Err(AuthError::Refused(refusal)) => {
+                let until = now.checked_add(super::AUTH_HOLD).unwrap_or(now);
+                state.refused = Some((until, refusal.clone()));
+                Err(AuthError::Refused(refusal))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     async fn fetch(&self) -> Result<Cached, AuthError> {
@@ -112,41 +149,58 @@ impl IamToken {
                 "scope": { "project": project },
             }
         });
-        let response = self
+        use super::super::http;
+        let mut response = self
             .http
             .post(url)
             .header("Content-Type", "application/json;charset=utf8")
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| Self::error(format!("token request failed: {e}")))?;
+            .map_err(|e| Self::error(format!("token request failed: {}", http::error_chain(&e))))?;
         let status = response.status().as_u16();
+        let request_id = http::request_id(response.headers());
+        if let Some(refusal) = http::redirect_refusal(status, response.headers()) {
+            return Err(Self::error(refusal));
+        }
         let token = response
             .headers()
             .get("X-Subject-Token")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let text = response
-            .text()
+        let text = http::read_capped(&mut response, http::MAX_AUX_BODY)
             .await
-            .map_err(|e| Self::error(format!("token answer unreadable: {e}")))?;
+            .map_err(|e| Self::error(format!("token answer: {e}")))?;
         if status != 201 && status != 200 {
-            let (code, message) = super::super::client::error_details(text.as_bytes());
-            return Err(Self::error(format!(
-                "IAM refused the token request for user {}: HTTP {status}: {code}: {message}",
-                self.user_name
-            )));
+            let (code, message) = http::error_details(&text);
+            let reason = format!(
+                "HTTP {status} for user {}: {code}: {message}{}",
+                self.user_name,
+                http::request_id_suffix(request_id.as_deref())
+            );
+            // IAM answers a wrong password, an unknown or a locked user with
+            // 400, 401 or 403: each one counts towards the lockout.
+            return Err(if matches!(status, 400 | 401 | 403) {
+                AuthError::Refused(reason)
+            } else {
+                Self::error(reason)
+            });
         }
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Self::error("IAM answered without an X-Subject-Token header"))?;
-        let expires_at = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/token/expires_at")
-                    .and_then(|e| e.as_str())
-                    .map(str::to_string)
-            })
+        let parsed = serde_json::from_slice::<serde_json::Value>(&text).ok();
+        let field = |pointer: &str| {
+            parsed
+                .as_ref()
+                .and_then(|v| v.pointer(pointer))
+                .and_then(|e| e.as_str())
+                .map(str::to_string)
+        };
+        let project_id = field("/token/project/id").filter(|id| {
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
+        let expires_at = field("/token/expires_at")
             .and_then(|e| humantime::parse_rfc3339_weak(e.trim_end_matches('Z')).ok());
         let lifetime = expires_at
             .and_then(|at| at.duration_since(SystemTime::now()).ok())
@@ -160,7 +214,10 @@ impl IamToken {
         );
         Ok(Cached {
             token: Secret::new(token),
-            refresh_at: now + lifetime - refresh_margin(lifetime),
+            refresh_at: now
+                .checked_add(lifetime - refresh_margin(lifetime))
+                .unwrap_or(now),
+            project_id,
         })
     }
 }
@@ -188,9 +245,13 @@ impl Credential for IamToken {
         // refused at the same time may have dropped it already), so the one
         // retry the client allows per call fetches new ones.
         Box::pin(async move {
-            self.cached.lock().await.take();
+            self.cached.lock().await.token = None;
             true
         })
+    }
+
+    fn scoped_project_id(&self) -> BoxFuture<'_, Result<Option<String>, AuthError>> {
+        Box::pin(async move { self.current(|c| c.project_id.clone()).await })
     }
 }
 

@@ -16,8 +16,14 @@ pub mod token_file;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{CredentialsConfig, Target};
+
+/// How long nothing is sent with credentials that were refused: more than 5
+/// failed authentications in a row lock an AK/SK or an IAM user for 5
+/// minutes.
+pub const AUTH_HOLD: Duration = Duration::from_secs(300);
 
 /// A boxed future, as trait objects need.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -36,9 +42,31 @@ pub enum AuthError {
     /// IAM did not give a token.
     #[error("IAM token: {0}")]
     Iam(String),
+    /// IAM refused the credentials themselves (wrong password, unknown or
+    /// locked user): asking again only adds failed authentications.
+    #[error("IAM refused the credentials: {0}")]
+    Refused(String),
     /// The metadata service did not give credentials.
     #[error("metadata credentials: {0}")]
     Metadata(String),
+}
+
+impl AuthError {
+    /// Whether the credentials were refused, so that the target must hold.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Refused(_))
+    }
+}
+
+/// Where the project id comes from when it is not configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectSource {
+    /// `GET /v3/projects?name={region}`, as the SDKs do with AK/SK (needs
+    /// the IAM permission to list projects).
+    ListProjects,
+    /// `GET /v3/auth/projects`, the projects the token's user can reach (no
+    /// extra permission), filtered by the region name.
+    AuthProjects,
 }
 
 /// The parts of a request that credentials may read and extend.
@@ -75,6 +103,17 @@ pub trait Credential: Send + Sync + std::fmt::Debug {
     /// 401 is never retried in a loop.
     fn refresh_after_unauthorized(&self) -> BoxFuture<'_, bool> {
         Box::pin(async { false })
+    }
+
+    /// The project this credential is scoped to, when it knows it without a
+    /// lookup (a project-scoped IAM token carries it in its body).
+    fn scoped_project_id(&self) -> BoxFuture<'_, Result<Option<String>, AuthError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// How to look the project id up otherwise.
+    fn project_source(&self) -> ProjectSource {
+        ProjectSource::ListProjects
     }
 }
 

@@ -107,6 +107,12 @@ impl Credential for TokenFile {
     fn kind(&self) -> &'static str {
         "token_file"
     }
+
+    fn project_source(&self) -> super::ProjectSource {
+        // A token may not carry the permission to list projects; the
+        // projects its own user can reach need none.
+        super::ProjectSource::AuthProjects
+    }
 }
 
 #[cfg(test)]
