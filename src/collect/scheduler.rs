@@ -559,6 +559,8 @@ mod tests {
         calls: Mutex<Vec<Call>>,
         latency: Duration,
         budget: Option<Arc<Budget>>,
+        /// Calls that panic, as a bug in parsing might.
+        panics: std::sync::atomic::AtomicU32,
     }
 
     /// One call: offset, limit, the malicious filter, when.
@@ -631,6 +633,17 @@ mod tests {
                 tokio::time::sleep(self.latency).await;
                 if let Some(p) = permit {
                     p.finish();
+                }
+                if self
+                    .panics
+                    .fetch_update(
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                        |n| n.checked_sub(1),
+                    )
+                    .is_ok()
+                {
+                    panic!("simulated bug in a page");
                 }
                 if let Some(error) = self.failures.lock().unwrap().pop_front() {
                     return Err(error);
@@ -707,6 +720,37 @@ mod tests {
             registry_name: String::new(),
             namespace: name.into(),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_run_that_panics_fails_and_the_lane_goes_on() {
+        let source = Arc::new(FakeSource::with_rows(500, 5));
+        source.panics.store(1, std::sync::atomic::Ordering::SeqCst);
+        let handle = handle();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_lane(
+            Lane::Sweep,
+            Arc::clone(&handle),
+            ctx(&source, settings()),
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let status = handle.lane_status(Lane::Sweep);
+        assert!(!status.up);
+        assert_eq!((status.runs, status.failures), (1, 1));
+        let error = status.last_error.unwrap();
+        assert!(
+            error.contains("the lane run panicked (simulated bug in a page)"),
+            "{error}"
+        );
+        assert!(!task.is_finished(), "the lane task is still alive");
+        // The next run, one poll interval later, succeeds.
+        tokio::time::sleep(settings().poll_interval).await;
+        let status = handle.lane_status(Lane::Sweep);
+        assert!(status.up, "{:?}", status.last_error);
+        assert_eq!((status.runs, status.failures), (2, 1));
+        cancel.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
