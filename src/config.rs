@@ -392,7 +392,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut value: Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax {
             path: origin.to_path_buf(),
-            message: e.to_string(),
+            message: syntax_without_values(&e.to_string()),
         })?;
         if value.is_null() {
             return Err(ConfigError::invalid(
@@ -518,6 +518,30 @@ fn without_values(message: &str) -> String {
         return message.to_string();
     }
     unquoted(message, '`', |_| false)
+}
+
+/// A YAML parser's message without a value: the parser checks tags while it
+/// reads (`secret_key: !!int hunter2` gives `credentials.secret_key: invalid
+/// value: string "hunter2", expected an integer at line 1 column 42`) and
+/// serde quotes big integers. Such a message goes through
+/// [`without_values`]; scanner messages (which quote only punctuation such as
+/// `','`) and duplicate keys stay; anything else loses its quoted parts. The
+/// position stays.
+fn syntax_without_values(message: &str) -> String {
+    let (body, position) = match message.rfind(" at line ") {
+        Some(at) => message.split_at(at),
+        None => (message, ""),
+    };
+    let body = match ["invalid type: ", "invalid value: "]
+        .iter()
+        .filter_map(|p| body.find(p))
+        .min()
+    {
+        Some(at) => format!("{}{}", &body[..at], without_values(&body[at..])),
+        None if body.contains("duplicate entry with key") => body.to_string(),
+        None => unquoted(body, '`', |inner| inner.chars().count() <= 1),
+    };
+    format!("{body}{position}")
 }
 
 /// The kind of a value as serde's `Unexpected` prints it (`integer `5``,
@@ -1716,6 +1740,50 @@ targets:
         assert_eq!(
             message,
             "page_size: 500 is outside 1..=200, the range the API accepts"
+        );
+    }
+
+    #[test]
+    fn yaml_tags_and_huge_numbers_do_not_show_the_value() {
+        let cases = [
+            (
+                "credentials: {access_key: a, secret_key: !!int hunter2}\n",
+                "config file /etc/hss/config.yml is not valid YAML: credentials.secret_key: \
+                 invalid value, expected an integer, found a string at line 2 column 42",
+            ),
+            (
+                "credentials: {access_key: a, secret_key: !!float hunter2}\n",
+                "config file /etc/hss/config.yml is not valid YAML: credentials.secret_key: \
+                 invalid value, expected a float, found a string at line 2 column 42",
+            ),
+            (
+                "credentials: {access_key: a, secret_key: 'hunter2}\n",
+                "config file /etc/hss/config.yml is not valid YAML: found unexpected end of stream",
+            ),
+            (
+                "credentials: {access_key: a, secret_key: hunter2, secret_key: hunter3}\n",
+                "config file /etc/hss/config.yml is not valid YAML: credentials: \
+                 duplicate entry with key \"secret_key\"",
+            ),
+        ];
+        for (credentials, expected) in cases {
+            let message = error(&format!(
+                "\n{credentials}targets: [{{region: r, project_id: p}}]\n"
+            ));
+            assert!(message.starts_with(expected), "got {message}");
+            assert!(!message.contains("hunter"), "{message}");
+        }
+        let message = error(&format!(
+            "page_size: 123456789012345678901234567890\n{MINIMAL}"
+        ));
+        assert!(
+            message.contains("page_size: expected any YAML value, found an integer at line 1"),
+            "{message}"
+        );
+        assert!(!message.contains("123456"), "{message}");
+        assert_eq!(
+            syntax_without_values("did not find expected ',' or '}' at line 1 column 50"),
+            "did not find expected ',' or '}' at line 1 column 50"
         );
     }
 
