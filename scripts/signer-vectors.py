@@ -2,12 +2,19 @@
 """Print AK/SK signing test vectors computed by the official Huawei Cloud Python SDK.
 
 The Rust signer (src/hss/auth/signer.rs) carries these vectors in its unit tests.
-Re-generate them with:
+The simulator's own verifier (src/simulator/auth.rs) checks the same vectors
+with its independent canonicalisation. Re-generate them with:
 
-    pip install huaweicloudsdkcore
-    python3 scripts/signer-vectors.py
+    python3 -m venv /tmp/sdk && /tmp/sdk/bin/pip install huaweicloudsdkcore
+    /tmp/sdk/bin/python3 scripts/signer-vectors.py
+
+The first line printed is the SDK version; the Rust tests note the version the
+vectors came from (3.1.219). Query parameters are given as the SDK takes them:
+(key, value) tuples, a list value for a repeated key, booleans and integers as
+such (the SDK prints them as `true`/`false` and decimal).
 """
 import hashlib
+from importlib.metadata import version
 
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.sdk_request import SdkRequest
@@ -55,10 +62,41 @@ CASES = [
         "headers": {"X-Sdk-Date": "20200101T010203Z"},
         "body": b'{"auth":{"name":"x"}}',
     },
+    {
+        "name": "the Go SDK's own test query (signer_test.go), with a repeated key as a list",
+        "ak": "AccessKey", "sk": "SecretKey", "method": "GET",
+        "host": "example.huaweicloud.com",
+        "path": "/path",
+        "query": [("test", "一 (&=?!#%.*)"), ("multi", [3, 1, 2]), ("limit", 1),
+                  ("enable", True), ("path", "/tmp/123")],
+        "headers": {"X-Sdk-Date": "20060102T150405Z"},
+        "body": b"",
+    },
+    {
+        "name": "values with '+' and a key repeated as separate pairs",
+        "ak": "AK3", "sk": "SK3+/=", "method": "GET",
+        "host": "hss.cn-north-4.myhuaweicloud.com",
+        "path": "/v5/p1/image/registries/images",
+        "query": [("image_name", "c++ lib"), ("tag", "v2"), ("namespace", "a+b=c"),
+                  ("tag", "v1+rc"), ("tag", "v10")],
+        "headers": {"X-Project-Id": "p1", "X-Sdk-Date": "20260301T101500Z"},
+        "body": b"",
+    },
+    {
+        "name": "an endpoint path holding %-escapes: decoded, then encoded again",
+        "ak": "AccessKey", "sk": "SecretKey", "method": "GET",
+        "host": "gw.example.test",
+        "path": "/hss%20proxy/%E5%9B%A2%7Eq/v5/p1/image/swr-repository",
+        "query": [("limit", 200), ("offset", 0)],
+        "headers": {"X-Project-Id": "p1", "X-Sdk-Date": "20240101T000000Z"},
+        "body": b"",
+    },
 ]
 
 
 def main():
+    print("# huaweicloudsdkcore", version("huaweicloudsdkcore"))
+    print()
     for case in CASES:
         request = SdkRequest(method=case["method"], schema="https", host=case["host"],
                              resource_path=case["path"], query_params=list(case["query"]),

@@ -392,7 +392,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut value: Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax {
             path: origin.to_path_buf(),
-            message: e.to_string(),
+            message: syntax_without_values(&e.to_string()),
         })?;
         if value.is_null() {
             return Err(ConfigError::invalid(
@@ -400,14 +400,17 @@ impl Config {
                 "the file is empty; at least one target is required",
             ));
         }
-        expand_env(&mut value, &mut String::new(), env)?;
-        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let key = e.path().to_string();
-            let message = e.inner().to_string();
-            ConfigError::invalid(if key == "." { "config".into() } else { key }, message)
-        })?;
+        let mut expansions = Vec::new();
+        expand_env(&mut value, &mut String::new(), env, &mut expansions)?;
         let base_dir = origin.parent().unwrap_or(Path::new("."));
-        raw.validate(base_dir)
+        serde_path_to_error::deserialize(value)
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let message = without_values(&e.inner().to_string());
+                ConfigError::invalid(if key == "." { "config".into() } else { key }, message)
+            })
+            .and_then(|raw: RawConfig| raw.validate(base_dir))
+            .map_err(|e| conceal_expansions(e, &expansions))
     }
 
     /// The number of scopes (target, enterprise project, image type).
@@ -419,23 +422,41 @@ impl Config {
     }
 }
 
+/// A value that `${VAR}` references filled in: its key path and each
+/// variable's name and the text it put there.
+#[derive(Debug)]
+struct Expansion {
+    path: String,
+    variables: Vec<(String, String)>,
+}
+
 /// Expands `${VAR}` and `${VAR:-default}` in every string value; `$$` is a
 /// literal `$`. An unset variable without a default is an error naming the key.
+/// Every expanded value is recorded in `expansions`, so that errors can name
+/// the variable instead of showing what it held.
 fn expand_env(
     value: &mut Value,
     path: &mut String,
     env: &dyn Fn(&str) -> Option<String>,
+    expansions: &mut Vec<Expansion>,
 ) -> Result<(), ConfigError> {
     match value {
         Value::String(s) if s.contains('$') => {
-            *s = expand_string(s, env)
+            let mut variables = Vec::new();
+            *s = expand_string(s, env, &mut variables)
                 .map_err(|reason| ConfigError::invalid(path.clone(), reason))?;
+            if !variables.is_empty() {
+                expansions.push(Expansion {
+                    path: path.clone(),
+                    variables,
+                });
+            }
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                expand_env(item, path, env)?;
+                expand_env(item, path, env, expansions)?;
                 path.truncate(len);
             }
         }
@@ -446,7 +467,7 @@ fn expand_env(
                     path.push('.');
                 }
                 path.push_str(key.as_str().unwrap_or("?"));
-                expand_env(item, path, env)?;
+                expand_env(item, path, env, expansions)?;
                 path.truncate(len);
             }
         }
@@ -455,7 +476,178 @@ fn expand_env(
     Ok(())
 }
 
-fn expand_string(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// A deserializer's message without the offending value: serde quotes the
+/// scalar it refused (`invalid type: integer `12345`, expected a string`),
+/// and that scalar may be a secret key or password. What stays is what was
+/// expected and the kind of value found: `expected a string, found an
+/// integer`. Messages about keys (unknown, missing, duplicate field) name
+/// keys, not values, and stay; anything else unknown loses its quoted parts.
+fn without_values(message: &str) -> String {
+    for (prefix, lead) in [
+        ("invalid type: ", ""),
+        ("invalid value: ", "invalid value, "),
+    ] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let (found, expected) = match rest.rfind(", expected ") {
+                Some(at) => (&rest[..at], Some(&rest[at + ", expected ".len()..])),
+                None => (rest, None),
+            };
+            let found = value_kind(found);
+            return match (expected, found) {
+                (Some(expected), Some(found)) => {
+                    format!("{lead}expected {expected}, found {found}")
+                }
+                (Some(expected), None) => format!("{lead}expected {expected}"),
+                (None, Some(found)) => format!("this value ({found}) is not accepted here"),
+                (None, None) => "this value is not accepted here".to_string(),
+            };
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        let tail = [", expected ", ", there are no variants"]
+            .iter()
+            .filter_map(|marker| rest.rfind(marker))
+            .max()
+            .map_or("", |at| &rest[at..]);
+        return format!("unknown variant{tail}");
+    }
+    if ["unknown field ", "missing field ", "duplicate field "]
+        .iter()
+        .any(|p| message.starts_with(p))
+    {
+        return message.to_string();
+    }
+    unquoted(message, '`', |_| false)
+}
+
+/// A YAML parser's message without a value: the parser checks tags while it
+/// reads (`secret_key: !!int hunter2` gives `credentials.secret_key: invalid
+/// value: string "hunter2", expected an integer at line 1 column 42`) and
+/// serde quotes big integers. Such a message goes through
+/// [`without_values`]; scanner messages (which quote only punctuation such as
+/// `','`) and duplicate keys stay; anything else loses its quoted parts. The
+/// position stays.
+fn syntax_without_values(message: &str) -> String {
+    let (body, position) = match message.rfind(" at line ") {
+        Some(at) => message.split_at(at),
+        None => (message, ""),
+    };
+    let body = match ["invalid type: ", "invalid value: "]
+        .iter()
+        .filter_map(|p| body.find(p))
+        .min()
+    {
+        Some(at) => format!("{}{}", &body[..at], without_values(&body[at..])),
+        None if body.contains("duplicate entry with key") => body.to_string(),
+        None => unquoted(body, '`', |inner| inner.chars().count() <= 1),
+    };
+    format!("{body}{position}")
+}
+
+/// The kind of a value as serde's `Unexpected` prints it (`integer `5``,
+/// `string "x"`, `sequence`), with its article; `None` for anything else.
+fn value_kind(found: &str) -> Option<&'static str> {
+    let kind = found.split(['`', '"']).next().unwrap_or_default().trim();
+    Some(match kind {
+        "boolean" => "a boolean",
+        "integer" => "an integer",
+        "floating point" => "a floating point number",
+        "character" => "a character",
+        "string" => "a string",
+        "byte array" => "a byte array",
+        "unit value" => "null",
+        "Option value" => "an optional value",
+        "sequence" => "a sequence",
+        "map" => "a map",
+        "enum" | "unit variant" | "newtype variant" | "tuple variant" | "struct variant" => {
+            "a tagged value"
+        }
+        _ => return None,
+    })
+}
+
+/// `text` with every span between a pair of `quote` characters, and every
+/// `"..."` span, replaced by `…` unless `keep` accepts its content.
+fn unquoted(text: &str, quote: char, keep: impl Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let Some(open) = rest.find([quote, '"']) else {
+            out.push_str(rest);
+            return out;
+        };
+        let mark = rest[open..].chars().next().unwrap_or('"');
+        let after = &rest[open + mark.len_utf8()..];
+        let Some(close) = after.find(mark) else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..open]);
+        let inner = &after[..close];
+        out.push(mark);
+        out.push_str(if keep(inner) { inner } else { "…" });
+        out.push(mark);
+        rest = &after[close + mark.len_utf8()..];
+    }
+}
+
+/// Whether an error at `key` concerns a value at `path`: the same key, or a
+/// key above it (`credentials` for `credentials.secret_key`).
+fn concerns(key: &str, path: &str) -> bool {
+    key == "config"
+        || path == key
+        || path
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+}
+
+/// An error about a value that came from `${VAR}`: what the variables held is
+/// replaced by their names wherever it shows, any other quoted part of such a
+/// value is dropped, and the message says where the value came from
+/// (`(value from ${HSS_SECRET_KEY})`). Errors about other keys are unchanged.
+fn conceal_expansions(error: ConfigError, expansions: &[Expansion]) -> ConfigError {
+    let ConfigError::Invalid { key, mut reason } = error else {
+        return error;
+    };
+    let related: Vec<&Expansion> = expansions
+        .iter()
+        .filter(|x| concerns(&key, &x.path))
+        .collect();
+    if related.is_empty() {
+        return ConfigError::Invalid { key, reason };
+    }
+    for (name, value) in related.iter().flat_map(|x| &x.variables) {
+        if value.is_empty() {
+            continue;
+        }
+        let reference = format!("${{{name}}}");
+        reason = reason.replace(&format!("{value:?}"), &reference);
+        let escaped = value.escape_debug().to_string();
+        // Very short values would garble the message and are no secrets.
+        for form in [value.as_str(), escaped.as_str()] {
+            if form.chars().count() >= 3 {
+                reason = reason.replace(form, &reference);
+            }
+        }
+    }
+    // A part of the value that is still quoted (a duration's unit, say).
+    reason = unquoted(&reason, '"', |inner| inner.contains("${"));
+    let sources: Vec<String> = related
+        .iter()
+        .filter(|x| x.path == key)
+        .flat_map(|x| x.variables.iter().map(|(name, _)| format!("${{{name}}}")))
+        .collect();
+    if !sources.is_empty() {
+        reason = format!("{reason} (value from {})", sources.join(", "));
+    }
+    ConfigError::Invalid { key, reason }
+}
+
+fn expand_string(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    variables: &mut Vec<(String, String)>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(pos) = rest.find('$') {
@@ -479,8 +671,14 @@ fn expand_string(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
                 ));
             }
             match (env(name), default) {
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
+                (Some(v), _) => {
+                    out.push_str(&v);
+                    variables.push((name.to_string(), v));
+                }
+                (None, Some(d)) => {
+                    out.push_str(d);
+                    variables.push((name.to_string(), d.to_string()));
+                }
                 (None, None) => {
                     return Err(format!("environment variable {name} is not set"));
                 }
@@ -645,13 +843,74 @@ pub fn default_endpoint(region: &str) -> String {
     }
 }
 
-/// The default IAM endpoint of a region.
+/// The global IAM endpoint, for regions the SDKs' table does not list.
+pub const GLOBAL_IAM_ENDPOINT: &str = "https://iam.myhuaweicloud.com";
+
+/// Region -> IAM endpoint, as the official SDKs map it. Copied from
+/// huaweicloudsdkcore 3.1.219, `huaweicloudsdkcore/auth/endpoint.py`
+/// (`__IAM_ENDPOINT_DICT`; the Go SDK's `core/auth/internal/iam_endpoint.go`
+/// holds the same list without cn-north-12). eu-west-101 (Huawei Cloud Europe)
+/// is not in that table; the SDKs' IAM region file lists
+/// `https://iam.eu-west-101.myhuaweicloud.eu` for it and their README tells
+/// users of that site to set it, so it is added here.
+const IAM_ENDPOINTS: &[(&str, &str)] = &[
+    ("cn-north-2", "https://iam.cn-north-2.myhuaweicloud.com"),
+    ("cn-north-4", "https://iam.cn-north-4.myhuaweicloud.com"),
+    ("cn-north-1", "https://iam.cn-north-1.myhuaweicloud.com"),
+    ("cn-east-2", "https://iam.cn-east-2.myhuaweicloud.com"),
+    ("cn-east-3", "https://iam.cn-east-3.myhuaweicloud.com"),
+    ("cn-south-1", "https://iam.cn-south-1.myhuaweicloud.com"),
+    ("cn-south-2", "https://iam.cn-south-2.myhuaweicloud.com"),
+    (
+        "cn-southwest-2",
+        "https://iam.cn-southwest-2.myhuaweicloud.com",
+    ),
+    (
+        "ap-southeast-1",
+        "https://iam.ap-southeast-1.myhuaweicloud.com",
+    ),
+    (
+        "ap-southeast-2",
+        "https://iam.ap-southeast-2.myhuaweicloud.com",
+    ),
+    (
+        "ap-southeast-3",
+        "https://iam.ap-southeast-3.myhuaweicloud.com",
+    ),
+    ("af-south-1", "https://iam.af-south-1.myhuaweicloud.com"),
+    ("sa-brazil-1", "https://iam.sa-brazil-1.myhuaweicloud.com"),
+    ("la-south-2", "https://iam.la-south-2.myhuaweicloud.com"),
+    ("na-mexico-1", "https://iam.na-mexico-1.myhuaweicloud.com"),
+    ("la-north-2", "https://iam.la-north-2.myhuaweicloud.com"),
+    ("cn-north-9", "https://iam.cn-north-9.myhuaweicloud.com"),
+    ("eu-west-0", "https://iam.eu-west-0.myhuaweicloud.com"),
+    (
+        "my-kualalumpur-1",
+        "https://iam.my-kualalumpur-1.myhuaweicloud.com",
+    ),
+    ("ru-moscow-1", "https://iam.ru-moscow-1.myhuaweicloud.com"),
+    ("me-east-1", "https://iam.me-east-1.myhuaweicloud.com"),
+    (
+        "ap-southeast-4",
+        "https://iam.ap-southeast-4.myhuaweicloud.com",
+    ),
+    ("ae-ad-1", "https://iam.ae-ad-1.myhuaweicloud.com"),
+    ("cn-east-4", "https://iam.cn-east-4.myhuaweicloud.com"),
+    ("cn-east-5", "https://iam.cn-east-5.myhuaweicloud.com"),
+    ("tr-west-1", "https://iam.tr-west-1.myhuaweicloud.com"),
+    ("cn-north-12", "https://iam.cn-north-12.myhuaweicloud.com"),
+    ("eu-west-101", "https://iam.eu-west-101.myhuaweicloud.eu"),
+];
+
+/// The default IAM endpoint of a region: the SDKs' table, or the global
+/// endpoint for a region missing from it (as the SDKs do). `iam_endpoint` in
+/// a target overrides it.
 pub fn default_iam_endpoint(region: &str) -> String {
-    if region == "eu-west-101" {
-        format!("https://iam.{region}.myhuaweicloud.eu")
-    } else {
-        format!("https://iam.{region}.myhuaweicloud.com")
-    }
+    IAM_ENDPOINTS
+        .iter()
+        .find(|(r, _)| *r == region)
+        .map_or(GLOBAL_IAM_ENDPOINT, |(_, endpoint)| endpoint)
+        .to_string()
 }
 
 impl RawCredentials {
@@ -1242,7 +1501,10 @@ targets:
             ("poll_interval: 300", "poll_interval: 300 has no unit"),
             ("poll_interval: 0", "poll_interval: must be longer than 0"),
             ("concurrency: 0", "concurrency: must be at least 1"),
-            ("image_metrics: maybe", "image_metrics: invalid type"),
+            (
+                "image_metrics: maybe",
+                "image_metrics: expected a boolean, found a string",
+            ),
         ];
         for (line, expected) in cases {
             let text = format!("{line}\n{MINIMAL}");
@@ -1340,6 +1602,253 @@ targets:
     }
 
     #[test]
+    fn a_secret_of_the_wrong_type_is_named_not_shown() {
+        let cases = [
+            (
+                "credentials: {access_key: AK, secret_key: 12345}\n",
+                "credentials.secret_key: expected a string, found an integer",
+                "12345",
+            ),
+            (
+                "credentials: {iam: {domain_name: d, user_name: u, password: 98765}}\n",
+                "credentials.iam.password: expected a string, found an integer",
+                "98765",
+            ),
+            (
+                "credentials: {access_key: AK, secret_key: s, security_token: 3.14159}\n",
+                "credentials.security_token: expected a string, found a floating point number",
+                "3.14159",
+            ),
+            (
+                "credentials: {access_key: AK, secret_key: [hunter2, x]}\n",
+                "credentials.secret_key: expected a string, found a sequence",
+                "hunter2",
+            ),
+            (
+                "credentials: {access_key: AK, secret_key: {hunter2: x}}\n",
+                "credentials.secret_key: expected a string, found a map",
+                "hunter2",
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (credentials, expected, secret) in cases {
+            let path = dir.path().join("config.yml");
+            std::fs::write(
+                &path,
+                format!("{credentials}targets: [{{region: r, project_id: p}}]\n"),
+            )
+            .unwrap();
+            let message = Config::load(&path).unwrap_err().to_string();
+            assert_eq!(message, expected);
+            assert!(!message.contains(secret), "{message}");
+        }
+        // Within a target too, and with booleans.
+        let message = error(
+            "targets: [{region: r, project_id: p, credentials: {access_key: AK, secret_key: true}}]\n",
+        );
+        assert_eq!(
+            message,
+            "targets[0].credentials.secret_key: expected a string, found a boolean"
+        );
+    }
+
+    fn parse_with(text: &str, name: &str, value: &str) -> String {
+        let with = |n: &str| {
+            if n == name {
+                Some(value.to_string())
+            } else {
+                env(n)
+            }
+        };
+        Config::parse(text, Path::new("/etc/hss/config.yml"), &with)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_value_from_the_environment_is_named_by_its_variable_not_shown() {
+        let secret = "hunter2 x/y!";
+        let cases = [
+            (
+                format!("page_size: ${{SECRET}}\n{MINIMAL}"),
+                "page_size: expected u32, found a string (value from ${SECRET})",
+            ),
+            (
+                format!("poll_interval: ${{SECRET}}\n{MINIMAL}"),
+                "poll_interval: ${SECRET} is not a duration",
+            ),
+            (
+                format!("api_rate_limit: '5/${{SECRET}}'\n{MINIMAL}"),
+                "api_rate_limit: ",
+            ),
+            (
+                "credentials: {access_key: a, secret_key: b}\n\
+                 targets: [{region: '${SECRET}', project_id: p}]\n"
+                    .to_string(),
+                "targets[0].region: ${SECRET} is not a region id",
+            ),
+            (
+                "credentials: {access_key: a, secret_key: b}\n\
+                 targets: [{region: r, project_id: p, endpoint: 'ftp://${SECRET}/x'}]\n"
+                    .to_string(),
+                "targets[0].endpoint: ",
+            ),
+            (
+                "credentials: {access_key: a, secret_key: b}\n\
+                 targets: [{region: r, project_id: p, latest_version_only: '${SECRET}'}]\n"
+                    .to_string(),
+                "targets[0].latest_version_only: expected a boolean, found a string \
+                 (value from ${SECRET})",
+            ),
+            (
+                "credentials: {access_key: a, secret_key: b}\n\
+                 targets: [{region: r, project_id: p, image_types: ['${SECRET}']}]\n"
+                    .to_string(),
+                "targets[0].image_types[0]: unknown image type ${SECRET}",
+            ),
+        ];
+        for (text, expected) in &cases {
+            let message = parse_with(text, "SECRET", secret);
+            assert!(message.starts_with(expected), "got {message}");
+            assert!(message.ends_with("(value from ${SECRET})"), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        let message = parse_with(
+            &format!("page_size: ${{SECRET}}\n{MINIMAL}"),
+            "SECRET",
+            "hunter2-xyz",
+        );
+        assert_eq!(
+            message,
+            "page_size: expected u32, found a string (value from ${SECRET})"
+        );
+        // A part of the value quoted by a parser (a duration's unit) goes too.
+        let message = parse_with(
+            &format!("stale_after: ${{STALE}}\n{MINIMAL}"),
+            "STALE",
+            "5hunter2xyz",
+        );
+        assert!(message.starts_with("stale_after: "), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        // The key path and the variable are named; errors elsewhere are not
+        // touched.
+        let message = parse_with(
+            &format!("page_size: 500\nstate_file: ${{SECRET}}\n{MINIMAL}"),
+            "SECRET",
+            secret,
+        );
+        assert_eq!(
+            message,
+            "page_size: 500 is outside 1..=200, the range the API accepts"
+        );
+    }
+
+    #[test]
+    fn yaml_tags_and_huge_numbers_do_not_show_the_value() {
+        let cases = [
+            (
+                "credentials: {access_key: a, secret_key: !!int hunter2}\n",
+                "config file /etc/hss/config.yml is not valid YAML: credentials.secret_key: \
+                 invalid value, expected an integer, found a string at line 2 column 42",
+            ),
+            (
+                "credentials: {access_key: a, secret_key: !!float hunter2}\n",
+                "config file /etc/hss/config.yml is not valid YAML: credentials.secret_key: \
+                 invalid value, expected a float, found a string at line 2 column 42",
+            ),
+            (
+                "credentials: {access_key: a, secret_key: 'hunter2}\n",
+                "config file /etc/hss/config.yml is not valid YAML: found unexpected end of stream",
+            ),
+            (
+                "credentials: {access_key: a, secret_key: hunter2, secret_key: hunter3}\n",
+                "config file /etc/hss/config.yml is not valid YAML: credentials: \
+                 duplicate entry with key \"secret_key\"",
+            ),
+        ];
+        for (credentials, expected) in cases {
+            let message = error(&format!(
+                "\n{credentials}targets: [{{region: r, project_id: p}}]\n"
+            ));
+            assert!(message.starts_with(expected), "got {message}");
+            assert!(!message.contains("hunter"), "{message}");
+        }
+        let message = error(&format!(
+            "page_size: 123456789012345678901234567890\n{MINIMAL}"
+        ));
+        assert!(
+            message.contains("page_size: expected any YAML value, found an integer at line 1"),
+            "{message}"
+        );
+        assert!(!message.contains("123456"), "{message}");
+        assert_eq!(
+            syntax_without_values("did not find expected ',' or '}' at line 1 column 50"),
+            "did not find expected ',' or '}' at line 1 column 50"
+        );
+    }
+
+    #[test]
+    fn serde_messages_lose_the_value_and_keep_the_expectation() {
+        assert_eq!(
+            without_values("invalid type: string \"a, expected b\", expected u32"),
+            "expected u32, found a string"
+        );
+        assert_eq!(
+            without_values("invalid value: integer `-1`, expected u32"),
+            "invalid value, expected u32, found an integer"
+        );
+        assert_eq!(
+            without_values("unknown variant `hunter2, expected x`, expected one of `a`, `b`"),
+            "unknown variant, expected one of `a`, `b`"
+        );
+        assert_eq!(
+            without_values("unknown field `regoin`, expected one of `name`, `region`"),
+            "unknown field `regoin`, expected one of `name`, `region`"
+        );
+        assert_eq!(
+            without_values("something about `hunter2` and \"hunter3\""),
+            "something about `…` and \"…\""
+        );
+    }
+
+    #[test]
+    fn the_iam_endpoint_comes_from_the_sdks_table() {
+        assert_eq!(
+            default_iam_endpoint("cn-north-4"),
+            "https://iam.cn-north-4.myhuaweicloud.com"
+        );
+        assert_eq!(
+            default_iam_endpoint("ap-southeast-3"),
+            "https://iam.ap-southeast-3.myhuaweicloud.com"
+        );
+        assert_eq!(
+            default_iam_endpoint("eu-west-101"),
+            "https://iam.eu-west-101.myhuaweicloud.eu"
+        );
+        // Regions the SDKs do not list use the global endpoint.
+        for region in ["cn-south-4", "cn-southwest-3", "af-north-1", "xx-nowhere-9"] {
+            assert_eq!(
+                default_iam_endpoint(region),
+                "https://iam.myhuaweicloud.com"
+            );
+        }
+        let config = parse(
+            "credentials: {access_key: a, secret_key: b}\ntargets:\n  - {region: cn-south-4}\n  \
+             - {name: own, region: cn-south-4, iam_endpoint: 'https://iam.example.test'}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.targets[0].iam_endpoint.as_str(),
+            "https://iam.myhuaweicloud.com/"
+        );
+        assert_eq!(
+            config.targets[1].iam_endpoint.as_str(),
+            "https://iam.example.test/",
+            "iam_endpoint overrides the table"
+        );
+    }
+
+    #[test]
     fn the_successor_api_lists_harbor_and_jfrog() {
         let config = parse(
             "credentials: {access_key: a, secret_key: b}\ntargets:\n  - {region: r, project_id: p, api: registry-images, image_types: [private_image, harbor, jfrog]}\n  - {name: old, region: r, project_id: p}\n",
@@ -1414,11 +1923,20 @@ targets:
 
     #[test]
     fn env_expansion_handles_defaults_and_escapes() {
-        assert_eq!(expand_string("a${MISSING:-b}c", &env).unwrap(), "abc");
-        assert_eq!(expand_string("$$HOME", &env).unwrap(), "$HOME");
-        assert_eq!(expand_string("cost $5", &env).unwrap(), "cost $5");
-        assert!(expand_string("${BAD NAME}", &env).is_err());
-        assert!(expand_string("${OPEN", &env).is_err());
+        assert_eq!(
+            expand_string("a${MISSING:-b}c", &env, &mut Vec::new()).unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            expand_string("$$HOME", &env, &mut Vec::new()).unwrap(),
+            "$HOME"
+        );
+        assert_eq!(
+            expand_string("cost $5", &env, &mut Vec::new()).unwrap(),
+            "cost $5"
+        );
+        assert!(expand_string("${BAD NAME}", &env, &mut Vec::new()).is_err());
+        assert!(expand_string("${OPEN", &env, &mut Vec::new()).is_err());
     }
 
     #[test]

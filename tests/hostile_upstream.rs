@@ -19,10 +19,12 @@ use hss_swr_exporter::app::Exporter;
 use hss_swr_exporter::collect::Lane;
 use tokio::net::TcpListener;
 
-/// What a server saw: method, path and headers of every request, and the
-/// bodies.
+/// One request a server saw: method, path, headers, body.
+type Received = (String, String, HeaderMap, Vec<u8>);
+
+/// What a server saw.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(String, String, HeaderMap, Vec<u8>)>>>);
+struct Seen(Arc<Mutex<Vec<Received>>>);
 
 impl Seen {
     fn count(&self) -> usize {

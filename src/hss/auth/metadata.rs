@@ -7,6 +7,12 @@
 //! `X-Security-Token`. They are fetched again well before `expires_at` (40
 //! minutes early, as the official SDK does, or at half their remaining life
 //! when they live shorter) and once after the API answers 401.
+//!
+//! Like the SDKs, a 404, 405 or 503 (and 501) answer to the session-token PUT
+//! means the service offers no session tokens. Answers are read up to
+//! [`MAX_BODY_BYTES`]; a redirect is never followed but reported with the
+//! host it points to; a refused security-key request reports the service's
+//! own message ("configure a cloud service agency first"), cut short.
 
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +29,12 @@ pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
 
 /// Lifetime asked for the session token, in seconds.
 const SESSION_TOKEN_TTL: &str = "21600";
+
+/// Cap on a metadata answer: a security key is about 2 KiB.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Cap on the service's own message quoted in an error, in characters.
+const MAX_MESSAGE_CHARS: usize = 256;
 
 #[derive(Debug)]
 struct Temporary {
@@ -84,23 +96,30 @@ impl Metadata {
     }
 
     async fn session_token(&self) -> Result<Option<String>, AuthError> {
+        let url = self.url("/meta-data/latest/api/token");
         let response = self
             .http
-            .put(self.url("/meta-data/latest/api/token"))
+            .put(url.clone())
             .header("X-Metadata-Token-Ttl-Seconds", SESSION_TOKEN_TTL)
             .send()
             .await
             .map_err(|e| Self::error(format!("session token request failed: {e}")))?;
-        match response.status().as_u16() {
+        let status = response.status().as_u16();
+        match status {
             200 => {
-                let token = response
-                    .text()
+                let body = read_capped(response)
                     .await
-                    .map_err(|e| Self::error(format!("session token unreadable: {e}")))?;
-                Ok(Some(token.trim().to_string()).filter(|t| !t.is_empty()))
+                    .map_err(|e| Self::error(format!("session token answer {e}")))?;
+                let token = String::from_utf8_lossy(&body).trim().to_string();
+                Ok(Some(token).filter(|t| !t.is_empty()))
             }
-            // The service does not offer session tokens.
-            404 | 405 | 501 => Ok(None),
+            // The service does not offer session tokens (Go SDK: 404, 405;
+            // Python SDK: 404, 405, 503).
+            404 | 405 | 501 | 503 => Ok(None),
+            300..=399 => Err(Self::error(format!(
+                "session token request {}",
+                redirect_refused(&url, &response)
+            ))),
             status => Err(Self::error(format!(
                 "session token request answered HTTP {status}"
             ))),
@@ -109,7 +128,8 @@ impl Metadata {
 
     async fn fetch(&self) -> Result<Temporary, AuthError> {
         let session = self.session_token().await?;
-        let mut request = self.http.get(self.url("/openstack/latest/securitykey"));
+        let url = self.url("/openstack/latest/securitykey");
+        let mut request = self.http.get(url.clone());
         if let Some(token) = &session {
             request = request.header("X-Metadata-Token", token);
         }
@@ -118,17 +138,33 @@ impl Metadata {
             .await
             .map_err(|e| Self::error(format!("security key request failed: {e}")))?;
         let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| Self::error(format!("security key answer unreadable: {e}")))?;
-        if status != 200 {
+        if (300..400).contains(&status) {
             return Err(Self::error(format!(
-                "security key request answered HTTP {status}"
+                "security key request {}",
+                redirect_refused(&url, &response)
             )));
         }
+        let body = read_capped(response).await;
+        if status != 200 {
+            let said = match body {
+                Ok(body) if status >= 400 => service_message(&body)
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            return Err(Self::error(format!(
+                "security key request answered HTTP {status}{said}"
+            )));
+        }
+        let body = body.map_err(|e| Self::error(format!("security key answer {e}")))?;
+        // serde's own message may quote a value of the answer, which holds
+        // secrets: only the position is shown.
         let key: SecurityKey = serde_json::from_slice(&body).map_err(|e| {
-            Self::error(format!("security key answer is not the expected JSON: {e}"))
+            Self::error(format!(
+                "security key answer is not the expected JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
         })?;
         let c = key.credential;
         if c.access.is_empty() || c.secret.is_empty() || c.securitytoken.is_empty() {
@@ -153,6 +189,88 @@ impl Metadata {
             security_token: Secret::new(c.securitytoken),
             refresh_at: now + refresh_after(lifetime),
         })
+    }
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`], chunk by chunk: a longer one
+/// is an error, and is never read whole. The error reads after "answer".
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let too_long = || format!("is longer than {MAX_BODY_BYTES} bytes");
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+    {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("unreadable: {e}"))?
+    {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// "answered HTTP 302, a redirect to other.example, not followed".
+fn redirect_refused(url: &Url, response: &reqwest::Response) -> String {
+    let target = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|location| url.join(location).ok())
+        .and_then(|to| to.host_str().map(str::to_string))
+        .map_or_else(
+            || "without a readable Location".to_string(),
+            |host| format!("to {host}"),
+        );
+    format!(
+        "answered HTTP {}, a redirect {target}, not followed",
+        response.status().as_u16()
+    )
+}
+
+/// The service's own words in an error answer, on one line and at most
+/// [`MAX_MESSAGE_CHARS`] characters: a message field of a JSON object
+/// (`error_msg`, `message`, `msg`, `error_description`, or those inside
+/// `error`, or `error` itself as text), or a plain-text body. A JSON body
+/// without such a field gives nothing: it is never quoted whole.
+fn service_message(body: &[u8]) -> Option<String> {
+    const FIELDS: [&str; 4] = ["error_msg", "message", "msg", "error_description"];
+    let text = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => {
+            let field = |map: &serde_json::Map<String, serde_json::Value>| {
+                FIELDS
+                    .iter()
+                    .find_map(|f| map.get(*f).and_then(|v| v.as_str()).map(str::to_string))
+            };
+            match map.get("error") {
+                Some(serde_json::Value::Object(inner)) => field(inner).or_else(|| field(&map)),
+                Some(serde_json::Value::String(text)) => field(&map).or(Some(text.clone())),
+                _ => field(&map),
+            }?
+        }
+        Ok(serde_json::Value::String(text)) => text,
+        Ok(_) => return None,
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    let line = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if line.is_empty() {
+        return None;
+    }
+    if line.chars().count() > MAX_MESSAGE_CHARS {
+        let cut: String = line.chars().take(MAX_MESSAGE_CHARS).collect();
+        Some(format!("{cut}…"))
+    } else {
+        Some(line)
     }
 }
 
@@ -200,6 +318,234 @@ impl Credential for Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, put};
+
+    const TOKEN_PATH: &str = "/meta-data/latest/api/token";
+    const KEY_PATH: &str = "/openstack/latest/securitykey";
+
+    fn credentials_json() -> String {
+        r#"{"credential":{"access":"TMPAK","secret":"TMPSECRET","securitytoken":"gQsts","expires_at":"2099-01-01T00:00:00.000000Z"}}"#.to_string()
+    }
+
+    /// A metadata service on 127.0.0.1 answering `router`.
+    async fn serve(router: Router) -> Metadata {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        // As the exporter's shared client: redirects are not followed.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Metadata::new(http, Url::parse(&format!("http://{addr}")).unwrap())
+    }
+
+    fn request() -> OutgoingRequest {
+        OutgoingRequest {
+            method: "GET",
+            host: "hss.test".into(),
+            path: "/v5/p/image/swr-repository".into(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    async fn authorize(metadata: &Metadata) -> Result<OutgoingRequest, String> {
+        let mut request = request();
+        metadata
+            .authorize(&mut request)
+            .await
+            .map(|()| request)
+            .map_err(|e| e.to_string())
+    }
+
+    fn status(code: u16, body: &'static str) -> Response {
+        (StatusCode::from_u16(code).unwrap(), body).into_response()
+    }
+
+    /// The security key, given only when no session token is sent.
+    async fn key_without_session(headers: HeaderMap) -> Response {
+        if headers.contains_key("x-metadata-token") {
+            return status(401, "unexpected session token");
+        }
+        (StatusCode::OK, credentials_json()).into_response()
+    }
+
+    #[tokio::test]
+    async fn these_session_token_answers_mean_no_session_token() {
+        for code in [404_u16, 405, 501, 503] {
+            let router = Router::new()
+                .route(TOKEN_PATH, put(move || async move { status(code, "no") }))
+                .route(KEY_PATH, get(key_without_session));
+            let signed = authorize(&serve(router).await).await;
+            let signed = signed.unwrap_or_else(|e| panic!("HTTP {code}: {e}"));
+            assert!(
+                signed
+                    .headers
+                    .iter()
+                    .any(|(n, v)| n == "X-Security-Token" && v == "gQsts"),
+                "HTTP {code}"
+            );
+        }
+        let router = Router::new()
+            .route(TOKEN_PATH, put(|| async { status(500, "broken") }))
+            .route(KEY_PATH, get(key_without_session));
+        let error = authorize(&serve(router).await).await.unwrap_err();
+        assert_eq!(
+            error,
+            "metadata credentials: session token request answered HTTP 500"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_session_token_is_sent_when_offered() {
+        let router = Router::new()
+            .route(TOKEN_PATH, put(|| async { status(200, "session-1\n") }))
+            .route(
+                KEY_PATH,
+                get(|headers: HeaderMap| async move {
+                    match headers.get("x-metadata-token").map(|v| v.as_bytes()) {
+                        Some(b"session-1") => (StatusCode::OK, credentials_json()).into_response(),
+                        _ => status(401, "a valid X-Metadata-Token is required"),
+                    }
+                }),
+            );
+        assert!(authorize(&serve(router).await).await.is_ok());
+    }
+
+    async fn refused_with(code: u16, body: impl Into<String>) -> String {
+        let body: String = body.into();
+        let answer = move || {
+            let body = body.clone();
+            async move { (StatusCode::from_u16(code).unwrap(), body).into_response() }
+        };
+        let router = Router::new()
+            .route(TOKEN_PATH, put(|| async { status(404, "") }))
+            .route(KEY_PATH, get(answer));
+        authorize(&serve(router).await).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_refused_security_key_carries_the_services_message() {
+        let error = refused_with(
+            401,
+            r#"{"error":{"code":"401","message":"Please configure Cloud Service Agency first"}}"#,
+        )
+        .await;
+        assert_eq!(
+            error,
+            "metadata credentials: security key request answered HTTP 401: \
+             Please configure Cloud Service Agency first"
+        );
+        let error = refused_with(
+            403,
+            r#"{"error_code":"X","error_msg":"agency\nnot   allowed"}"#,
+        )
+        .await;
+        assert!(error.ends_with("HTTP 403: agency not allowed"), "{error}");
+        let error = refused_with(500, "plain text trouble\n").await;
+        assert!(error.ends_with("HTTP 500: plain text trouble"), "{error}");
+        // A JSON body without a message field is not quoted.
+        let error = refused_with(500, r#"{"credential":{"secret":"LEAKED"}}"#).await;
+        assert_eq!(
+            error,
+            "metadata credentials: security key request answered HTTP 500"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_services_message_is_cut_to_256_characters() {
+        let long = format!(r#"{{"message":"{}"}}"#, "é".repeat(1000));
+        let error = refused_with(401, long).await;
+        let said = error.split_once("HTTP 401: ").unwrap().1;
+        assert_eq!(said.chars().count(), 257, "256 characters and an ellipsis");
+        assert!(said.ends_with("é…"));
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_one_mebibyte_is_refused_without_reading_it_whole() {
+        // Endless, without a length: only the cap ends the read.
+        let endless = || async {
+            let chunk = bytes::Bytes::from(vec![b' '; 64 * 1024]);
+            let stream = futures_util::stream::repeat(Ok::<_, std::convert::Infallible>(chunk));
+            Body::from_stream(stream).into_response()
+        };
+        let router = Router::new()
+            .route(TOKEN_PATH, put(|| async { status(404, "") }))
+            .route(KEY_PATH, get(endless));
+        let error = authorize(&serve(router).await).await.unwrap_err();
+        assert_eq!(
+            error,
+            "metadata credentials: security key answer is longer than 1048576 bytes"
+        );
+        // The session token's answer is capped too.
+        let router = Router::new()
+            .route(TOKEN_PATH, put(endless))
+            .route(KEY_PATH, get(key_without_session));
+        assert_eq!(
+            authorize(&serve(router).await).await.unwrap_err(),
+            "metadata credentials: session token answer is longer than 1048576 bytes"
+        );
+        // With a length over the cap: refused before reading.
+        let big = || async { (StatusCode::OK, vec![b' '; MAX_BODY_BYTES + 1]).into_response() };
+        let router = Router::new()
+            .route(TOKEN_PATH, put(|| async { status(404, "") }))
+            .route(KEY_PATH, get(big));
+        let error = authorize(&serve(router).await).await.unwrap_err();
+        assert!(error.ends_with("is longer than 1048576 bytes"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn redirects_are_reported_with_their_host_and_not_followed() {
+        let redirect = |code: u16, location: &'static str| {
+            move || async move {
+                (
+                    StatusCode::from_u16(code).unwrap(),
+                    [(header::LOCATION, location)],
+                )
+                    .into_response()
+            }
+        };
+        let router = Router::new()
+            .route(TOKEN_PATH, put(|| async { status(404, "") }))
+            .route(
+                KEY_PATH,
+                get(redirect(302, "http://evil.example:8080/steal")),
+            );
+        let error = authorize(&serve(router).await).await.unwrap_err();
+        assert_eq!(
+            error,
+            "metadata credentials: security key request answered HTTP 302, \
+             a redirect to evil.example, not followed"
+        );
+        let router = Router::new()
+            .route(TOKEN_PATH, put(redirect(307, "/elsewhere")))
+            .route(KEY_PATH, get(key_without_session));
+        let error = authorize(&serve(router).await).await.unwrap_err();
+        assert_eq!(
+            error,
+            "metadata credentials: session token request answered HTTP 307, \
+             a redirect to 127.0.0.1, not followed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_security_key_is_not_quoted() {
+        let router = Router::new()
+            .route(TOKEN_PATH, put(|| async { status(404, "") }))
+            .route(
+                KEY_PATH,
+                get(|| async { status(200, r#"{"credential":"TMPSECRET-LIKE"}"#) }),
+            );
+        let error = authorize(&serve(router).await).await.unwrap_err();
+        assert!(error.contains("not the expected JSON (line 1"), "{error}");
+        assert!(!error.contains("TMPSECRET"), "{error}");
+    }
 
     #[test]
     fn credentials_are_refreshed_well_before_they_expire() {

@@ -2,13 +2,15 @@
 //! official SDKs sign.
 //!
 //! Place in the data flow: the AK/SK credential kinds (`aksk.rs`) call [`sign`]
-//! for every listing call the client sends; the simulator calls
-//! [`canonical_request`] to verify what it receives. The signer is pure: it takes
+//! for every listing call the client sends. The simulator verifies signatures
+//! with its own, separate canonicalisation (`simulator/auth.rs`), so that both
+//! sides are checked against the SDK vectors independently. The signer is pure: it takes
 //! the parts of a request and returns strings, so its tests run on literals.
 //!
 //! The algorithm (reference/hss-api.md section 5.1):
-//! canonical request = method, canonical URI (each path segment percent-encoded
-//! with the RFC 3986 unreserved set, a trailing `/` added), canonical query
+//! canonical request = method, canonical URI (the path percent-decoded, then
+//! each segment percent-encoded with the RFC 3986 unreserved set, a trailing
+//! `/` added, as the Python SDK's `signer.py` does), canonical query
 //! (sorted, encoded the same way, space as `%20`), canonical headers
 //! (`name:value\n`, lower-case names, sorted), signed header names joined by
 //! `;`, and the hex SHA-256 of the body. The string to sign is
@@ -32,7 +34,9 @@ pub const DATE_HEADER: &str = "x-sdk-date";
 pub struct SigningInput<'a> {
     /// HTTP method, e.g. `GET`.
     pub method: &'a str,
-    /// The path as the application means it, not percent-encoded.
+    /// The path as sent. `%XY` escapes are decoded before the segments are
+    /// encoded (as the Python SDK does), so an endpoint path holding `%20` is
+    /// signed as `%20`, and an unescaped path signs the same.
     pub path: &'a str,
     /// Query parameters, not encoded, in any order.
     pub query: &'a [(String, String)],
@@ -86,9 +90,12 @@ fn hex_value(byte: u8) -> Option<u8> {
     }
 }
 
-/// The canonical URI: every segment encoded, ending with `/`.
+/// The canonical URI: the path percent-decoded, then every segment encoded,
+/// ending with `/` (Python SDK `Signer._process_canonical_uri`: `unquote`,
+/// split on `/`, `quote(segment, safe='~')`). A decoded `%2F` therefore
+/// separates segments, as it does in the SDK.
 pub fn canonical_uri(path: &str) -> String {
-    let mut uri = path
+    let mut uri = percent_decode(path)
         .split('/')
         .map(percent_encode)
         .collect::<Vec<_>>()
@@ -426,6 +433,124 @@ mod tests {
             sign("AK2", "SK2", &input),
             "SDK-HMAC-SHA256 Access=AK2, SignedHeaders=host;x-sdk-date, \
              Signature=26daa116a53913b5e3f5c5d3681db5887d1389f4429b0841a62d4cb6e5aa71f7"
+        );
+    }
+
+    // The Go SDK's own test query (core/auth/signer/signer_test.go), signed by
+    // the Python SDK 3.1.219 (which also signs `Host`): a repeated key's values
+    // are sorted, every reserved character is escaped, a space is `%20`.
+    #[test]
+    fn python_sdk_vector_go_sdk_test_query() {
+        let query = pairs(&[
+            ("test", "一 (&=?!#%.*)"),
+            ("multi", "3"),
+            ("multi", "1"),
+            ("multi", "2"),
+            ("limit", "1"),
+            ("enable", "true"),
+            ("path", "/tmp/123"),
+        ]);
+        let input = SigningInput {
+            method: "GET",
+            path: "/path",
+            query: &query,
+            headers: &pairs(&[
+                ("X-Sdk-Date", "20060102T150405Z"),
+                ("Host", "example.huaweicloud.com"),
+            ]),
+            body: b"",
+        };
+        let (canonical, _) = canonical_request(&input);
+        assert_eq!(
+            canonical,
+            "GET\n/path/\nenable=true&limit=1&multi=1&multi=2&multi=3&path=%2Ftmp%2F123\
+             &test=%E4%B8%80%20%28%26%3D%3F%21%23%25.%2A%29\nhost:example.huaweicloud.com\n\
+             x-sdk-date:20060102T150405Z\n\nhost;x-sdk-date\n\
+             e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            sha256_hex(canonical.as_bytes()),
+            "e8ed2505b124f434774f48548278e66fb20c8c163fcd678925ab2b97e0195d37"
+        );
+        assert_eq!(
+            sign("AccessKey", "SecretKey", &input),
+            "SDK-HMAC-SHA256 Access=AccessKey, SignedHeaders=host;x-sdk-date, \
+             Signature=dff80dcf3ff2811f4dee3312ca443cf20492b692a0286835bf5903adda1ba3a3"
+        );
+    }
+
+    // Python SDK 3.1.219: `+` is a literal plus (`%2B`), never a space, and a
+    // key given several times is sorted by value (byte order: `v1+rc` < `v10`
+    // < `v2`).
+    #[test]
+    fn python_sdk_vector_plus_and_repeated_keys() {
+        let query = pairs(&[
+            ("image_name", "c++ lib"),
+            ("tag", "v2"),
+            ("namespace", "a+b=c"),
+            ("tag", "v1+rc"),
+            ("tag", "v10"),
+        ]);
+        assert_eq!(
+            canonical_query(&query),
+            "image_name=c%2B%2B%20lib&namespace=a%2Bb%3Dc&tag=v1%2Brc&tag=v10&tag=v2"
+        );
+        let input = SigningInput {
+            method: "GET",
+            path: "/v5/p1/image/registries/images",
+            query: &query,
+            headers: &pairs(&[
+                ("X-Project-Id", "p1"),
+                ("X-Sdk-Date", "20260301T101500Z"),
+                ("Host", "hss.cn-north-4.myhuaweicloud.com"),
+            ]),
+            body: b"",
+        };
+        let (canonical, _) = canonical_request(&input);
+        assert_eq!(
+            sha256_hex(canonical.as_bytes()),
+            "fe790b2ae44435977731400993528c3603ab7342bb5c0ae73ea9e9e841d67608"
+        );
+        assert_eq!(
+            sign("AK3", "SK3+/=", &input),
+            "SDK-HMAC-SHA256 Access=AK3, SignedHeaders=host;x-project-id;x-sdk-date, \
+             Signature=e121332565f928d3ab31f9bfbb4ed316a7b11742809efa46ca24465cbe0ab121"
+        );
+    }
+
+    // Python SDK 3.1.219: an endpoint path with `%` escapes is decoded before
+    // it is encoded, so `%20` is signed as `%20` (not `%2520`) and `%7E` as `~`.
+    #[test]
+    fn python_sdk_vector_escaped_endpoint_path() {
+        let input = SigningInput {
+            method: "GET",
+            path: "/hss%20proxy/%E5%9B%A2%7Eq/v5/p1/image/swr-repository",
+            query: &pairs(&[("limit", "200"), ("offset", "0")]),
+            headers: &pairs(&[
+                ("X-Project-Id", "p1"),
+                ("X-Sdk-Date", "20240101T000000Z"),
+                ("Host", "gw.example.test"),
+            ]),
+            body: b"",
+        };
+        let (canonical, _) = canonical_request(&input);
+        assert!(
+            canonical.starts_with("GET\n/hss%20proxy/%E5%9B%A2~q/v5/p1/image/swr-repository/\n"),
+            "{canonical}"
+        );
+        assert_eq!(
+            sha256_hex(canonical.as_bytes()),
+            "22f4754770926529f007432474146367974d6589ea77e2cf25a6b4068db6a9db"
+        );
+        assert_eq!(
+            sign("AccessKey", "SecretKey", &input),
+            "SDK-HMAC-SHA256 Access=AccessKey, SignedHeaders=host;x-project-id;x-sdk-date, \
+             Signature=2619abf4cd8c49351ce9cb23780f114c75c1a47c9f40ed713b88b8f678eec9be"
+        );
+        // The same path written unescaped signs the same.
+        assert_eq!(
+            canonical_uri("/hss proxy/团~q/v5"),
+            canonical_uri("/hss%20proxy/%E5%9B%A2%7Eq/v5")
         );
     }
 
