@@ -575,6 +575,9 @@ pub async fn run_daemon_with(
             }
         }
     }
+    // Reload requests still queued get "shutting down" rather than keeping
+    // their connections (and so the server's shutdown) waiting.
+    drop(reload_rx);
     generation.cancel();
     stop_server.cancel();
     let _ = prerender.await;

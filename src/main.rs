@@ -190,3 +190,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn web_flags_default_as_in_prometheus_and_are_checked() {
+        let cli = Cli::try_parse_from(["hss-swr-exporter"]).unwrap();
+        assert!(!cli.enable_lifecycle);
+        assert_eq!(cli.max_connections, 512);
+        let cli = Cli::try_parse_from([
+            "hss-swr-exporter",
+            "--web.enable-lifecycle",
+            "--web.max-connections=16",
+        ])
+        .unwrap();
+        assert!(cli.enable_lifecycle);
+        assert_eq!(cli.max_connections, 16);
+        for bad in ["0", "-1", "many", "2000000"] {
+            let error =
+                Cli::try_parse_from(["hss-swr-exporter", &format!("--web.max-connections={bad}")])
+                    .unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("must be a whole number from 1 to"),
+                "{error}"
+            );
+        }
+    }
+}
