@@ -271,3 +271,38 @@ async fn a_reload_to_an_equal_configuration_restarts_nothing() {
     exporter.stop().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_rotated_secret_file_is_a_change_not_an_unchanged_configuration() {
+    let sim = start_simulator(sim_config(50, 2)).await;
+    let dir = std::env::temp_dir().join(format!("hss-reload-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yml");
+    let secret = dir.join("secret_key");
+    std::fs::write(&secret, SK).unwrap();
+    let yaml = config_yaml(&sim.endpoint, "", "    image_types: [private_image]\n").replace(
+        &format!("  secret_key: {SK}\n"),
+        &format!("  secret_key_file: {}\n", secret.display()),
+    );
+    assert!(yaml.contains("secret_key_file"), "{yaml}");
+    std::fs::write(&path, &yaml).unwrap();
+    let exporter = start_exporter_with_lifecycle(&path).await;
+    let reload = || async {
+        http()
+            .post(format!("{}/-/reload", exporter.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert!(reload().await.starts_with("configuration unchanged:"));
+    // The configuration file is untouched; the secret it names is rotated.
+    std::fs::write(&secret, format!("{SK}-rotated")).unwrap();
+    let answer = reload().await;
+    assert!(answer.starts_with("configuration reloaded:"), "{answer}");
+    assert!(!answer.contains(SK), "no secret in the answer");
+    exporter.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}

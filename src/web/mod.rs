@@ -7,7 +7,9 @@
 //! web configuration ([`config`]), every request first passes basic auth and
 //! gets the configured headers (`auth`), over TLS when a certificate is
 //! configured (`tls`); the configuration is re-read when its files change
-//! (`watch`).
+//! (`watch`). In front of all that, the connection loop (`server`) holds
+//! every client to [`ServerLimits`]: header-read, idle and TLS handshake
+//! timeouts and a cap on open connections.
 
 pub mod config;
 
