@@ -204,6 +204,7 @@ impl Exporter {
                 .collect(),
             telemetry_path: telemetry_path.to_string(),
             reload: None,
+            lifecycle: false,
         }
     }
 
@@ -506,21 +507,75 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// Runs the daemon until `shutdown` completes: lanes in the background, the
-/// web server on `listener` (with TLS and basic auth when `web_config` names
-/// an exporter-toolkit web configuration file). SIGHUP and `POST /-/reload` re-read
-/// `config_path`: a valid file replaces the configuration (scopes still
-/// configured keep their data and counters), an invalid one is refused with
-/// its reason and the running configuration stays.
+/// How the daemon serves, besides the pipeline: see [`run_daemon_with`].
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Where `/metrics` is served.
+    pub telemetry_path: String,
+    /// The configuration file SIGHUP and `POST /-/reload` re-read.
+    pub config_path: Option<std::path::PathBuf>,
+    /// The exporter-toolkit web configuration file (TLS, basic auth).
+    pub web_config: Option<std::path::PathBuf>,
+    /// `--web.enable-lifecycle`: whether `POST /-/reload` is served.
+    pub enable_lifecycle: bool,
+    /// Timeouts and connection limits of the HTTP server.
+    pub limits: web::ServerLimits,
+}
+
+impl DaemonOptions {
+    /// Defaults: no files, lifecycle APIs off, default server limits.
+    pub fn new(telemetry_path: &str) -> Self {
+        Self {
+            telemetry_path: telemetry_path.to_string(),
+            config_path: None,
+            web_config: None,
+            enable_lifecycle: false,
+            limits: web::ServerLimits::default(),
+        }
+    }
+}
+
+/// [`run_daemon_with`] with lifecycle APIs off and the default server
+/// limits.
 pub async fn run_daemon(
-    mut exporter: Exporter,
+    exporter: Exporter,
     listener: TcpListener,
     telemetry_path: &str,
     config_path: Option<std::path::PathBuf>,
     web_config: Option<std::path::PathBuf>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<web::ReloadRequest>(4);
+    let options = DaemonOptions {
+        config_path,
+        web_config,
+        ..DaemonOptions::new(telemetry_path)
+    };
+    run_daemon_with(exporter, listener, options, shutdown).await
+}
+
+/// Runs the daemon until `shutdown` completes: lanes in the background, the
+/// web server on `listener` (with TLS and basic auth when `web_config` names
+/// an exporter-toolkit web configuration file). SIGHUP, and `POST /-/reload`
+/// when lifecycle APIs are enabled, re-read `config_path`, one reload at a
+/// time: a valid file replaces the configuration (scopes still configured
+/// keep their data and counters; a file equal to the running configuration
+/// restarts nothing), an invalid one is refused with its reason and the
+/// running configuration stays.
+pub async fn run_daemon_with(
+    mut exporter: Exporter,
+    listener: TcpListener,
+    options: DaemonOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let DaemonOptions {
+        telemetry_path,
+        config_path,
+        web_config,
+        enable_lifecycle,
+        limits,
+    } = options;
+    let telemetry_path = telemetry_path.as_str();
+    let (reload_tx, mut reload_rx) = web::reload_channel();
     let mut generation = CancellationToken::new();
     exporter.log_plan();
     let mut lanes = exporter.spawn(&generation);
@@ -528,11 +583,13 @@ pub async fn run_daemon(
     tracing::info!(%address, telemetry_path, "serving metrics");
     let mut state = exporter.web_state(telemetry_path);
     state.reload = config_path.is_some().then_some(reload_tx);
+    state.lifecycle = enable_lifecycle;
     let stop_server = CancellationToken::new();
-    let server = tokio::spawn(web::serve_with_config(
+    let server = tokio::spawn(web::serve_with_limits(
         listener,
         web::router(state),
         web_config,
+        limits,
         stop_server.clone().cancelled_owned(),
     ));
     let prerender = {
@@ -563,6 +620,9 @@ pub async fn run_daemon(
             }
         }
     }
+    // Reload requests still queued get "shutting down" rather than keeping
+    // their connections (and so the server's shutdown) waiting.
+    drop(reload_rx);
     generation.cancel();
     stop_server.cancel();
     let _ = prerender.await;
@@ -602,8 +662,9 @@ async fn next_hangup(hangup: &mut Hangup) -> Option<()> {
     std::future::pending().await
 }
 
-/// Re-reads the configuration and, when it is valid, restarts the lanes
-/// under it.
+/// Re-reads the configuration and, when it is valid and differs from the
+/// running one, restarts the lanes under it; records the outcome in the
+/// reload metrics.
 async fn reload(
     exporter: &mut Exporter,
     path: Option<&Path>,
@@ -617,9 +678,22 @@ async fn reload(
         Ok(config) => config,
         Err(error) => {
             tracing::warn!(%error, "reload refused; the running configuration stays");
+            exporter.metrics().record_reload(false);
             return Err(error.to_string());
         }
     };
+    if config == *exporter.config() {
+        // Nothing to apply: lanes keep running, sweeps in progress go on.
+        exporter.metrics().record_reload(true);
+        let summary = format!(
+            "configuration unchanged: {} target(s), {} scope(s), budget {}; nothing restarted",
+            config.targets.len(),
+            config.scope_count(),
+            config.api_rate_limit
+        );
+        tracing::info!(path = %path.display(), "{summary}");
+        return Ok(summary);
+    }
     generation.cancel();
     while lanes.join_next().await.is_some() {}
     let applied = exporter.apply(config);
@@ -635,10 +709,12 @@ async fn reload(
             );
             tracing::info!(path = %path.display(), "{summary}");
             exporter.log_plan();
+            exporter.metrics().record_reload(true);
             Ok(summary)
         }
         Err(error) => {
             tracing::warn!(%error, "reload failed; the running configuration stays");
+            exporter.metrics().record_reload(false);
             Err(error.to_string())
         }
     }

@@ -35,6 +35,12 @@ struct Cli {
     /// TLS and basic-auth configuration for the HTTP server (exporter-toolkit format).
     #[arg(long = "web.config.file", value_name = "FILE", global = true)]
     web_config_file: Option<PathBuf>,
+    /// Serve POST /-/reload (lifecycle API); without it, it answers 403. SIGHUP always reloads.
+    #[arg(long = "web.enable-lifecycle", global = true)]
+    enable_lifecycle: bool,
+    /// Connections served at once; more wait, unaccepted, until one closes.
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = 512, global = true, value_parser = parse_max_connections)]
+    max_connections: usize,
     /// Log level: debug, info, warn or error.
     #[arg(long = "log.level", value_name = "LEVEL", default_value = "info", global = true, value_parser = logging::parse_level)]
     log_level: tracing::Level,
@@ -65,6 +71,14 @@ enum Command {
     Simulate(simulator::SimulateArgs),
     /// Run the simulator and the exporter together, serving metrics with no cloud account.
     Demo,
+}
+
+fn parse_max_connections(text: &str) -> Result<usize, String> {
+    let limit = hss_swr_exporter::web::MAX_CONNECTIONS_LIMIT;
+    match text.parse::<usize>() {
+        Ok(n) if (1..=limit).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number from 1 to {limit}")),
+    }
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
@@ -122,15 +136,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let exporter = app::Exporter::new(config).context("starting the exporter")?;
             let listener = app::bind(&cli.listen_address).await?;
-            app::run_daemon(
-                exporter,
-                listener,
-                &cli.telemetry_path,
-                cli.config_file.clone(),
-                cli.web_config_file.clone(),
-                app::shutdown_signal(),
-            )
-            .await?;
+            let options = app::DaemonOptions {
+                config_path: cli.config_file.clone(),
+                web_config: cli.web_config_file.clone(),
+                enable_lifecycle: cli.enable_lifecycle,
+                limits: hss_swr_exporter::web::ServerLimits {
+                    max_connections: cli.max_connections,
+                    ..Default::default()
+                },
+                ..app::DaemonOptions::new(&cli.telemetry_path)
+            };
+            app::run_daemon_with(exporter, listener, options, app::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Once { output }) => {
@@ -171,6 +187,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn web_flags_default_as_in_prometheus_and_are_checked() {
+        let cli = Cli::try_parse_from(["hss-swr-exporter"]).unwrap();
+        assert!(!cli.enable_lifecycle);
+        assert_eq!(cli.max_connections, 512);
+        let cli = Cli::try_parse_from([
+            "hss-swr-exporter",
+            "--web.enable-lifecycle",
+            "--web.max-connections=16",
+        ])
+        .unwrap();
+        assert!(cli.enable_lifecycle);
+        assert_eq!(cli.max_connections, 16);
+        for bad in ["0", "-1", "many", "2000000"] {
+            let error =
+                Cli::try_parse_from(["hss-swr-exporter", &format!("--web.max-connections={bad}")])
+                    .unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("must be a whole number from 1 to"),
+                "{error}"
+            );
         }
     }
 }

@@ -152,6 +152,9 @@ pub struct Metrics {
     registry: Registry,
     api: Arc<ApiMetrics>,
     target_info: GaugeVec,
+    /// Whether the last configuration reload succeeded, and when one last did.
+    reload_successful: prometheus::Gauge,
+    reload_success_time: prometheus::Gauge,
     scopes: Arc<ScopeSet>,
     image_metrics: std::sync::atomic::AtomicBool,
     /// Rendered namespace series per scope, reused until the scope publishes
@@ -235,20 +238,49 @@ impl Metrics {
             &["target", "api"],
         )?;
         registry.register(Box::new(target_info.clone()))?;
+        let reload_successful = prometheus::Gauge::with_opts(Opts::new(
+            "hss_swr_config_last_reload_successful",
+            "Whether the last configuration reload (SIGHUP or POST /-/reload) succeeded; 1 at start.",
+        ))?;
+        let reload_success_time = prometheus::Gauge::with_opts(Opts::new(
+            "hss_swr_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (at start, or by a reload), in Unix seconds.",
+        ))?;
+        registry.register(Box::new(reload_successful.clone()))?;
+        registry.register(Box::new(reload_success_time.clone()))?;
         registry.register(Box::new(LaneCollector::new(Arc::clone(&scopes))?))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        Ok(Self {
+        let metrics = Self {
             registry,
             api,
             target_info,
+            reload_successful,
+            reload_success_time,
             scopes,
             image_metrics: std::sync::atomic::AtomicBool::new(image_metrics),
             cache: Mutex::new(HashMap::new()),
             assembled: Mutex::new(None),
-        })
+        };
+        metrics.record_reload(true);
+        Ok(metrics)
+    }
+
+    /// Records the outcome of a configuration (re)load: a success sets
+    /// `hss_swr_config_last_reload_successful` to 1 and its timestamp to now;
+    /// a failure sets it to 0 and keeps the timestamp.
+    pub fn record_reload(&self, success: bool) {
+        if success {
+            self.reload_successful.set(1.0);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.reload_success_time.set(now);
+        } else {
+            self.reload_successful.set(0.0);
+        }
     }
 
     /// Records which API each target polls (replacing what was recorded).

@@ -150,13 +150,18 @@ struct Server {
 
 impl Server {
     async fn start(web_config: &Path) -> Self {
+        Self::start_with_limits(web_config, web::ServerLimits::default()).await
+    }
+
+    async fn start_with_limits(web_config: &Path, limits: web::ServerLimits) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(web::serve_with_config(
+        let task = tokio::spawn(web::serve_with_limits(
             listener,
             router(),
             Some(web_config.to_path_buf()),
+            limits,
             async move {
                 let _ = stopped.await;
             },
@@ -701,4 +706,68 @@ async fn shutdown_finishes_and_stops_accepting() {
     let address = server.address;
     server.stop().await;
     assert!(tokio::net::TcpStream::connect(address).await.is_err());
+}
+
+/// Whether the server closes `stream` (EOF or an error) within 10 s.
+async fn closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 256];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn tls_connections_are_held_to_the_handshake_and_header_timeouts() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = Dir::new("tls-limits");
+    let ca = Ca::new("test CA");
+    dir.server_files(&ca.server());
+    let limits = web::ServerLimits {
+        tls_handshake_timeout: Duration::from_millis(200),
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(60),
+        ..web::ServerLimits::default()
+    };
+    let server = Server::start_with_limits(&dir.write("web.yml", TLS), limits).await;
+
+    // A client that never starts the handshake is closed at its timeout.
+    let mut silent = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    assert!(closed(&mut silent).await, "handshake timeout");
+
+    // One that finishes the handshake but never finishes its request head
+    // is closed at the header timeout, without an answer.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::pem::PemObject::from_pem_slice(ca.pem().as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut slow = connector.connect(name, tcp).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    slow.flush().await.unwrap();
+    assert!(closed(&mut slow).await, "header read timeout");
+
+    // Others are served.
+    let client = server.client(&ca, None);
+    assert_eq!(
+        status(&client, &server.https("/metrics")).await,
+        Some(StatusCode::OK)
+    );
+    server.stop().await;
 }

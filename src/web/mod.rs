@@ -7,11 +7,14 @@
 //! web configuration ([`config`]), every request first passes basic auth and
 //! gets the configured headers (`auth`), over TLS when a certificate is
 //! configured (`tls`); the configuration is re-read when its files change
-//! (`watch`).
+//! (`watch`). In front of all that, the connection loop (`server`) holds
+//! every client to [`ServerLimits`]: header-read, idle and TLS handshake
+//! timeouts and a cap on open connections.
 
 pub mod config;
 
 mod auth;
+mod server;
 mod tls;
 mod watch;
 
@@ -34,9 +37,10 @@ use crate::metrics::{CONTENT_TYPE, Metrics};
 
 pub mod reload;
 
-pub use reload::{ReloadRequest, ReloadSender};
+pub use reload::{RELOAD_QUEUE, ReloadRequest, ReloadSender, reload_channel};
 
 pub use config::{ClientAuth, WebConfig, load_web_config};
+pub use server::{MAX_BUFFER_BYTES, MAX_CONNECTIONS_LIMIT, ServerLimits};
 
 /// The web server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +72,9 @@ pub struct WebState {
     /// Where `POST /-/reload` sends its requests; `None` when there is no
     /// configuration file to re-read.
     pub reload: Option<ReloadSender>,
+    /// Whether lifecycle APIs (`POST /-/reload`) are enabled
+    /// (`--web.enable-lifecycle`); without it they answer 403.
+    pub lifecycle: bool,
 }
 
 /// The router with every endpoint.
@@ -91,13 +98,35 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    serve_with_config(listener, router, None, shutdown).await
+    serve_with_limits(listener, router, None, ServerLimits::default(), shutdown).await
+}
+
+/// [`serve_with_limits`] with the default [`ServerLimits`].
+pub async fn serve_with_config(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    web_config: Option<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    serve_with_limits(
+        listener,
+        router,
+        web_config,
+        ServerLimits::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
-/// accepting and finishes the requests in progress.
+/// accepting, finishes the requests in progress and closes idle
+/// connections.
 ///
-/// Without `web_config` this is plain HTTP, as [`serve`]. With it, the file
+/// Every connection is held to `limits` (see [`ServerLimits`]): a header
+/// read timeout, an idle keep-alive timeout, a TLS handshake timeout, and at
+/// most `max_connections` at once (more wait, unaccepted).
+///
+/// Without `web_config` this is plain HTTP. With it, the file
 /// (exporter-toolkit format, see [`load_web_config`]) is loaded first, and
 /// an invalid one is returned as [`Error::Config`] before anything is
 /// served. Then every request needs the basic-auth credentials it lists (if
@@ -108,16 +137,15 @@ pub async fn serve(
 /// headers from the next request. A changed file that does not load is
 /// logged once and the last valid configuration stays. Switching between TLS
 /// and plain HTTP needs a restart.
-pub async fn serve_with_config(
+pub async fn serve_with_limits(
     listener: tokio::net::TcpListener,
     router: Router,
     web_config: Option<PathBuf>,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let Some(path) = web_config else {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        server::serve(listener, router, server::Transport::Plain, limits, shutdown).await;
         return Ok(());
     };
     let initial = load_web_config(&path).map_err(|source| Error::Config {
@@ -134,15 +162,14 @@ pub async fn serve_with_config(
     );
     let tls = initial.tls_enabled();
     let watcher = Arc::new(watch::Watcher::new(path, initial));
-    let guard = Arc::new(auth::Guard::new(Arc::clone(&watcher)));
+    let guard = Arc::new(auth::Guard::new(Arc::clone(&watcher), &limits));
     let router = router.layer(axum::middleware::from_fn_with_state(guard, auth::layer));
-    if tls {
-        tls::serve(listener, router, watcher, shutdown).await;
+    let transport = if tls {
+        server::Transport::Tls(watcher)
     } else {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-    }
+        server::Transport::Plain
+    };
+    server::serve(listener, router, transport, limits, shutdown).await;
     Ok(())
 }
 

@@ -504,3 +504,39 @@ pub async fn scrape(url: &str) -> Exposition {
         .unwrap();
     Exposition::parse(&text)
 }
+
+/// A daemon started with `options` (lifecycle APIs, server limits, the
+/// configuration file to reload); its configuration is `config`.
+pub async fn start_exporter_with_options(
+    config: Config,
+    options: hss_swr_exporter::app::DaemonOptions,
+) -> RunningExporter {
+    let exporter = Exporter::new(config).unwrap();
+    let scopes = exporter.scopes();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let shutdown = stop.clone().cancelled_owned();
+    let task = tokio::spawn(async move {
+        hss_swr_exporter::app::run_daemon_with(exporter, listener, options, shutdown)
+            .await
+            .unwrap();
+    });
+    RunningExporter {
+        url,
+        scopes,
+        stop,
+        task: Some(task),
+    }
+}
+
+/// A reloadable daemon (configuration from `path`) with
+/// `--web.enable-lifecycle`.
+pub async fn start_exporter_with_lifecycle(path: &Path) -> RunningExporter {
+    let options = hss_swr_exporter::app::DaemonOptions {
+        config_path: Some(path.to_path_buf()),
+        enable_lifecycle: true,
+        ..hss_swr_exporter::app::DaemonOptions::new("/metrics")
+    };
+    start_exporter_with_options(Config::load(path).unwrap(), options).await
+}
