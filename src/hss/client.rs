@@ -507,7 +507,7 @@ impl Client {
             headers.insert(name, value);
         }
         let started = Instant::now();
-        let response = self.http.get(url).headers(headers).send().await;
+        let response = self.http.get(url.clone()).headers(headers).send().await;
         let mut response = match response {
             Ok(response) => response,
             Err(error) => {
@@ -519,7 +519,7 @@ impl Client {
         let status = response.status().as_u16();
         let retry_after = super::http::retry_after(response.headers(), SystemTime::now());
         let request_id = super::http::request_id(response.headers());
-        if let Some(refusal) = super::http::redirect_refusal(status, response.headers()) {
+        if let Some(refusal) = super::http::redirect_refusal(&url, status, response.headers()) {
             self.observer
                 .request(&self.target, &status.to_string(), started.elapsed());
             return Err(Error::Redirect(refusal));

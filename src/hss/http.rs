@@ -99,20 +99,19 @@ pub fn request_id_suffix(request_id: Option<&str>) -> String {
     request_id.map_or_else(String::new, |id| format!(" (request id {id})"))
 }
 
-/// For a 3xx answer, why it is not followed: the status and the host the
-/// `Location` names. `None` for any other status.
-pub fn redirect_refusal(status: u16, headers: &HeaderMap) -> Option<String> {
+/// For a 3xx answer to a request for `url`, why it is not followed: the
+/// status and the host the `Location` names (resolved against `url`). `None`
+/// for any other status.
+pub fn redirect_refusal(url: &reqwest::Url, status: u16, headers: &HeaderMap) -> Option<String> {
     if !(300..400).contains(&status) {
         return None;
     }
-    let location = headers
+    let host = headers
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let host = reqwest::Url::parse(location)
-        .ok()
-        .and_then(|url| url.host_str().map(str::to_string))
-        .map_or_else(|| "the same host".to_string(), |h| cut(&h, MAX_REQUEST_ID));
+        .and_then(|location| url.join(location).ok())
+        .and_then(|to| to.host_str().map(|h| cut(h, MAX_REQUEST_ID)))
+        .unwrap_or_else(|| "an unreadable location".to_string());
     Some(format!(
         "HTTP {status} redirect to {host} not followed: credentials go only to the configured endpoint"
     ))
@@ -282,15 +281,19 @@ mod tests {
 
     #[test]
     fn redirects_are_named_by_status_and_host() {
+        let url = reqwest::Url::parse("https://hss.example/v5/x").unwrap();
         let mut headers = HeaderMap::new();
-        assert_eq!(redirect_refusal(200, &headers), None);
+        assert_eq!(redirect_refusal(&url, 200, &headers), None);
         headers.insert(
             "location",
             HeaderValue::from_static("http://evil.example:8080/steal?x=1"),
         );
-        let refusal = redirect_refusal(302, &headers).unwrap();
+        let refusal = redirect_refusal(&url, 302, &headers).unwrap();
         assert!(refusal.starts_with("HTTP 302 redirect to evil.example not followed"));
         assert!(!refusal.contains("steal"));
+        headers.insert("location", HeaderValue::from_static("/elsewhere"));
+        let refusal = redirect_refusal(&url, 307, &headers).unwrap();
+        assert!(refusal.starts_with("HTTP 307 redirect to hss.example not followed"));
     }
 
     #[test]

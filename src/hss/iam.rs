@@ -80,7 +80,7 @@ pub async fn lookup_project_id(
     url.set_path(&request.path);
     let query = super::auth::signer::canonical_query(&request.query);
     url.set_query((!query.is_empty()).then_some(query.as_str()));
-    let mut builder = http.get(url);
+    let mut builder = http.get(url.clone());
     for (name, value) in &request.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
@@ -90,7 +90,7 @@ pub async fn lookup_project_id(
         .map_err(|e| failed(format!("request failed: {}", http::error_chain(&e))))?;
     let status = response.status().as_u16();
     let request_id = http::request_id(response.headers());
-    if let Some(refusal) = http::redirect_refusal(status, response.headers()) {
+    if let Some(refusal) = http::redirect_refusal(&url, status, response.headers()) {
         return Err(failed(refusal));
     }
     let body = http::read_capped(&mut response, http::MAX_AUX_BODY)

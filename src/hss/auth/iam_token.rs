@@ -152,7 +152,7 @@ impl IamToken {
         use super::super::http;
         let mut response = self
             .http
-            .post(url)
+            .post(url.clone())
             .header("Content-Type", "application/json;charset=utf8")
             .body(body.to_string())
             .send()
@@ -160,7 +160,7 @@ impl IamToken {
             .map_err(|e| Self::error(format!("token request failed: {}", http::error_chain(&e))))?;
         let status = response.status().as_u16();
         let request_id = http::request_id(response.headers());
-        if let Some(refusal) = http::redirect_refusal(status, response.headers()) {
+        if let Some(refusal) = http::redirect_refusal(&url, status, response.headers()) {
             return Err(Self::error(refusal));
         }
         let token = response

@@ -192,46 +192,21 @@ impl Metadata {
     }
 }
 
-/// Reads a body of at most [`MAX_BODY_BYTES`], chunk by chunk: a longer one
-/// is an error, and is never read whole. The error reads after "answer".
+/// Reads a body of at most [`MAX_BODY_BYTES`] (see
+/// [`http::read_capped`](crate::hss::http::read_capped)). The error reads
+/// after "answer".
 async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
-    let too_long = || format!("is longer than {MAX_BODY_BYTES} bytes");
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
-    {
-        return Err(too_long());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+    crate::hss::http::read_capped(&mut response, MAX_BODY_BYTES)
         .await
-        .map_err(|e| format!("unreadable: {e}"))?
-    {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(too_long());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        .map_err(|e| format!("refused: {e}"))
 }
 
-/// "answered HTTP 302, a redirect to other.example, not followed".
+/// Why a redirect is not followed (see
+/// [`http::redirect_refusal`](crate::hss::http::redirect_refusal)).
 fn redirect_refused(url: &Url, response: &reqwest::Response) -> String {
-    let target = response
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|location| url.join(location).ok())
-        .and_then(|to| to.host_str().map(str::to_string))
-        .map_or_else(
-            || "without a readable Location".to_string(),
-            |host| format!("to {host}"),
-        );
-    format!(
-        "answered HTTP {}, a redirect {target}, not followed",
-        response.status().as_u16()
-    )
+    let status = response.status().as_u16();
+    crate::hss::http::redirect_refusal(url, status, response.headers())
+        .unwrap_or_else(|| format!("answered HTTP {status}"))
 }
 
 /// The service's own words in an error answer, on one line and at most
@@ -481,7 +456,7 @@ mod tests {
         let error = authorize(&serve(router).await).await.unwrap_err();
         assert_eq!(
             error,
-            "metadata credentials: security key answer is longer than 1048576 bytes"
+            "metadata credentials: security key answer refused: response body larger than the 1048576-byte cap"
         );
         // The session token's answer is capped too.
         let router = Router::new()
@@ -489,7 +464,7 @@ mod tests {
             .route(KEY_PATH, get(key_without_session));
         assert_eq!(
             authorize(&serve(router).await).await.unwrap_err(),
-            "metadata credentials: session token answer is longer than 1048576 bytes"
+            "metadata credentials: session token answer refused: response body larger than the 1048576-byte cap"
         );
         // With a length over the cap: refused before reading.
         let big = || async { (StatusCode::OK, vec![b' '; MAX_BODY_BYTES + 1]).into_response() };
@@ -497,7 +472,10 @@ mod tests {
             .route(TOKEN_PATH, put(|| async { status(404, "") }))
             .route(KEY_PATH, get(big));
         let error = authorize(&serve(router).await).await.unwrap_err();
-        assert!(error.ends_with("is longer than 1048576 bytes"), "{error}");
+        assert!(
+            error.ends_with("larger than the 1048576-byte cap"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
@@ -520,8 +498,8 @@ mod tests {
         let error = authorize(&serve(router).await).await.unwrap_err();
         assert_eq!(
             error,
-            "metadata credentials: security key request answered HTTP 302, \
-             a redirect to evil.example, not followed"
+            "metadata credentials: security key request HTTP 302 redirect to evil.example \
+             not followed: credentials go only to the configured endpoint"
         );
         let router = Router::new()
             .route(TOKEN_PATH, put(redirect(307, "/elsewhere")))
@@ -529,8 +507,8 @@ mod tests {
         let error = authorize(&serve(router).await).await.unwrap_err();
         assert_eq!(
             error,
-            "metadata credentials: session token request answered HTTP 307, \
-             a redirect to 127.0.0.1, not followed"
+            "metadata credentials: session token request HTTP 307 redirect to 127.0.0.1 \
+             not followed: credentials go only to the configured endpoint"
         );
     }
 
