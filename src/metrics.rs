@@ -280,10 +280,20 @@ impl Metrics {
     pub fn set_image_metrics(&self, on: bool) {
         self.image_metrics
             .store(on, std::sync::atomic::Ordering::Relaxed);
+        self.forget_rendered();
+    }
+
+    /// Drops every rendering, so the next scrape renders afresh: the
+    /// assembled text too, whose keys (the snapshots) have not changed.
+    fn forget_rendered(&self) {
         self.cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        *self
+            .assembled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Sets the cap on the namespaces one scope publishes (`max_namespaces`).
@@ -292,10 +302,7 @@ impl Metrics {
             .max_namespaces
             .swap(max, std::sync::atomic::Ordering::Relaxed);
         if old != max {
-            self.cache
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+            self.forget_rendered();
         }
     }
 
@@ -1002,6 +1009,88 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("hss_swr_image_malicious_files{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\",instance_name=\"\",registry_name=\"\",namespace=\"a\",image=\"a-img\",version=\"1.0\"} 1"));
         assert!(text.contains("hss_swr_image_series_dropped{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\"} 0"));
+    }
+
+    fn namespaces_of(text: &str, family: &str) -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .filter_map(|l| l.split("namespace=\"").nth(1))
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_scope_publishes_at_most_max_namespaces() {
+        let rows: Vec<Row> = ["e", "c", "a", "d", "b"]
+            .iter()
+            .map(|ns| row(ns, 1, 1))
+            .collect();
+        let (metrics, handle) = published(&rows, true);
+        let dropped = |text: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix("hss_swr_namespace_series_dropped{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\"} ")
+                })
+                .map(str::to_string)
+        };
+        let text = metrics.render();
+        assert_eq!(dropped(&text).as_deref(), Some("0"), "{text}");
+        assert_eq!(namespaces_of(&text, "hss_swr_vulnerabilities").len(), 5);
+
+        metrics.set_max_namespaces(3);
+        let text = metrics.render();
+        assert_eq!(dropped(&text).as_deref(), Some("2"), "{text}");
+        for family in [
+            "hss_swr_vulnerabilities",
+            "hss_swr_malicious_files",
+            "hss_swr_malicious_images_detected_total",
+            "hss_swr_image_vulnerabilities",
+        ] {
+            // Per-image series come worst first, not by namespace.
+            let mut namespaces = namespaces_of(&text, family);
+            namespaces.sort();
+            assert_eq!(namespaces, vec!["a", "b", "c"], "{family}\n{text}");
+        }
+        let images = namespaces_of(&text, "hss_swr_images");
+        assert_eq!(images.len(), 3 * KNOWN_SCAN_STATUSES.len());
+        assert!(
+            images
+                .iter()
+                .all(|ns| ["a", "b", "c"].contains(&ns.as_str()))
+        );
+        assert!(text.contains("# TYPE hss_swr_namespace_series_dropped gauge"));
+
+        // A namespace the detector knows but no sweep has (restored state)
+        // counts among what the scope knows: "0" sorts first.
+        handle.update_detector(|d| {
+            d.detected.insert(
+                NamespaceKey {
+                    instance_name: String::new(),
+                    registry_name: String::new(),
+                    namespace: "0".into(),
+                },
+                1,
+            );
+            d.generation += 1;
+        });
+        let text = metrics.render();
+        assert_eq!(dropped(&text).as_deref(), Some("3"), "{text}");
+        assert_eq!(
+            namespaces_of(&text, "hss_swr_malicious_images_detected_total"),
+            vec!["0", "a", "b"]
+        );
+        assert_eq!(
+            namespaces_of(&text, "hss_swr_vulnerabilities"),
+            vec!["a", "b"],
+            "every family publishes the same namespaces"
+        );
+
+        // Raising the cap brings them all back.
+        metrics.set_max_namespaces(1_000);
+        let text = metrics.render();
+        assert_eq!(dropped(&text).as_deref(), Some("0"));
+        assert_eq!(namespaces_of(&text, "hss_swr_vulnerabilities").len(), 5);
     }
 
     #[test]
