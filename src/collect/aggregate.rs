@@ -377,6 +377,14 @@ pub fn cap_namespaces<'a>(
     keys: impl IntoIterator<Item = &'a NamespaceKey>,
     max: usize,
 ) -> NamespaceCap {
+    let keys: Vec<&NamespaceKey> = keys.into_iter().collect();
+    if keys.len() <= max {
+        // Not even with repeats over the cap: the common case, no sorting.
+        return NamespaceCap {
+            allowed: None,
+            dropped: 0,
+        };
+    }
     let all: std::collections::BTreeSet<&NamespaceKey> = keys.into_iter().collect();
     if all.len() <= max {
         return NamespaceCap {
