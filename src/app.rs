@@ -414,6 +414,7 @@ fn build_lanes(
 /// Says which API each target polls: `hss_swr_target_info`, and a warning
 /// for every target still on the deprecated endpoint.
 fn announce_apis(config: &Config, metrics: &Metrics) {
+    metrics.set_max_namespaces(config.max_namespaces);
     metrics.set_targets(
         config
             .targets

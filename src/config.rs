@@ -45,6 +45,10 @@ pub const DEFAULT_MAX_RETRIES: u32 = 4;
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(3600);
 /// Cap on per-image series when `image_metrics` is on.
 pub const DEFAULT_MAX_IMAGE_SERIES: usize = 10_000;
+/// Cap on the namespaces one scope publishes.
+pub const DEFAULT_MAX_NAMESPACES: usize = 20_000;
+/// The largest `max_namespaces` accepted.
+pub const MAX_MAX_NAMESPACES: usize = 1_000_000;
 /// Cap on one response body: a 200-row page is about 200 KiB, so 16 MiB only
 /// stops a broken or hostile answer.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -365,6 +369,9 @@ pub struct Config {
     pub image_metrics: bool,
     /// Cap on per-image series.
     pub max_image_series: usize,
+    /// Cap on the namespaces one scope publishes; the first ones in key
+    /// order are kept.
+    pub max_namespaces: usize,
     /// Where detections persist, if anywhere.
     pub state_file: Option<PathBuf>,
     /// Cap on one response body, in bytes.
@@ -734,6 +741,7 @@ pub struct RawConfig {
     stale_after: Option<DurationValue>,
     image_metrics: Option<bool>,
     max_image_series: Option<usize>,
+    max_namespaces: Option<usize>,
     state_file: Option<String>,
     max_response_bytes: Option<usize>,
     credentials: Option<RawCredentials>,
@@ -1132,6 +1140,13 @@ impl RawConfig {
                 "must be at least 1024 bytes",
             ));
         }
+        let max_namespaces = self.max_namespaces.unwrap_or(DEFAULT_MAX_NAMESPACES);
+        if !(1..=MAX_MAX_NAMESPACES).contains(&max_namespaces) {
+            return Err(ConfigError::invalid(
+                "max_namespaces",
+                format!("{max_namespaces} is outside 1..={MAX_MAX_NAMESPACES}"),
+            ));
+        }
         let state_file = self
             .state_file
             .as_deref()
@@ -1178,6 +1193,7 @@ impl RawConfig {
             stale_after,
             image_metrics: self.image_metrics.unwrap_or(false),
             max_image_series: self.max_image_series.unwrap_or(DEFAULT_MAX_IMAGE_SERIES),
+            max_namespaces,
             state_file,
             max_response_bytes,
             targets,
@@ -1990,5 +2006,28 @@ targets:
             "{message}"
         );
         assert!(message.contains("line"), "{message}");
+    }
+
+    #[test]
+    fn max_namespaces_defaults_and_bounds() {
+        assert_eq!(parse(MINIMAL).unwrap().max_namespaces, 20_000);
+        for n in [1, 1_000_000] {
+            let config = parse(&format!("max_namespaces: {n}\n{MINIMAL}")).unwrap();
+            assert_eq!(config.max_namespaces, n);
+        }
+        for (line, expected) in [
+            (
+                "max_namespaces: 0",
+                "max_namespaces: 0 is outside 1..=1000000",
+            ),
+            (
+                "max_namespaces: 1000001",
+                "max_namespaces: 1000001 is outside 1..=1000000",
+            ),
+            ("max_namespaces: -3", "max_namespaces: invalid value"),
+        ] {
+            let message = error(&format!("{line}\n{MINIMAL}"));
+            assert!(message.starts_with(expected), "{line}: got {message}");
+        }
     }
 }

@@ -11,6 +11,12 @@
 //! reused by every scrape until the scope publishes again. A namespace that
 //! vanished from the last sweep, or a scope whose data went stale, simply has
 //! no series.
+//!
+//! Bounds: a scope publishes at most `max_namespaces` namespaces, the first
+//! ones in key order of everything it knows (last sweep, last malicious-lane
+//! run, detection state), in every family alike;
+//! `hss_swr_namespace_series_dropped` says how many were left out. Label
+//! values from the API are already cut to 1 KiB by the page parser.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -22,7 +28,9 @@ use prometheus::{
     CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::collect::aggregate::{KNOWN_SCAN_STATUSES, KNOWN_SEVERITIES, MaliciousStats};
+use crate::collect::aggregate::{
+    KNOWN_SCAN_STATUSES, KNOWN_SEVERITIES, MaliciousStats, NamespaceCap, cap_namespaces,
+};
 use crate::collect::{
     DetectorState, MaliciousSnapshot, NamespaceKey, Scope, ScopeHandle, ScopeSet, Snapshot,
 };
@@ -157,6 +165,8 @@ pub struct Metrics {
     reload_success_time: prometheus::Gauge,
     scopes: Arc<ScopeSet>,
     image_metrics: std::sync::atomic::AtomicBool,
+    /// Cap on the namespaces one scope publishes.
+    max_namespaces: std::sync::atomic::AtomicUsize,
     /// Rendered namespace series per scope, reused until the scope publishes
     /// again.
     cache: Mutex<HashMap<Scope, ScopeCache>>,
@@ -203,7 +213,11 @@ pub fn gzip(data: &[u8]) -> bytes::Bytes {
 /// for the families of the other source), with what they were made from.
 struct ScopeCache {
     sweep_key: Option<u64>,
+    /// The namespaces the sweep chunks were rendered for.
+    sweep_allowed: Option<Arc<BTreeSet<NamespaceKey>>>,
     sweep_chunks: Arc<Vec<String>>,
+    /// The scope's namespace cap, decided with the malicious chunks.
+    cap: NamespaceCap,
     malicious_key: (Option<u64>, Option<u64>, u64),
     malicious_chunks: Arc<Vec<String>>,
 }
@@ -261,6 +275,9 @@ impl Metrics {
             reload_success_time,
             scopes,
             image_metrics: std::sync::atomic::AtomicBool::new(image_metrics),
+            max_namespaces: std::sync::atomic::AtomicUsize::new(
+                crate::config::DEFAULT_MAX_NAMESPACES,
+            ),
             cache: Mutex::new(HashMap::new()),
             assembled: Mutex::new(None),
         };
@@ -295,10 +312,30 @@ impl Metrics {
     pub fn set_image_metrics(&self, on: bool) {
         self.image_metrics
             .store(on, std::sync::atomic::Ordering::Relaxed);
+        self.forget_rendered();
+    }
+
+    /// Drops every rendering, so the next scrape renders afresh: the
+    /// assembled text too, whose keys (the snapshots) have not changed.
+    fn forget_rendered(&self) {
         self.cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        *self
+            .assembled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Sets the cap on the namespaces one scope publishes (`max_namespaces`).
+    pub fn set_max_namespaces(&self, max: usize) {
+        let old = self
+            .max_namespaces
+            .swap(max, std::sync::atomic::Ordering::Relaxed);
+        if old != max {
+            self.forget_rendered();
+        }
     }
 
     /// The observer the HSS clients report to.
@@ -404,32 +441,63 @@ impl Metrics {
                 .entry(handle.scope.clone())
                 .or_insert_with(|| ScopeCache {
                     sweep_key: None,
+                    sweep_allowed: None,
                     sweep_chunks: Arc::new(Vec::new()),
+                    cap: NamespaceCap {
+                        allowed: None,
+                        dropped: 0,
+                    },
                     malicious_key: (None, None, u64::MAX),
                     malicious_chunks: Arc::new(Vec::new()),
                 });
+            // The malicious key covers the sweep too, so the cap (decided
+            // over everything the scope knows) is current after this.
+            if entry.malicious_key != malicious_key {
+                let detector = handle.detector();
+                let mut known: Vec<&NamespaceKey> = Vec::new();
+                if let Some(sweep) = &sweep {
+                    known.extend(sweep.namespaces.keys());
+                }
+                if let Some(malicious) = &malicious {
+                    known.extend(malicious.namespaces.keys());
+                }
+                let detected = detector.namespaces();
+                known.extend(detected.iter());
+                entry.cap = cap_namespaces(
+                    known,
+                    self.max_namespaces
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                );
+                entry.malicious_key = malicious_key;
+                entry.malicious_chunks = Arc::new(render_malicious(
+                    handle,
+                    sweep.as_deref(),
+                    malicious.as_deref(),
+                    &detector,
+                    &entry.cap,
+                ));
+            }
+            let same_allowed = match (&entry.sweep_allowed, &entry.cap.allowed) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                _ => false,
+            };
             if entry.sweep_key != sweep_key
+                || !same_allowed
                 || (sweep_key.is_some() && entry.sweep_chunks.is_empty())
             {
                 entry.sweep_key = sweep_key;
+                entry.sweep_allowed = entry.cap.allowed.clone();
                 entry.sweep_chunks = Arc::new(match &sweep {
                     Some(snapshot) => render_sweep(
                         handle,
                         snapshot,
                         self.image_metrics
                             .load(std::sync::atomic::Ordering::Relaxed),
+                        &entry.cap,
                     ),
                     None => Vec::new(),
                 });
-            }
-            if entry.malicious_key != malicious_key {
-                entry.malicious_key = malicious_key;
-                entry.malicious_chunks = Arc::new(render_malicious(
-                    handle,
-                    sweep.as_deref(),
-                    malicious.as_deref(),
-                    &handle.detector(),
-                ));
             }
             out.push((
                 Arc::clone(&entry.sweep_chunks),
@@ -483,8 +551,9 @@ const IMAGE_MALICIOUS_FILES: usize = 11;
 const IMAGE_UNSAFE_SETTINGS: usize = 12;
 const IMAGE_SERIES_DROPPED: usize = 13;
 const IMAGES_BY_SEVERITY: usize = 14;
+const NAMESPACE_SERIES_DROPPED: usize = 15;
 
-const FAMILIES: [FamilySpec; 15] = [
+const FAMILIES: [FamilySpec; 16] = [
     gauge_of(
         "hss_swr_images",
         "Image versions by scan status, from the last complete sweep of the scope.",
@@ -522,7 +591,7 @@ const FAMILIES: [FamilySpec; 15] = [
     ),
     gauge_of(
         "hss_swr_scan_failures",
-        "Images by scan_failed_desc, from the last complete sweep.",
+        "Failed scans by reason (scan_failed_code when present, else scan_failed_desc), from the last complete sweep.",
         Source::Sweep,
     ),
     gauge_of(
@@ -560,6 +629,11 @@ const FAMILIES: [FamilySpec; 15] = [
         "hss_swr_images_by_severity",
         "Image versions by severity_level (registry-images API only), from the last complete sweep.",
         Source::Sweep,
+    ),
+    gauge_of(
+        "hss_swr_namespace_series_dropped",
+        "Namespaces of the scope left without series by max_namespaces in the last publication (the first ones in key order are kept).",
+        Source::Malicious,
     ),
 ];
 
@@ -648,10 +722,15 @@ fn encode(per_family: Vec<Vec<Metric>>) -> Vec<String> {
 }
 
 /// Renders the sweep families of one snapshot, in [`FAMILIES`] order.
-fn render_sweep(scope: &ScopeHandle, snapshot: &Snapshot, image_metrics: bool) -> Vec<String> {
+fn render_sweep(
+    scope: &ScopeHandle,
+    snapshot: &Snapshot,
+    image_metrics: bool,
+    cap: &NamespaceCap,
+) -> Vec<String> {
     let base = scope_labels(scope);
     let mut f: Vec<Vec<Metric>> = (0..FAMILIES.len()).map(|_| Vec::new()).collect();
-    for (key, stats) in &snapshot.namespaces {
+    for (key, stats) in snapshot.namespaces.iter().filter(|(k, _)| cap.allows(k)) {
         let n = namespace_labels(&base, key);
         for (status, count) in KNOWN_SCAN_STATUSES.iter().zip(stats.known_status) {
             f[IMAGES].push(gauge(with(n.clone(), "scan_status", status), count as f64));
@@ -684,7 +763,11 @@ fn render_sweep(scope: &ScopeHandle, snapshot: &Snapshot, image_metrics: bool) -
         }
     }
     if image_metrics {
-        for image in &snapshot.image_series {
+        for image in snapshot
+            .image_series
+            .iter()
+            .filter(|i| cap.allows(&i.namespace))
+        {
             let n = namespace_labels(&base, &image.namespace);
             let labels = with(with(n, "image", &image.image), "version", &image.version);
             f[IMAGE_VULNERABILITIES].push(gauge(labels.clone(), image.vulnerabilities as f64));
@@ -698,12 +781,14 @@ fn render_sweep(scope: &ScopeHandle, snapshot: &Snapshot, image_metrics: bool) -
 
 /// Renders the malicious families of one scope: the malicious gauges from the
 /// newer of the last sweep and the last malicious-lane run, and the detection
-/// counter at 0 for every namespace the scope knows.
+/// counter at 0 for every namespace the scope knows, and the number of
+/// namespaces `cap` leaves out.
 fn render_malicious(
     scope: &ScopeHandle,
     sweep: Option<&Snapshot>,
     malicious: Option<&MaliciousSnapshot>,
     detector: &DetectorState,
+    cap: &NamespaceCap,
 ) -> Vec<String> {
     let base = scope_labels(scope);
     let mut f: Vec<Vec<Metric>> = (0..FAMILIES.len()).map(|_| Vec::new()).collect();
@@ -735,13 +820,16 @@ fn render_malicious(
             );
         }
     }
-    for (key, stats) in &current {
+    for (key, stats) in current.iter().filter(|(k, _)| cap.allows(k)) {
         let n = namespace_labels(&base, key);
         f[MALICIOUS_FILES].push(gauge(n.clone(), stats.files as f64));
         f[MALICIOUS_IMAGES].push(gauge(n, stats.images as f64));
     }
     known.extend(detector.namespaces());
-    for key in &known {
+    if sweep.is_some() || malicious.is_some() {
+        f[NAMESPACE_SERIES_DROPPED].push(gauge(base.clone(), cap.dropped as f64));
+    }
+    for key in known.iter().filter(|k| cap.allows(k)) {
         let count = detector.detected.get(key).copied().unwrap_or(0);
         f[DETECTED].push(counter(namespace_labels(&base, key), count as f64));
     }
@@ -953,6 +1041,88 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("hss_swr_image_malicious_files{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\",instance_name=\"\",registry_name=\"\",namespace=\"a\",image=\"a-img\",version=\"1.0\"} 1"));
         assert!(text.contains("hss_swr_image_series_dropped{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\"} 0"));
+    }
+
+    fn namespaces_of(text: &str, family: &str) -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .filter_map(|l| l.split("namespace=\"").nth(1))
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_scope_publishes_at_most_max_namespaces() {
+        let rows: Vec<Row> = ["e", "c", "a", "d", "b"]
+            .iter()
+            .map(|ns| row(ns, 1, 1))
+            .collect();
+        let (metrics, handle) = published(&rows, true);
+        let dropped = |text: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix("hss_swr_namespace_series_dropped{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\"} ")
+                })
+                .map(str::to_string)
+        };
+        let text = metrics.render();
+        assert_eq!(dropped(&text).as_deref(), Some("0"), "{text}");
+        assert_eq!(namespaces_of(&text, "hss_swr_vulnerabilities").len(), 5);
+
+        metrics.set_max_namespaces(3);
+        let text = metrics.render();
+        assert_eq!(dropped(&text).as_deref(), Some("2"), "{text}");
+        for family in [
+            "hss_swr_vulnerabilities",
+            "hss_swr_malicious_files",
+            "hss_swr_malicious_images_detected_total",
+            "hss_swr_image_vulnerabilities",
+        ] {
+            // Per-image series come worst first, not by namespace.
+            let mut namespaces = namespaces_of(&text, family);
+            namespaces.sort();
+            assert_eq!(namespaces, vec!["a", "b", "c"], "{family}\n{text}");
+        }
+        let images = namespaces_of(&text, "hss_swr_images");
+        assert_eq!(images.len(), 3 * KNOWN_SCAN_STATUSES.len());
+        assert!(
+            images
+                .iter()
+                .all(|ns| ["a", "b", "c"].contains(&ns.as_str()))
+        );
+        assert!(text.contains("# TYPE hss_swr_namespace_series_dropped gauge"));
+
+        // A namespace the detector knows but no sweep has (restored state)
+        // counts among what the scope knows: "0" sorts first.
+        handle.update_detector(|d| {
+            d.detected.insert(
+                NamespaceKey {
+                    instance_name: String::new(),
+                    registry_name: String::new(),
+                    namespace: "0".into(),
+                },
+                1,
+            );
+            d.generation += 1;
+        });
+        let text = metrics.render();
+        assert_eq!(dropped(&text).as_deref(), Some("3"), "{text}");
+        assert_eq!(
+            namespaces_of(&text, "hss_swr_malicious_images_detected_total"),
+            vec!["0", "a", "b"]
+        );
+        assert_eq!(
+            namespaces_of(&text, "hss_swr_vulnerabilities"),
+            vec!["a", "b"],
+            "every family publishes the same namespaces"
+        );
+
+        // Raising the cap brings them all back.
+        metrics.set_max_namespaces(1_000);
+        let text = metrics.render();
+        assert_eq!(dropped(&text).as_deref(), Some("0"));
+        assert_eq!(namespaces_of(&text, "hss_swr_vulnerabilities").len(), 5);
     }
 
     #[test]

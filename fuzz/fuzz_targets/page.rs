@@ -1,15 +1,14 @@
 //! Fuzz target: the listing page parser, `hss::model::parse_page`, on any
 //! bytes. It must never panic, and a body it accepts must have the shape of a
-//! page: a `data_list` array, with one row per object in it and every other
-//! entry counted as an invalid `data_list` value, and only positive counts
-//! of invalid fields.
+//! page: a JSON object whose `data_list`, when present and not null, is an
+//! array, with one row per object in it and every other entry counted as an
+//! invalid `data_list` value, and only positive counts of invalid fields.
+//! Invalid UTF-8 is replaced (and counted as field `utf8`), so the shape is
+//! read from the same lossy text.
 //!
 //! The shape is read with serde's `IgnoredAny` for everything but the
 //! entries' kinds, so it is exactly as lenient as the parser about content
-//! it skips (serde_json does not check UTF-8 in strings it skips). Like the
-//! parser's derived `RawPage`, it also takes a top-level array
-//! `[total_num, data_list]` as a page: a quirk of serde's derive that the
-//! API never sends, and harmless.
+//! it skips (serde_json does not check UTF-8 in strings it skips).
 //!
 //! Run (needs a nightly toolchain and `cargo install cargo-fuzz`):
 //! `cargo +nightly fuzz run --sanitizer none page fuzz/corpus/page fuzz/seeds/page`
@@ -80,10 +79,19 @@ fuzz_target!(|data: &[u8]| {
     let Ok(page) = parse_page(data) else {
         return;
     };
-    let shape: Shape = serde_json::from_slice(data).expect("an accepted page has a page's shape");
-    let entries = shape
-        .data_list
-        .expect("an accepted page has a data_list array");
+    let text = String::from_utf8_lossy(data);
+    assert!(
+        text.trim_start().starts_with('{'),
+        "an accepted page is a JSON object"
+    );
+    let shape: Shape = serde_json::from_str(&text).expect("an accepted page has a page's shape");
+    // A missing or null data_list is an empty page.
+    let entries = shape.data_list.unwrap_or_default();
+    assert_eq!(
+        page.invalid_fields.iter().any(|(field, _)| *field == "utf8"),
+        std::str::from_utf8(data).is_err(),
+        "invalid UTF-8 is counted, and only then"
+    );
     let objects = entries.iter().filter(|e| e.0).count();
     assert_eq!(page.rows.len(), objects, "one row per object in data_list");
     let not_rows = page

@@ -7,6 +7,17 @@
 //! [`Aggregator::finish`] yields a [`Snapshot`] that the scheduler publishes
 //! whole and the metrics module reads. Rows are deduplicated by `id`, or by
 //! namespace, name, version, digest and instance when the id is unreadable.
+//!
+//! What counts: each top-level row is one image version. A multi-arch row's
+//! `association_images` (its per-architecture images) are never added: the
+//! parser does not keep them (see [`crate::hss::model`]), so an image is
+//! counted once whether the listing also returns it as a row of its own or
+//! the parent's counts already include it. A failed scan counts under
+//! [`Row::scan_failure_reason`]: the `scan_failed_code` of the
+//! registry-images API, else `scan_failed_desc`.
+//!
+//! [`cap_namespaces`] decides which namespaces a scope publishes when it has
+//! more than `max_namespaces`: the first ones in key order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -77,7 +88,7 @@ pub struct NamespaceStats {
     pub malicious_images: u64,
     /// Images with `unsafe_setting_num > 0`.
     pub unsafe_images: u64,
-    /// Images by non-empty `scan_failed_desc`.
+    /// Failed scans by [`Row::scan_failure_reason`] (empty reasons left out).
     pub scan_failures: BTreeMap<String, u64>,
     /// Oldest positive `latest_scan_time`, epoch milliseconds.
     pub oldest_scan_ms: Option<i64>,
@@ -110,11 +121,14 @@ impl NamespaceStats {
         self.vulnerable_images += u64::from(row.vul_num > 0);
         self.malicious_images += u64::from(row.malicious_file_num > 0);
         self.unsafe_images += u64::from(row.unsafe_setting_num > 0);
-        if !row.scan_failed_desc.is_empty() {
-            *self
-                .scan_failures
-                .entry(row.scan_failed_desc.clone())
-                .or_default() += 1;
+        let reason = row.scan_failure_reason();
+        if !reason.is_empty() {
+            match self.scan_failures.get_mut(reason) {
+                Some(n) => *n += 1,
+                None => {
+                    self.scan_failures.insert(reason.to_string(), 1);
+                }
+            }
         }
         if let Some(t) = row.latest_scan_time {
             self.oldest_scan_ms = Some(self.oldest_scan_ms.map_or(t, |o| o.min(t)));
@@ -339,6 +353,53 @@ impl Aggregator {
     }
 }
 
+/// The namespaces a scope publishes under `max_namespaces`, and how many are
+/// left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceCap {
+    /// `None` when every namespace is published; else the ones that are.
+    pub allowed: Option<std::sync::Arc<std::collections::BTreeSet<NamespaceKey>>>,
+    /// Namespaces left out.
+    pub dropped: u64,
+}
+
+impl NamespaceCap {
+    /// Whether `key` is published.
+    pub fn allows(&self, key: &NamespaceKey) -> bool {
+        self.allowed.as_ref().is_none_or(|set| set.contains(key))
+    }
+}
+
+/// Keeps the first `max` distinct namespaces of `keys` in key order
+/// (`instance_name`, `registry_name`, `namespace`), so the choice does not
+/// depend on the order rows arrived in; counts the rest.
+pub fn cap_namespaces<'a>(
+    keys: impl IntoIterator<Item = &'a NamespaceKey>,
+    max: usize,
+) -> NamespaceCap {
+    let keys: Vec<&NamespaceKey> = keys.into_iter().collect();
+    if keys.len() <= max {
+        // Not even with repeats over the cap: the common case, no sorting.
+        return NamespaceCap {
+            allowed: None,
+            dropped: 0,
+        };
+    }
+    let all: std::collections::BTreeSet<&NamespaceKey> = keys.into_iter().collect();
+    if all.len() <= max {
+        return NamespaceCap {
+            allowed: None,
+            dropped: 0,
+        };
+    }
+    let dropped = (all.len() - max) as u64;
+    let allowed = all.into_iter().take(max).cloned().collect();
+    NamespaceCap {
+        allowed: Some(std::sync::Arc::new(allowed)),
+        dropped,
+    }
+}
+
 fn composite_key(row: &Row) -> u64 {
     let mut hasher = DefaultHasher::new();
     (
@@ -498,6 +559,105 @@ mod tests {
             agg.finish(SystemTime::UNIX_EPOCH, 0).malicious_images.len(),
             3
         );
+    }
+
+    fn key(ns: &str) -> NamespaceKey {
+        NamespaceKey {
+            instance_name: String::new(),
+            registry_name: String::new(),
+            namespace: ns.into(),
+        }
+    }
+
+    #[test]
+    fn failures_count_under_the_code_else_the_description() {
+        let mut agg = Aggregator::new(false);
+        // registry-images: the code, whatever the description says.
+        agg.add(&Row {
+            scan_failed_code: "download_failed".into(),
+            scan_failed_desc: "Image download failed. Contact technical support.".into(),
+            ..row(Some(1), "a", "failed", 0, 0, 0)
+        });
+        agg.add(&Row {
+            scan_failed_code: "download_failed".into(),
+            scan_failed_desc: "another wording".into(),
+            ..row(Some(2), "a", "failed", 0, 0, 0)
+        });
+        // An empty code: the description (swr-repository puts the code there).
+        agg.add(&Row {
+            scan_failed_desc: "database_error".into(),
+            ..row(Some(3), "a", "failed", 0, 0, 0)
+        });
+        agg.add(&row(Some(4), "a", "success", 0, 0, 0));
+        let snap = agg.finish(SystemTime::UNIX_EPOCH, 0);
+        let failures = &snap.namespaces[&key("a")].scan_failures;
+        assert_eq!(
+            failures
+                .iter()
+                .map(|(k, v)| (k.as_str(), *v))
+                .collect::<Vec<_>>(),
+            vec![("database_error", 1), ("download_failed", 2)]
+        );
+    }
+
+    #[test]
+    fn a_multi_arch_image_counts_once() {
+        // The parser keeps top-level rows only: the parent, and a child the
+        // listing also returns as a row of its own (twice, on two pages).
+        let page = crate::hss::model::parse_page(
+            br#"{"total_num":2,"data_list":[
+                {"id":10,"namespace":"a","image_name":"m","image_version":"1","scan_status":"success","vul_num":5,"malicious_file_num":1,
+                 "association_images":[{"id":11,"vul_num":2,"malicious_file_num":1},{"id":12,"vul_num":3}]},
+                {"id":11,"namespace":"a","image_name":"m","image_version":"1","scan_status":"success","vul_num":2,"malicious_file_num":1},
+                {"id":11,"namespace":"a","image_name":"m","image_version":"1","scan_status":"success","vul_num":2,"malicious_file_num":1}
+            ]}"#,
+        )
+        .unwrap();
+        let mut agg = Aggregator::new(false);
+        for r in &page.rows {
+            agg.add(r);
+        }
+        let snap = agg.finish(SystemTime::UNIX_EPOCH, 0);
+        let a = &snap.namespaces[&key("a")];
+        assert_eq!(snap.images, 2);
+        assert_eq!(a.images(), 2);
+        assert_eq!(a.vulnerabilities, 7, "5 + 2: child 12 is not added");
+        assert_eq!(a.malicious_files, 2);
+        assert_eq!(a.malicious_images, 2);
+    }
+
+    #[test]
+    fn the_namespace_cap_keeps_the_first_keys_in_order() {
+        let keys: Vec<NamespaceKey> = ["d", "b", "e", "a", "c", "b"]
+            .into_iter()
+            .map(key)
+            .collect();
+        let cap = cap_namespaces(&keys, 3);
+        assert_eq!(cap.dropped, 2, "five distinct namespaces, three kept");
+        let kept: Vec<&str> = cap
+            .allowed
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|k| k.namespace.as_str())
+            .collect();
+        assert_eq!(kept, vec!["a", "b", "c"]);
+        assert!(cap.allows(&key("c")) && !cap.allows(&key("d")));
+        // The order rows came in does not matter.
+        let mut reversed = keys.clone();
+        reversed.reverse();
+        assert_eq!(cap_namespaces(&reversed, 3), cap);
+        // Instances sort before namespaces.
+        let other = NamespaceKey {
+            instance_name: "i".into(),
+            ..key("a")
+        };
+        let cap = cap_namespaces([&key("z"), &other], 1);
+        assert!(cap.allows(&key("z")) && !cap.allows(&other));
+        // At or under the cap: everything, nothing dropped.
+        let all = cap_namespaces(&keys, 5);
+        assert_eq!((all.allowed.is_none(), all.dropped), (true, 0));
+        assert!(all.allows(&key("zzz")));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::auth::{AuthError, Credential, OutgoingRequest};
 use super::budget::{Budget, Priority};
-use super::model::{ModelError, Page, parse_page};
+use super::model::{ModelError, Page, parse_page_limited};
 use crate::config::ImageType;
 
 /// First backoff before a retry; doubles each attempt.
@@ -543,7 +543,7 @@ impl Client {
                 request_id,
             });
         }
-        Ok(parse_page(&body)?)
+        Ok(parse_page_limited(&body, query.limit)?)
     }
 
     async fn read_body(&self, response: &mut reqwest::Response) -> Result<Vec<u8>, Error> {

@@ -7,22 +7,60 @@
 //! come as a JSON number, a numeric string, null or not at all; a value that
 //! cannot be read counts as absent (0 for counts), is reported in
 //! [`Page::invalid_fields`], and never fails the page. Only a body that is not
-//! JSON, or a page without a row list, is an error.
+//! a JSON object is an error.
+//!
+//! Upstream data is bounded here, before it reaches aggregation and labels:
+//!
+//! - a page without `data_list`, or with `"data_list": null`, is an empty page
+//!   (both SDKs mark the field optional); `total_num` is kept as given;
+//! - [`parse_page_limited`] refuses a page with more rows than the `limit`
+//!   asked for ([`ModelError::TooManyRows`]): the API documents at most
+//!   `limit`, so such a page is malformed and the client retries it as such;
+//! - every text value kept from a row (namespace, image name, version,
+//!   digest, instance, registry, scan status, failure reason, severity) longer
+//!   than [`MAX_LABEL_BYTES`] is cut at a character boundary and counted under
+//!   its field name;
+//! - a body that is not valid UTF-8 is read with each invalid sequence
+//!   replaced by U+FFFD and counted once as field `utf8`; serde_json alone
+//!   would refuse the whole page.
+//!
+//! Scan failures: `scan_failed_code` (registry-images API) is the failure code
+//! and `scan_failed_desc` there is its human description; under the older
+//! swr-repository API `scan_failed_desc` holds the code itself. Both are read;
+//! [`Row::scan_failure_reason`] gives the code when there is one.
+//!
+//! Multi-arch images: a row may carry `association_images`, the image's
+//! per-architecture images (with their own counts on the registry-images
+//! API). Whether the parent row's counts already include them is not
+//! documented, and each associated image has a record id of its own, so it
+//! may also be listed as a row. The exporter therefore reads top-level rows
+//! only and never adds `association_images` entries: an image is counted
+//! once whether or not the listing repeats it as its own row (rows are
+//! deduplicated by id) and whether or not the parent's counts include it.
 
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+/// The longest text value kept from a row, in bytes (1 KiB): longer values
+/// are cut at a character boundary and counted as invalid.
+pub const MAX_LABEL_BYTES: usize = 1024;
+
 /// A page body that could not be read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// Not JSON, cut off, or not the page's shape.
+    /// Not JSON, cut off, or not a JSON object.
     #[error("malformed page: {0}")]
     Malformed(#[from] serde_json::Error),
-    /// JSON, but without a `data_list` array.
-    #[error("malformed page: no data_list array")]
-    NoRows,
+    /// More rows than the `limit` asked for.
+    #[error("malformed page: {rows} rows, more than the limit of {limit} asked for")]
+    TooManyRows {
+        /// Entries of `data_list`.
+        rows: usize,
+        /// The `limit` of the request.
+        limit: u32,
+    },
 }
 
 /// One image version, as far as the exporter needs it.
@@ -40,8 +78,11 @@ pub struct Row {
     pub image_digest: String,
     /// Scan status; `None` when missing.
     pub scan_status: Option<String>,
-    /// Why the scan failed; empty when it did not.
+    /// Why the scan failed (swr-repository: the code; registry-images: a
+    /// human description); empty when it did not.
     pub scan_failed_desc: String,
+    /// The failure code (registry-images API only); empty otherwise.
+    pub scan_failed_code: String,
     /// Last scan time, epoch milliseconds; `None` when never scanned.
     pub latest_scan_time: Option<i64>,
     /// Vulnerabilities found.
@@ -61,6 +102,19 @@ pub struct Row {
     /// `Security`, `Low`, `Medium` or `High` (registry-images API, once
     /// scanned); `None` otherwise.
     pub severity_level: Option<String>,
+}
+
+impl Row {
+    /// The `reason` of a failed scan: `scan_failed_code` when present and
+    /// not empty, else `scan_failed_desc` (which holds the code under the
+    /// swr-repository API); empty when the scan did not fail.
+    pub fn scan_failure_reason(&self) -> &str {
+        if self.scan_failed_code.is_empty() {
+            &self.scan_failed_desc
+        } else {
+            &self.scan_failed_code
+        }
+    }
 }
 
 /// A parsed page.
@@ -83,16 +137,39 @@ impl Page {
     }
 }
 
-/// Parses a response body of the listing call.
+/// Parses a response body of the listing call, whatever its row count.
 pub fn parse_page(body: &[u8]) -> Result<Page, ModelError> {
-    let raw: RawPage = serde_json::from_slice(body)?;
-    let Some(rows) = raw.data_list else {
-        return Err(ModelError::NoRows);
+    parse(body).map(|(page, _)| page)
+}
+
+/// Parses a response body of a listing call made with `limit`: a page with
+/// more `data_list` entries than `limit` is refused as malformed.
+pub fn parse_page_limited(body: &[u8], limit: u32) -> Result<Page, ModelError> {
+    let (page, listed) = parse(body)?;
+    if listed > limit as usize {
+        return Err(ModelError::TooManyRows {
+            rows: listed,
+            limit,
+        });
+    }
+    Ok(page)
+}
+
+/// The page and the number of `data_list` entries (objects or not).
+fn parse(body: &[u8]) -> Result<(Page, usize), ModelError> {
+    let (raw, lossy): (RawPage, bool) = match std::str::from_utf8(body) {
+        Ok(_) => (serde_json::from_slice(body)?, false),
+        Err(_) => (serde_json::from_str(&String::from_utf8_lossy(body))?, true),
     };
+    let rows = raw.data_list.unwrap_or_default();
+    let listed = rows.len();
     let mut page = Page {
-        rows: Vec::with_capacity(rows.len()),
+        rows: Vec::with_capacity(listed),
         ..Page::default()
     };
+    if lossy {
+        page.count_invalid("utf8");
+    }
     match raw.total_num {
         Loose::Value(n) if n >= 0 => page.total_num = u64::try_from(n).ok(),
         Loose::Absent => {}
@@ -105,11 +182,11 @@ pub fn parse_page(body: &[u8]) -> Result<Page, ModelError> {
                 for field in invalid {
                     page.count_invalid(field);
                 }
-                page.rows.push(row);
+                page.rows.push(*row);
             }
         }
     }
-    Ok(page)
+    Ok((page, listed))
 }
 
 /// A leniently read scalar.
@@ -124,12 +201,67 @@ enum Loose<T> {
     Invalid,
 }
 
-#[derive(Deserialize)]
+/// The page object; anything but an object (an array, a string, `null`) is
+/// refused.
 struct RawPage {
-    #[serde(default)]
     total_num: Loose<i64>,
-    #[serde(default)]
     data_list: Option<Vec<RawRow>>,
+}
+
+impl<'de> Deserialize<'de> for RawPage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PageVisitor;
+        impl<'de> Visitor<'de> for PageVisitor {
+            type Value = RawPage;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a page object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPage, A::Error> {
+                let mut page = RawPage {
+                    total_num: Loose::Absent,
+                    data_list: None,
+                };
+                while let Some(key) = map.next_key::<PageField>()? {
+                    match key {
+                        PageField::TotalNum => page.total_num = map.next_value()?,
+                        PageField::DataList => page.data_list = map.next_value()?,
+                        PageField::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(page)
+            }
+        }
+        d.deserialize_map(PageVisitor)
+    }
+}
+
+/// The page keys the exporter reads.
+enum PageField {
+    TotalNum,
+    DataList,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for PageField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = PageField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PageField, E> {
+                Ok(match v {
+                    "total_num" => PageField::TotalNum,
+                    "data_list" => PageField::DataList,
+                    _ => PageField::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
 }
 
 /// Reads an integer from a number or a numeric string.
@@ -308,11 +440,9 @@ impl<'de> Deserialize<'de> for Loose<bool> {
 }
 
 /// A row as it arrives: an object with the fields read leniently and the
-/// names of unreadable fields, or something else entirely. Rows are consumed
-/// one by one straight after parsing, so the size difference costs nothing.
-#[allow(clippy::large_enum_variant)]
+/// names of unreadable or cut fields, or something else entirely.
 enum RawRow {
-    Row(Row, Vec<&'static str>),
+    Row(Box<Row>, Vec<&'static str>),
     NotAnObject,
 }
 
@@ -325,6 +455,7 @@ enum Field {
     ImageDigest,
     ScanStatus,
     ScanFailedDesc,
+    ScanFailedCode,
     LatestScanTime,
     VulNum,
     UnsafeSettingNum,
@@ -354,6 +485,7 @@ impl<'de> Deserialize<'de> for Field {
                     "image_digest" => Field::ImageDigest,
                     "scan_status" => Field::ScanStatus,
                     "scan_failed_desc" => Field::ScanFailedDesc,
+                    "scan_failed_code" => Field::ScanFailedCode,
                     "latest_scan_time" => Field::LatestScanTime,
                     "vul_num" => Field::VulNum,
                     "unsafe_setting_num" => Field::UnsafeSettingNum,
@@ -373,11 +505,41 @@ impl<'de> Deserialize<'de> for Field {
 
 fn text(value: Loose<String>, field: &'static str, invalid: &mut Vec<&'static str>) -> String {
     match value {
-        Loose::Value(s) => s,
+        Loose::Value(s) => capped(s, field, invalid),
         Loose::Absent => String::new(),
         Loose::Invalid => {
             invalid.push(field);
             String::new()
+        }
+    }
+}
+
+/// Cuts `s` to at most [`MAX_LABEL_BYTES`] at a character boundary, counting
+/// the cut under `field`.
+fn capped(mut s: String, field: &'static str, invalid: &mut Vec<&'static str>) -> String {
+    if s.len() > MAX_LABEL_BYTES {
+        let mut end = MAX_LABEL_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        invalid.push(field);
+    }
+    s
+}
+
+/// An optional text value: empty counts as absent.
+fn optional_text(
+    value: Loose<String>,
+    field: &'static str,
+    invalid: &mut Vec<&'static str>,
+) -> Option<String> {
+    match value {
+        Loose::Value(s) if !s.is_empty() => Some(capped(s, field, invalid)),
+        Loose::Value(_) | Loose::Absent => None,
+        Loose::Invalid => {
+            invalid.push(field);
+            None
         }
     }
 }
@@ -424,14 +586,16 @@ impl<'de> Visitor<'de> for RowVisitor {
                 Field::ImageDigest => {
                     row.image_digest = text(map.next_value()?, "image_digest", &mut invalid);
                 }
-                Field::ScanStatus => match map.next_value::<Loose<String>>()? {
-                    Loose::Value(s) if !s.is_empty() => row.scan_status = Some(s),
-                    Loose::Value(_) | Loose::Absent => {}
-                    Loose::Invalid => invalid.push("scan_status"),
-                },
+                Field::ScanStatus => {
+                    row.scan_status = optional_text(map.next_value()?, "scan_status", &mut invalid);
+                }
                 Field::ScanFailedDesc => {
                     row.scan_failed_desc =
                         text(map.next_value()?, "scan_failed_desc", &mut invalid);
+                }
+                Field::ScanFailedCode => {
+                    row.scan_failed_code =
+                        text(map.next_value()?, "scan_failed_code", &mut invalid);
                 }
                 Field::LatestScanTime => match map.next_value::<Loose<i64>>()? {
                     Loose::Value(n) if n > 0 => row.latest_scan_time = Some(n),
@@ -461,17 +625,16 @@ impl<'de> Visitor<'de> for RowVisitor {
                 Field::RegistryName => {
                     row.registry_name = text(map.next_value()?, "registry_name", &mut invalid);
                 }
-                Field::SeverityLevel => match map.next_value::<Loose<String>>()? {
-                    Loose::Value(s) if !s.is_empty() => row.severity_level = Some(s),
-                    Loose::Value(_) | Loose::Absent => {}
-                    Loose::Invalid => invalid.push("severity_level"),
-                },
+                Field::SeverityLevel => {
+                    row.severity_level =
+                        optional_text(map.next_value()?, "severity_level", &mut invalid);
+                }
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(RawRow::Row(row, invalid))
+        Ok(RawRow::Row(Box::new(row), invalid))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawRow, A::Error> {
@@ -668,17 +831,194 @@ mod tests {
     fn cut_off_or_shapeless_bodies_are_errors() {
         let cut = &SEED_EXAMPLE.as_bytes()[..200];
         assert!(matches!(parse_page(cut), Err(ModelError::Malformed(_))));
-        assert!(matches!(
-            parse_page(b"{\"total_num\":0}"),
-            Err(ModelError::NoRows)
-        ));
-        assert!(parse_page(b"[]").is_err());
+        for body in [&b"[]"[..], b"[0, []]", b"null", b"\"page\"", b"42", b""] {
+            assert!(
+                matches!(parse_page(body), Err(ModelError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
         assert!(
             parse_page(b"<html>")
                 .unwrap_err()
                 .to_string()
                 .starts_with("malformed page")
         );
+    }
+
+    #[test]
+    fn a_page_without_data_list_or_with_null_is_empty() {
+        for body in [
+            &br#"{"total_num":0}"#[..],
+            br#"{"total_num":0,"data_list":null}"#,
+            br#"{"data_list":null,"total_num":"0"}"#,
+        ] {
+            let page = parse_page(body).unwrap();
+            assert_eq!(
+                page,
+                Page {
+                    total_num: Some(0),
+                    ..Page::default()
+                },
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // total_num is kept as given, even when it promises rows.
+        let page = parse_page(br#"{"total_num":7,"error_code":null}"#).unwrap();
+        assert_eq!((page.total_num, page.rows.len()), (Some(7), 0));
+        assert!(page.invalid_fields.is_empty());
+        // A data_list that is neither an array nor null still breaks the page.
+        assert!(parse_page(br#"{"total_num":1,"data_list":{"id":1}}"#).is_err());
+    }
+
+    #[test]
+    fn more_rows_than_the_limit_is_malformed() {
+        let body = br#"{"total_num":9,"data_list":[{"id":1},{"id":2},"junk"]}"#;
+        assert_eq!(parse_page_limited(body, 3).unwrap().rows.len(), 2);
+        let error = parse_page_limited(body, 2).unwrap_err();
+        assert!(
+            matches!(error, ModelError::TooManyRows { rows: 3, limit: 2 }),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "malformed page: 3 rows, more than the limit of 2 asked for"
+        );
+        // The unlimited parser takes it.
+        assert_eq!(parse_page(body).unwrap().rows.len(), 2);
+        assert_eq!(
+            parse_page_limited(br#"{"total_num":0}"#, 1)
+                .unwrap()
+                .rows
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn long_values_are_cut_at_a_char_boundary_and_counted() {
+        let long_ns = "n".repeat(2048);
+        // 1023 ASCII bytes then a 3-byte char across the cap.
+        let long_name = format!("{}漢漢", "a".repeat(1023));
+        let exact = "v".repeat(MAX_LABEL_BYTES);
+        let body = serde_json::json!({
+            "total_num": 1,
+            "data_list": [{
+                "namespace": long_ns,
+                "image_name": long_name,
+                "image_version": exact,
+                "scan_status": "s".repeat(5000),
+                "scan_failed_code": "c".repeat(1025),
+                "registry_name": "r".repeat(1025),
+                "severity_level": "h".repeat(1025),
+            }]
+        });
+        let page = parse_page(body.to_string().as_bytes()).unwrap();
+        let row = &page.rows[0];
+        assert_eq!(row.namespace, "n".repeat(MAX_LABEL_BYTES));
+        assert_eq!(row.image_name, "a".repeat(1023));
+        assert_eq!(
+            row.image_version.len(),
+            MAX_LABEL_BYTES,
+            "not cut: not counted"
+        );
+        assert_eq!(
+            row.scan_status.as_deref().map(str::len),
+            Some(MAX_LABEL_BYTES)
+        );
+        assert_eq!(row.scan_failure_reason().len(), MAX_LABEL_BYTES);
+        assert_eq!(row.registry_name.len(), MAX_LABEL_BYTES);
+        assert_eq!(
+            row.severity_level.as_deref().map(str::len),
+            Some(MAX_LABEL_BYTES)
+        );
+        let mut invalid = page.invalid_fields.clone();
+        invalid.sort();
+        assert_eq!(
+            invalid,
+            vec![
+                ("image_name", 1),
+                ("namespace", 1),
+                ("registry_name", 1),
+                ("scan_failed_code", 1),
+                ("scan_status", 1),
+                ("severity_level", 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_counted_once_per_page() {
+        let mut body = br#"{"total_num":2,"data_list":[{"id":1,"namespace":"bad-"#.to_vec();
+        body.extend_from_slice(&[0xff, 0xfe]);
+        body.extend_from_slice(br#"","vul_num":3},{"id":2,"image_name":"x"#);
+        body.push(0xc3);
+        body.extend_from_slice(br#"","vul_num":4}]}"#);
+        let page = parse_page(&body).unwrap();
+        assert_eq!(page.total_num, Some(2));
+        assert_eq!(page.rows.len(), 2);
+        assert_eq!(page.rows[0].namespace, "bad-\u{fffd}\u{fffd}");
+        assert_eq!(page.rows[1].image_name, "x\u{fffd}");
+        assert_eq!((page.rows[0].vul_num, page.rows[1].vul_num), (3, 4));
+        assert_eq!(page.invalid_fields, vec![("utf8", 1)]);
+        // Valid UTF-8 is not counted.
+        assert!(
+            parse_page("{\"data_list\":[{\"namespace\":\"团队\"}]}".as_bytes())
+                .unwrap()
+                .invalid_fields
+                .is_empty()
+        );
+        // Replacing bytes does not rescue a body that is not JSON.
+        assert!(parse_page(&[0xff, b'{']).is_err());
+    }
+
+    #[test]
+    fn the_failure_reason_is_the_code_when_there_is_one() {
+        let page = parse_page(
+            br#"{"total_num":3,"data_list":[
+                {"id":1,"scan_status":"failed","scan_failed_code":"download_failed","scan_failed_desc":"Image download failed"},
+                {"id":2,"scan_status":"failed","scan_failed_code":"","scan_failed_desc":"database_error"},
+                {"id":3,"scan_status":"failed","scan_failed_desc":"response_timed_out"}
+            ]}"#,
+        )
+        .unwrap();
+        let reasons: Vec<&str> = page.rows.iter().map(Row::scan_failure_reason).collect();
+        assert_eq!(
+            reasons,
+            vec!["download_failed", "database_error", "response_timed_out"]
+        );
+        assert_eq!(page.rows[0].scan_failed_desc, "Image download failed");
+        assert_eq!(Row::default().scan_failure_reason(), "");
+    }
+
+    #[test]
+    fn association_images_are_not_rows() {
+        // A multi-arch parent with two per-architecture images that carry
+        // counts of their own (registry-images' AssociateImagesInfo), one of
+        // which the listing also returns as a row of its own.
+        let page = parse_page(
+            br#"{"total_num":2,"data_list":[
+                {"id":10,"namespace":"ns","image_name":"multi","image_version":"1","vul_num":5,
+                 "is_multiple_arch":true,
+                 "association_images":[
+                    {"id":11,"namespace":"ns","image_name":"multi","image_version":"1","vul_num":2,"malicious_file_num":1},
+                    {"id":12,"namespace":"ns","image_name":"multi","image_version":"1","vul_num":3}
+                 ]},
+                {"id":11,"namespace":"ns","image_name":"multi","image_version":"1","vul_num":2,"malicious_file_num":1}
+            ]}"#,
+        )
+        .unwrap();
+        let ids: Vec<Option<u64>> = page.rows.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![Some(10), Some(11)]);
+        assert_eq!(page.rows[0].vul_num, 5);
+        assert_eq!(page.rows[0].malicious_file_num, 0);
+        assert!(page.invalid_fields.is_empty());
+        // Whatever association_images holds, it never breaks the page.
+        let odd = parse_page(br#"{"data_list":[{"id":1,"association_images":"x"},{"id":2,"association_images":[1,[2]]}]}"#)
+            .unwrap();
+        assert_eq!(odd.rows.len(), 2);
+        assert!(odd.invalid_fields.is_empty());
     }
 
     #[test]

@@ -75,6 +75,60 @@ pub const SCAN_FAILED_CODES: [&str; 20] = [
     "failed_to_check_build_cmd",
 ];
 
+/// The human description the successor API's `scan_failed_desc` gives for a
+/// failure code (its `scan_failed_code`), after the official SDK's
+/// code-to-description table; unknown codes get a generic text. Under the
+/// old listing `scan_failed_desc` is the code itself.
+pub fn scan_failed_description(code: &str) -> &'static str {
+    match code {
+        "unknown_error" => "Unknown error.",
+        "authentication_failed" => "Authentication failed.",
+        "download_failed" => "Image download failed. Contact technical support.",
+        "image_over_sized" | "image_oversized" => {
+            "The image exceeds the size limit and cannot be scanned. Make the image smaller."
+        }
+        "get_detail_info_not_found" => {
+            "Image details not found; the image may no longer be in the registry. Synchronize the images again."
+        }
+        "image_layer_over_sized" => {
+            "The image has more layers than can be scanned. Make the image smaller."
+        }
+        "schema_v1_not_support" => "Schema V1 images cannot be scanned. Upgrade to V2.",
+        "access_swr_failed" => "Accessing SWR failed. Contact technical support.",
+        "swr_authentication_error" => {
+            "SWR authorization is missing. Grant it as the image authorization guide describes."
+        }
+        "failed_to_scan_vulnerability" => "Vulnerability scan failed.",
+        "failed_to_scan_file" => "File scan failed.",
+        "failed_to_scan_software" => "Software scan failed.",
+        "failed_to_check_sensitive_information" => "Sensitive information check failed.",
+        "failed_to_check_baseline" => "Baseline check failed.",
+        "failed_to_check_software_compliance" => "Software compliance check failed.",
+        "failed_to_query_basic_image_information" => "Querying the base image information failed.",
+        "failed_to_check_build_cmd" => "Image build command check failed.",
+        "response_timed_out" => "Response timed out.",
+        "database_error" => "Database error.",
+        "failed_to_send_the_scan_request" => "Sending the scan request failed.",
+        "" => "",
+        _ => "Scan failed.",
+    }
+}
+
+/// How a page without rows carries `data_list` ([`super::Faults::empty_data_list`]):
+/// both SDKs mark the field optional, so an empty answer may leave it out or
+/// send `null`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmptyDataList {
+    /// `"data_list": []`.
+    #[default]
+    Array,
+    /// `"data_list": null`.
+    Null,
+    /// No `data_list` key at all.
+    Missing,
+}
+
 /// Every documented `image_type` request value of the old listing
 /// (`image/swr-repository`).
 pub const IMAGE_TYPES: [&str; 4] = [
@@ -223,7 +277,10 @@ pub struct SimImage {
     pub latest_version: bool,
     /// One of [`SCAN_STATUSES`].
     pub scan_status: String,
-    /// One of [`SCAN_FAILED_DESCS`] for failed scans, else empty.
+    /// The failure code of a failed scan, else empty: one of
+    /// [`SCAN_FAILED_DESCS`] (SWR) or [`SCAN_FAILED_CODES`]. The old listing
+    /// serves it as `scan_failed_desc`; the successor as `scan_failed_code`,
+    /// with [`scan_failed_description`] as `scan_failed_desc`.
     pub scan_failed_desc: String,
     /// Bytes.
     pub image_size: i64,
@@ -652,7 +709,11 @@ impl<'a> WireRow<'a> {
             image_type: &r.image_type,
             latest_version: r.latest_version,
             scan_status: &r.scan_status,
-            scan_failed_desc: &r.scan_failed_desc,
+            scan_failed_desc: if api.registry_fields() {
+                scan_failed_description(&r.scan_failed_desc)
+            } else {
+                &r.scan_failed_desc
+            },
             image_size: r.image_size,
             latest_update_time: r.latest_update_time,
             latest_scan_time: r.latest_scan_time,
@@ -725,13 +786,18 @@ fn loose_row(r: &SimImage, api: Api) -> Value {
     ] {
         m.insert(key.into(), Value::String(value.clone()));
     }
+    let failed_desc = if api.registry_fields() {
+        scan_failed_description(&r.scan_failed_desc)
+    } else {
+        &r.scan_failed_desc
+    };
     for (key, value) in [
-        ("scan_failed_desc", &r.scan_failed_desc),
+        ("scan_failed_desc", failed_desc),
         ("domain_name", &r.domain_name),
         ("shared_status", &r.shared_status),
     ] {
         if !value.is_empty() {
-            m.insert(key.into(), Value::String(value.clone()));
+            m.insert(key.into(), Value::String(value.to_string()));
         }
     }
     m.insert("latest_version".into(), json!(r.latest_version));
@@ -809,8 +875,23 @@ struct Page<T> {
 }
 
 /// Serialises one listing answer, `{"total_num": N, "data_list": [...]}`,
-/// with the rows in `api`'s official form (strict or loose).
-pub(crate) fn page_json(total_num: i64, rows: &[&SimImage], loose: bool, api: Api) -> Vec<u8> {
+/// with the rows in `api`'s official form (strict or loose); a page without
+/// rows carries `data_list` as `empty` says.
+pub(crate) fn page_json(
+    total_num: i64,
+    rows: &[&SimImage],
+    loose: bool,
+    api: Api,
+    empty: EmptyDataList,
+) -> Vec<u8> {
+    if rows.is_empty() {
+        let page = match empty {
+            EmptyDataList::Array => json!({"total_num": total_num, "data_list": []}),
+            EmptyDataList::Null => json!({"total_num": total_num, "data_list": null}),
+            EmptyDataList::Missing => json!({ "total_num": total_num }),
+        };
+        return page.to_string().into_bytes();
+    }
     let result = if loose {
         serde_json::to_vec(&Page {
             total_num,
@@ -1086,8 +1167,14 @@ mod tests {
     fn strict_page_has_the_official_fields_and_types() {
         let rows = generate(&config(30, 3, 1));
         let refs: Vec<&SimImage> = rows.iter().take(2).collect();
-        let page: Value =
-            serde_json::from_slice(&page_json(30, &refs, false, Api::SwrRepository)).unwrap();
+        let page: Value = serde_json::from_slice(&page_json(
+            30,
+            &refs,
+            false,
+            Api::SwrRepository,
+            EmptyDataList::Array,
+        ))
+        .unwrap();
         assert_eq!(page["total_num"], 30);
         let row = page["data_list"][0].as_object().unwrap();
         let keys: HashSet<&str> = row.keys().map(String::as_str).collect();
@@ -1123,8 +1210,14 @@ mod tests {
         assert!(row["image_size"].is_i64());
 
         // The successor's rows: the same fields and values, plus its own.
-        let page: Value =
-            serde_json::from_slice(&page_json(30, &refs, false, Api::RegistryImages)).unwrap();
+        let page: Value = serde_json::from_slice(&page_json(
+            30,
+            &refs,
+            false,
+            Api::RegistryImages,
+            EmptyDataList::Array,
+        ))
+        .unwrap();
         let new_row = page["data_list"][0].as_object().unwrap();
         let new_keys: HashSet<&str> = new_row.keys().map(String::as_str).collect();
         let added: HashSet<&str> = [
@@ -1138,7 +1231,7 @@ mod tests {
         ]
         .into();
         assert_eq!(new_keys, expected.union(&added).copied().collect());
-        for key in &expected {
+        for key in expected.iter().filter(|k| **k != "scan_failed_desc") {
             assert_eq!(new_row[*key], row[*key], "{key}");
         }
         assert_eq!(new_row["registry_name"], rows[0].registry_name);
@@ -1154,8 +1247,14 @@ mod tests {
     fn loose_page_mixes_types_but_keeps_counters_readable() {
         let rows = generate(&config(300, 3, 1));
         let refs: Vec<&SimImage> = rows.iter().collect();
-        let page: Value =
-            serde_json::from_slice(&page_json(300, &refs, true, Api::SwrRepository)).unwrap();
+        let page: Value = serde_json::from_slice(&page_json(
+            300,
+            &refs,
+            true,
+            Api::SwrRepository,
+            EmptyDataList::Array,
+        ))
+        .unwrap();
         let list = page["data_list"].as_array().unwrap();
         let ids_with_label = list
             .iter()
@@ -1173,8 +1272,14 @@ mod tests {
             assert!(row.get("registry_name").is_none());
         }
         // On the successor, its fields too, non-empty ones at least.
-        let page: Value =
-            serde_json::from_slice(&page_json(300, &refs, true, Api::RegistryImages)).unwrap();
+        let page: Value = serde_json::from_slice(&page_json(
+            300,
+            &refs,
+            true,
+            Api::RegistryImages,
+            EmptyDataList::Array,
+        ))
+        .unwrap();
         let list = page["data_list"].as_array().unwrap();
         assert!(list.iter().any(|r| r["latest_sync_time"].is_string()));
         for (row, original) in list.iter().zip(&rows) {
@@ -1186,8 +1291,93 @@ mod tests {
             );
             assert_eq!(
                 row.get("scan_failed_code").and_then(Value::as_str),
-                row.get("scan_failed_desc").and_then(Value::as_str)
+                (!original.scan_failed_desc.is_empty())
+                    .then_some(original.scan_failed_desc.as_str())
+            );
+            assert_eq!(
+                row.get("scan_failed_desc").and_then(Value::as_str),
+                (!original.scan_failed_desc.is_empty())
+                    .then(|| scan_failed_description(&original.scan_failed_desc))
             );
         }
+    }
+
+    #[test]
+    fn the_successor_serves_the_failure_code_beside_a_description() {
+        let mut rows = generate(&config(300, 3, 1));
+        rows.retain(|r| !r.scan_failed_desc.is_empty());
+        assert!(rows.len() > 5);
+        let refs: Vec<&SimImage> = rows.iter().collect();
+        for loose in [false, true] {
+            let old: Value = serde_json::from_slice(&page_json(
+                1,
+                &refs,
+                loose,
+                Api::SwrRepository,
+                EmptyDataList::Array,
+            ))
+            .unwrap();
+            let new: Value = serde_json::from_slice(&page_json(
+                1,
+                &refs,
+                loose,
+                Api::RegistryImages,
+                EmptyDataList::Array,
+            ))
+            .unwrap();
+            for ((o, n), r) in old["data_list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(new["data_list"].as_array().unwrap())
+                .zip(&rows)
+            {
+                // Old: the code in scan_failed_desc, no scan_failed_code.
+                assert_eq!(o["scan_failed_desc"], r.scan_failed_desc.as_str());
+                assert!(o.get("scan_failed_code").is_none());
+                // New: the code in scan_failed_code, a sentence beside it.
+                assert_eq!(n["scan_failed_code"], r.scan_failed_desc.as_str());
+                let desc = n["scan_failed_desc"].as_str().unwrap();
+                assert_ne!(desc, r.scan_failed_desc);
+                assert!(desc.ends_with('.') && desc.contains(' '), "{desc}");
+            }
+        }
+        assert_eq!(
+            scan_failed_description("download_failed"),
+            "Image download failed. Contact technical support."
+        );
+        for code in SCAN_FAILED_CODES.iter().chain(&SCAN_FAILED_DESCS) {
+            assert_ne!(scan_failed_description(code), "Scan failed.", "{code}");
+        }
+    }
+
+    #[test]
+    fn an_empty_page_carries_data_list_as_asked() {
+        let rows: Vec<&SimImage> = Vec::new();
+        let page = |empty| {
+            serde_json::from_slice::<Value>(&page_json(0, &rows, false, Api::RegistryImages, empty))
+                .unwrap()
+        };
+        assert_eq!(
+            page(EmptyDataList::Array),
+            json!({"total_num": 0, "data_list": []})
+        );
+        assert_eq!(
+            page(EmptyDataList::Null),
+            json!({"total_num": 0, "data_list": null})
+        );
+        assert_eq!(page(EmptyDataList::Missing), json!({"total_num": 0}));
+        // Pages with rows always carry them.
+        let generated = generate(&config(3, 1, 1));
+        let refs: Vec<&SimImage> = generated.iter().collect();
+        let full: Value = serde_json::from_slice(&page_json(
+            3,
+            &refs,
+            false,
+            Api::SwrRepository,
+            EmptyDataList::Missing,
+        ))
+        .unwrap();
+        assert_eq!(full["data_list"].as_array().unwrap().len(), 3);
     }
 }

@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub use auth::{MSG_SECURITY_TOKEN_EXPIRED, MSG_TOKEN_EXPIRED};
-pub use data::{SimImage, generate, severity_level};
+pub use data::{EmptyDataList, SimImage, generate, severity_level};
 pub use iam::{IamUser, SimProject};
 pub use server::{MaliciousImage, Simulator};
 
@@ -331,9 +331,15 @@ pub struct Faults {
     pub loose_types: bool,
     /// Added to `total_num` on every page after the first (`offset > 0`).
     pub total_num_drift: i64,
-    /// Each page after the first starts with the last row of the previous
-    /// page (so such a page carries up to `limit + 1` rows).
+    /// Each page after the first starts with the last row of the page
+    /// before, as if one row had been inserted ahead of the listing before
+    /// each page: page `k` (`offset = k * limit`) starts `k` rows early. A
+    /// page never holds more than `limit` rows; the last page has room for
+    /// the shift as long as it is not full.
     pub duplicate_rows: bool,
+    /// How a page without rows carries `data_list`: `array` (`[]`, the
+    /// default), `null`, or `missing` (left out).
+    pub empty_data_list: data::EmptyDataList,
 }
 
 /// Serde helpers for an optional humantime duration (`"45s"`).

@@ -1054,12 +1054,14 @@ impl Simulator {
     fn page(&self, api: Api, query: &ListQuery, faults: &Faults) -> Vec<u8> {
         let (version, images) = self.snapshot();
         let matching = self.matching(version, &images, &query.filter, &faults.forbidden_eps);
-        let start = if faults.duplicate_rows && query.offset > 0 {
-            query.offset - 1
+        let start = if faults.duplicate_rows && query.limit > 0 {
+            // Page k starts k rows early, so it repeats the last row of page
+            // k - 1 and still holds at most `limit` rows.
+            query.offset - query.offset / query.limit
         } else {
             query.offset
         };
-        let end = query.offset.saturating_add(query.limit).min(matching.len());
+        let end = start.saturating_add(query.limit).min(matching.len());
         let rows: Vec<&SimImage> = matching
             .get(start..end)
             .unwrap_or_default()
@@ -1070,7 +1072,13 @@ impl Simulator {
         if query.offset > 0 {
             total_num = total_num.saturating_add(faults.total_num_drift).max(0);
         }
-        data::page_json(total_num, &rows, faults.loose_types, api)
+        data::page_json(
+            total_num,
+            &rows,
+            faults.loose_types,
+            api,
+            faults.empty_data_list,
+        )
     }
 
     /// Indices (into `images`, in id order) of the rows `filter` selects.
@@ -1940,6 +1948,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn empty_pages_carry_data_list_as_the_fault_says() {
+        let sim = sim_with(50, None);
+        let q = "image_type=private_image&offset=1000";
+        assert_eq!(list(&sim, q).await.json()["data_list"], json!([]));
+        for (empty, want) in [
+            (data::EmptyDataList::Null, Some(Value::Null)),
+            (data::EmptyDataList::Missing, None),
+        ] {
+            sim.set_faults(Faults {
+                empty_data_list: empty,
+                ..Faults::default()
+            });
+            let body = list(&sim, q).await.json();
+            assert_eq!(body.get("data_list").cloned(), want, "{empty:?}");
+            assert!(
+                body["total_num"].as_u64().unwrap() > 0,
+                "total_num as usual"
+            );
+            // Pages with rows are unchanged.
+            let full = list_new(&sim, "limit=5").await.json();
+            assert_eq!(full["data_list"].as_array().unwrap().len(), 5);
+        }
+    }
+
+    #[tokio::test]
     async fn drift_duplicates_and_loose_types() {
         let sim = sim_with(1000, None);
         sim.set_faults(Faults {
@@ -1952,9 +1985,13 @@ mod tests {
         let second = list(&sim, &format!("{q}&offset=50")).await;
         let total = first.json()["total_num"].as_i64().unwrap();
         assert_eq!(second.json()["total_num"].as_i64().unwrap(), total + 3);
-        let (a, b) = (first.ids(), second.ids());
-        assert_eq!(b.len(), 51);
+        let third = list(&sim, &format!("{q}&offset=100")).await;
+        let (a, b, c) = (first.ids(), second.ids(), third.ids());
+        // Each page repeats the last row of the one before and still holds
+        // at most `limit` rows.
+        assert_eq!((a.len(), b.len(), c.len()), (50, 50, 50));
         assert_eq!(b[0], a[49]);
+        assert_eq!(c[0], b[49]);
 
         sim.set_faults(Faults {
             loose_types: true,
@@ -2234,15 +2271,21 @@ mod tests {
                 assert_eq!(new_total, old_total, "{q}");
                 assert_eq!(new.len(), old.len(), "{q}");
                 for (a, b) in old.iter().zip(&new) {
-                    for key in OLD_FIELDS {
-                        assert_eq!(a[key], b[key], "{q} {key}");
+                    for key in OLD_FIELDS.iter().filter(|k| **k != "scan_failed_desc") {
+                        assert_eq!(a[*key], b[*key], "{q} {key}");
                     }
                     // The new fields only on the successor.
                     for key in NEW_FIELDS {
                         assert!(a.get(key).is_none(), "{q} {key}");
                         assert!(b.get(key).is_some(), "{q} {key}");
                     }
-                    assert_eq!(b["scan_failed_code"], b["scan_failed_desc"]);
+                    // The old listing's scan_failed_desc is the code; the
+                    // successor's is scan_failed_code, beside a description.
+                    assert_eq!(b["scan_failed_code"], a["scan_failed_desc"]);
+                    assert_eq!(
+                        b["scan_failed_desc"],
+                        data::scan_failed_description(a["scan_failed_desc"].as_str().unwrap())
+                    );
                     assert_eq!(b["is_multiple_arch"], false);
                 }
             }
@@ -2623,7 +2666,7 @@ mod tests {
         let second = list_new(&sim, &format!("{q}&offset=50")).await;
         let total = first.json()["total_num"].as_i64().unwrap();
         assert_eq!(second.json()["total_num"].as_i64().unwrap(), total - 2);
-        assert_eq!(second.ids().len(), 51);
+        assert_eq!(second.ids().len(), 50);
         assert_eq!(second.ids()[0], first.ids()[49]);
         // Loose types.
         sim.set_faults(Faults {
