@@ -727,14 +727,16 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
         .map_err(io(format!("cannot write {}", path.display())))
 }
 
-/// Runs every lane once and prints or writes the exposition; returns whether
-/// every scope succeeded.
+/// Runs every lane once and prints or writes the exposition (without
+/// `process_*` series: the output is meant for node_exporter's textfile
+/// collector, which exports its own); returns whether every scope succeeded.
 pub async fn run_once(config: Config, output: Option<&Path>) -> Result<bool, Error> {
     let exporter = Exporter::new(config)?;
     exporter.log_plan();
     let ok = exporter.run_once().await;
     exporter.persist().await;
-    let text = exporter.metrics().render();
+    // For node_exporter's textfile collector: no process_* series.
+    let text = exporter.metrics().render_textfile();
     match output {
         Some(path) => write_atomically(path, &text)?,
         None => {

@@ -209,6 +209,14 @@ pub fn gzip(data: &[u8]) -> bytes::Bytes {
     bytes::Bytes::from(encoder.finish().unwrap_or_default())
 }
 
+/// Families that node_exporter (or any Go exporter's default registry)
+/// exports itself: never written to a textfile-collector file.
+fn is_node_exporter_family(name: &str) -> bool {
+    ["process_", "go_", "promhttp_", "node_"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+}
+
 /// One scope's rendered series: one chunk per family of [`FAMILIES`] (empty
 /// for the families of the other source), with what they were made from.
 struct ScopeCache {
@@ -346,6 +354,26 @@ impl Metrics {
     /// The whole exposition, in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = self.self_metrics();
+        out.push_str(&String::from_utf8_lossy(&self.namespace_text().text));
+        out
+    }
+
+    /// The exposition for node_exporter's textfile collector (`once`): as
+    /// [`Metrics::render`], without the families node_exporter exports
+    /// itself. Its own `process_*` (and `go_*`) series would collide with
+    /// ours and fail the whole gathering of node_exporter's `/metrics`; the
+    /// process metrics of a command that has exited mean nothing anyway.
+    pub fn render_textfile(&self) -> String {
+        let families: Vec<MetricFamily> = self
+            .registry
+            .gather()
+            .into_iter()
+            .filter(|family| !is_node_exporter_family(family.name()))
+            .collect();
+        let mut out = String::with_capacity(64 * 1024);
+        if let Err(error) = TextEncoder::new().encode_utf8(&families, &mut out) {
+            tracing::error!(%error, "encoding self-metrics failed");
+        }
         out.push_str(&String::from_utf8_lossy(&self.namespace_text().text));
         out
     }
@@ -1033,6 +1061,32 @@ mod tests {
         for line in text.lines() {
             assert!(!line.is_empty());
         }
+    }
+
+    #[test]
+    fn textfile_output_has_no_process_series_but_everything_else() {
+        let (metrics, _) = published(&[row("team-a", 7, 2)], false);
+        let text = metrics.render_textfile();
+        let full = metrics.render();
+        let names = |t: &str| -> BTreeSet<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split(['{', ' ']).next().map(str::to_string))
+                .collect()
+        };
+        let (textfile, daemon) = (names(&text), names(&full));
+        #[cfg(target_os = "linux")]
+        assert!(daemon.iter().any(|n| n.starts_with("process_")), "{full}");
+        assert!(
+            textfile.iter().all(|n| n.starts_with("hss_swr_")),
+            "{textfile:?}"
+        );
+        let hss: BTreeSet<String> = daemon
+            .into_iter()
+            .filter(|n| n.starts_with("hss_swr_"))
+            .collect();
+        assert_eq!(textfile, hss);
+        assert!(text.contains("# TYPE hss_swr_malicious_files gauge"));
     }
 
     #[test]

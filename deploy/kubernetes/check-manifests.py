@@ -13,8 +13,10 @@
 4. The deployment's promises: one replica, Recreate, probes on /-/healthy and
    /-/ready, resources, the restricted security context, the mounts matching
    config.yml (config path, secret files, state_file on the PVC), the Service
-   and ServiceMonitor port, the NetworkPolicy ports, and the PrometheusRule
-   equal to deploy/prometheus/alerts.yml.
+   and ServiceMonitor port, honorLabels on the ServiceMonitor and on the
+   PodMonitor alternative (podmonitor.yaml, validated but not applied), the
+   NetworkPolicy ports, and the PrometheusRule equal to
+   deploy/prometheus/alerts.yml.
 5. config.yml with the exporter's own `check-config` (the secret paths mapped
    to a temporary directory), when the binary is given with --binary.
 
@@ -138,7 +140,37 @@ PROMETHEUS_RULE = {
         },
     },
 }
+POD_MONITOR = {
+    "type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "PodMonitor"},
+        "metadata": METADATA,
+        "spec": {
+            "type": "object", "additionalProperties": False, "required": ["selector", "podMetricsEndpoints"],
+            "properties": {
+                "selector": LABEL_SELECTOR,
+                "namespaceSelector": SERVICE_MONITOR["properties"]["spec"]["properties"]["namespaceSelector"],
+                "jobLabel": {"type": "string"},
+                "podTargetLabels": {"type": "array", "items": {"type": "string"}},
+                "sampleLimit": {"type": "integer", "minimum": 0},
+                "targetLimit": {"type": "integer", "minimum": 0},
+                "scrapeClass": {"type": "string"},
+                "attachMetadata": ANY,
+                "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {
+                        "port": {"type": "string"}, "portNumber": {"type": "integer"},
+                        "path": {"type": "string", "pattern": "^/"},
+                        "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                        "interval": DURATION, "scrapeTimeout": DURATION,
+                        **{name: ANY for name in ENDPOINT_FIELDS},
+                    }}},
+            },
+        },
+    },
+}
 CRD_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
+               ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR,
                ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE}
 
 
@@ -206,10 +238,14 @@ def main() -> int:
             ok(f"configMapGenerator {generator['name']}: {rel} parses")
     if "secret.example.yaml" in resources:
         fail("secret.example.yaml is in resources: placeholder credentials would be applied")
-    for example in ["secret.example.yaml"]:
+    # Files that are not applied by default but must be valid: the Secret
+    # example, and the PodMonitor alternative to the ServiceMonitor.
+    for example in ["secret.example.yaml", "podmonitor.yaml"]:
         files_example = load_all(HERE / example)
         for obj in files_example:
             validate(obj, example)
+    if "podmonitor.yaml" in resources and "servicemonitor.yaml" in resources:
+        fail("both servicemonitor.yaml and podmonitor.yaml are in resources: every series would be scraped twice")
 
     print("manifests, one file at a time")
     for rel, objs in files.items():
@@ -353,6 +389,19 @@ def check_contract(objs: list[dict], kustomization: dict, generated: dict, rende
     expect(in_ports == {PORT} and all(r.get("from") for r in policy["spec"]["ingress"]),
            f"NetworkPolicy ingress: port {PORT} only, from selected sources only")
     expect(out_ports == {("UDP", 53), ("TCP", 53), ("TCP", 443)}, "NetworkPolicy egress: DNS and HTTPS only")
+
+    # honorLabels: the exporter's `namespace` label (the SWR namespace) must
+    # not be renamed exported_namespace in favour of the pod's namespace.
+    expect(all(e.get("honorLabels") is True for e in monitor["spec"]["endpoints"]),
+           "ServiceMonitor: honorLabels true on every endpoint (keeps the exporter's namespace label)")
+    pod_monitor = one(load_all(HERE / "podmonitor.yaml"), "PodMonitor")
+    if pod_monitor:
+        endpoints = pod_monitor["spec"]["podMetricsEndpoints"]
+        expect(all(e.get("honorLabels") is True for e in endpoints),
+               "PodMonitor (podmonitor.yaml): honorLabels true on every endpoint")
+        expect(all(e.get("port") == "metrics" and e.get("path", "/metrics") == "/metrics" for e in endpoints)
+               and selects(pod_monitor["spec"]["selector"].get("matchLabels", {})),
+               "PodMonitor (podmonitor.yaml) selects the pod and scrapes its port 'metrics'")
 
     alerts = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
     expect(rule.get("spec") == alerts, "PrometheusRule spec equals deploy/prometheus/alerts.yml")
