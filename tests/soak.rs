@@ -6,10 +6,15 @@
 //! open file descriptors must stay flat.
 //!
 //! It runs for minutes, so it is ignored by a plain `cargo test`;
-//! `scripts/check-robustness` runs it:
+//! `scripts/check-robustness` runs it: `scripts/test` as a 30 s smoke (the
+//! daemon serves throughout, every figure is right, no call failed or was
+//! throttled, descriptors stay flat; RSS is printed, not judged), and
+//! `scripts/test --long` for the full 150 s, which also holds RSS growth
+//! after the warm-up under 5 %:
 //!
 //! ```sh
 //! cargo test --test soak -- --ignored --nocapture              # 150 s
+//! HSS_SOAK_SECONDS=30 cargo test --test soak -- --ignored --nocapture    # smoke
 //! HSS_SOAK_SECONDS=1800 cargo test --test soak -- --ignored --nocapture
 //! ```
 
@@ -29,6 +34,10 @@ const IMAGES: u64 = 10_000;
 /// and two 20 s windows).
 const DEFAULT_SECONDS: u64 = 150;
 const MIN_SECONDS: u64 = 120;
+/// A run shorter than [`MIN_SECONDS`] is a smoke: at least this long, RSS
+/// not judged.
+const SMOKE_MIN_SECONDS: u64 = 20;
+const SMOKE_WINDOW_SAMPLES: usize = 10;
 /// Longest a wait for a condition may last.
 const DEADLINE: Duration = Duration::from_secs(120);
 /// Samples are taken twice a second. The baseline is the RSS of the 20 s
@@ -147,13 +156,22 @@ struct Sample {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs for minutes; scripts/check-robustness runs it (HSS_SOAK_SECONDS sets the length)"]
 async fn memory_and_descriptors_stay_flat_over_many_sweeps() {
-    let seconds = std::env::var("HSS_SOAK_SECONDS")
+    let requested = std::env::var("HSS_SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(DEFAULT_SECONDS)
-        .max(MIN_SECONDS);
+        .unwrap_or(DEFAULT_SECONDS);
+    let smoke = requested < MIN_SECONDS;
+    let seconds = if smoke {
+        requested.max(SMOKE_MIN_SECONDS)
+    } else {
+        requested
+    };
     let total = Duration::from_secs(seconds);
-    let warm_up = Duration::from_secs((seconds / 4).max(60));
+    let (warm_up, window_samples) = if smoke {
+        (Duration::from_secs(seconds / 3), SMOKE_WINDOW_SAMPLES)
+    } else {
+        (Duration::from_secs((seconds / 4).max(60)), WINDOW_SAMPLES)
+    };
 
     let (_sim, endpoint) = start_simulator_process().await;
     let yaml = config_yaml(
@@ -263,9 +281,9 @@ image_metrics: true
         .copied()
         .filter(|s| s.at >= warm_up)
         .collect();
-    assert!(after_warm_up.len() >= 2 * WINDOW_SAMPLES, "enough samples");
-    let base = &after_warm_up[..WINDOW_SAMPLES];
-    let end = &after_warm_up[after_warm_up.len() - WINDOW_SAMPLES..];
+    assert!(after_warm_up.len() >= 2 * window_samples, "enough samples");
+    let base = &after_warm_up[..window_samples];
+    let end = &after_warm_up[after_warm_up.len() - window_samples..];
     let base_rss = p90(base.iter().map(|s| s.rss_kib));
     let end_rss = p90(end.iter().map(|s| s.rss_kib));
     let base_fds = base.iter().map(|s| s.fds).max().unwrap();
@@ -280,7 +298,7 @@ image_metrics: true
         growth * 100.0
     );
     assert!(
-        growth < MAX_RSS_GROWTH,
+        smoke || growth < MAX_RSS_GROWTH,
         "RSS grew {:.2} % after warm-up ({base_rss} -> {end_rss} KiB)",
         growth * 100.0
     );
