@@ -434,31 +434,29 @@ impl Client {
                     error
                 }
             };
-            if let Error::Api { status: 401, .. } = &error
-                && !refreshed
-                && self.credential.refresh_after_unauthorized().await
-            {
-                // The credential dropped an expired token: one more try.
-                refreshed = true;
-                self.observer.retry(&self.target, "unauthorized");
-                continue;
-            }
-            if error.is_auth_refusal() {
-                return Err(self.hold(&error));
-            }
             if let Error::Api {
                 status: 429,
                 retry_after,
                 ..
             } = &error
             {
+                // Whether or not the call is tried again, the server's
+                // window is full: nothing of this API goes out for a while.
                 self.observer.throttled(&self.target);
                 self.budget
                     .pause(retry_after.unwrap_or(self.budget.limit().window));
             }
-            if !error.is_retryable() || attempt >= self.settings.max_retries {
-                return Err(error);
-            }
+            let next = match classify(&error, attempt, self.settings.max_retries, refreshed) {
+                Next::Refresh if self.credential.refresh_after_unauthorized().await => {
+                    refreshed = true;
+                    self.observer.retry(&self.target, "unauthorized");
+                    continue;
+                }
+                // Nothing to refresh: the credentials themselves were refused.
+                Next::Refresh | Next::Hold => return Err(self.hold(&error)),
+                Next::Fail => return Err(error),
+                next @ (Next::AfterPause | Next::AfterBackoff) => next,
+            };
             self.observer.retry(&self.target, error.retry_reason());
             tracing::debug!(
                 target_name = %self.target,
@@ -467,8 +465,7 @@ impl Client {
                 error = %error,
                 "retrying call"
             );
-            // After a 429 the budget pause is the wait; otherwise back off.
-            if !matches!(error, Error::Api { status: 429, .. }) {
+            if next == Next::AfterBackoff {
                 tokio::time::sleep(backoff(
                     attempt,
                     self.settings.retry_base,
@@ -577,6 +574,44 @@ pub(crate) fn host_header(url: &Url) -> String {
 
 pub use super::http::error_details;
 
+/// What to do after attempt number `attempt` (0 for the first) failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// A 401 not yet refreshed for: let the credential drop its cached token
+    /// or keys and try once more, if it had any (else [`Next::Hold`]).
+    Refresh,
+    /// The credentials were refused: hold the whole target.
+    Hold,
+    /// Give up with the error.
+    Fail,
+    /// Try again once the budget's pause (after a 429) allows.
+    AfterPause,
+    /// Try again after an exponential backoff with full jitter.
+    AfterBackoff,
+}
+
+/// The retry decision of [`Client::list_page`], without I/O: 401s get one
+/// refresh, then hold the target, as any refusal of the credentials does;
+/// transport errors, timeouts, malformed pages, 429 and 5xx are retried up to
+/// `max_retries` (a 429 waits for the budget's pause, the rest back off);
+/// everything else fails at once.
+pub fn classify(error: &Error, attempt: u32, max_retries: u32, refreshed: bool) -> Next {
+    if matches!(error, Error::Api { status: 401, .. }) && !refreshed {
+        return Next::Refresh;
+    }
+    if error.is_auth_refusal() {
+        return Next::Hold;
+    }
+    if !error.is_retryable() || attempt >= max_retries {
+        return Next::Fail;
+    }
+    if matches!(error, Error::Api { status: 429, .. }) {
+        Next::AfterPause
+    } else {
+        Next::AfterBackoff
+    }
+}
+
 /// Full-jitter exponential backoff: a random time up to `base * 2^attempt`,
 /// capped.
 pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
@@ -610,6 +645,59 @@ mod tests {
         assert!(Error::Timeout(Duration::from_secs(1)).is_retryable());
         assert!(!Error::BodyTooLarge { limit: 1 }.is_retryable());
         assert_eq!(api(429).retry_reason(), "throttled");
+    }
+
+    #[test]
+    fn every_failure_gets_its_next_step() {
+        let api = |status| Error::Api {
+            status,
+            code: "-".into(),
+            message: String::new(),
+            retry_after: None,
+            request_id: None,
+        };
+        let refused = Error::Auth(super::super::auth::AuthError::Refused("wrong".into()));
+        let lookup_refused = Error::ProjectLookup {
+            region: "r".into(),
+            reason: "401".into(),
+            refused: true,
+        };
+        let cases = [
+            // (error, attempt, refreshed) -> next, with max_retries = 2
+            (api(401), 0, false, Next::Refresh),
+            (api(401), 0, true, Next::Hold),
+            (api(401), 2, false, Next::Refresh),
+            (refused, 0, false, Next::Hold),
+            (lookup_refused, 0, false, Next::Hold),
+            (api(429), 0, false, Next::AfterPause),
+            (api(429), 2, false, Next::Fail),
+            (api(503), 1, false, Next::AfterBackoff),
+            (api(503), 2, false, Next::Fail),
+            (
+                Error::Timeout(Duration::from_secs(1)),
+                0,
+                false,
+                Next::AfterBackoff,
+            ),
+            (
+                Error::Transport("reset".into()),
+                0,
+                false,
+                Next::AfterBackoff,
+            ),
+            (api(400), 0, false, Next::Fail),
+            (api(403), 0, false, Next::Fail),
+            (api(404), 0, false, Next::Fail),
+            (Error::Redirect("302".into()), 0, false, Next::Fail),
+            (Error::BodyTooLarge { limit: 1 }, 0, false, Next::Fail),
+        ];
+        for (error, attempt, refreshed, expected) in cases {
+            assert_eq!(
+                classify(&error, attempt, 2, refreshed),
+                expected,
+                "{error} after attempt {attempt}"
+            );
+        }
     }
 
     #[test]
