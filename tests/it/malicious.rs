@@ -1,11 +1,10 @@
 //! The malicious lane against the simulator: detection, the counter at 0 for
 //! every known namespace, and the state file across restarts.
 
-mod common;
 
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::app::Exporter;
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

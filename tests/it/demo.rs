@@ -1,8 +1,7 @@
 //! The demo: what a new user sees on `/metrics` with no cloud account.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::app;
 use hss_swr_exporter::simulator::generate;
 use tokio::net::TcpListener;

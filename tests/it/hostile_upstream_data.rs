@@ -6,7 +6,6 @@
 //! `data_list` read as empty, multi-arch images counted once, and failure
 //! reasons taken from `scan_failed_code` under the registry-images API.
 
-mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +14,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::simulator::data::{SCAN_FAILED_CODES, SCAN_FAILED_DESCS};
 use hss_swr_exporter::simulator::{EmptyDataList, Faults};
 use serde_json::{Value, json};

@@ -21,14 +21,13 @@
 //! Waits poll a condition until a generous deadline; nothing asserts on
 //! elapsed time.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::collect::Lane;
 use hss_swr_exporter::simulator::{
     Call, Faults, IamUser, Quota, SimConfig, SimImage, Simulator, max_calls_in_window,

@@ -18,7 +18,6 @@
 //! HSS_SOAK_SECONDS=1800 cargo test --test soak -- --ignored --nocapture
 //! ```
 
-mod common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::collect::Lane;
 
 const IMAGES: u64 = 10_000;

@@ -4,7 +4,6 @@
 //! what an operator relies on: credentials are not sent anywhere else, the
 //! lanes fail with a short reason and recover, nothing unbounded is kept.
 
-mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::app::Exporter;
 use hss_swr_exporter::collect::Lane;
 use tokio::net::TcpListener;

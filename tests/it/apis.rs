@@ -2,12 +2,11 @@
 //! successor `registry-images`, against the same synthetic registry. Switching
 //! keeps every series name and figure; only `registry_name` is new.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::simulator::{Quota, SimImage, max_calls_in_window};
 
 const SWR_TYPES: [&str; 3] = ["private_image", "shared_image", "instance_image"];

@@ -5,9 +5,8 @@
 //! invalid one is refused with the reason and the running configuration
 //! stays. The reload gauges say how the last one went.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 const DETECTED: &str = "hss_swr_malicious_images_detected_total";
 const RELOAD_OK: &str = "hss_swr_config_last_reload_successful";

@@ -14,11 +14,10 @@
 //! The fuzz target in fuzz/ drives the parser with coverage guidance; these
 //! run in the regular suite.
 
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::hss::model::{Page, Row, parse_page};
 use hss_swr_exporter::simulator::SimImage;
 use proptest::prelude::*;

@@ -3,7 +3,6 @@
 //! requests. Timeouts are injected ([`ServerLimits`]) short, and every
 //! assertion allows generous margins or checks order, not speed.
 
-mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::app::DaemonOptions;
 use hss_swr_exporter::web::{self, ServerLimits};
 use reqwest::StatusCode;

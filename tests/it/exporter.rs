@@ -2,11 +2,10 @@
 //! loopback port: the numbers it publishes, the calls it spends, and how it
 //! behaves when the API refuses, fails or throttles.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::collect::Lane;
 use hss_swr_exporter::simulator::{Faults, Quota, Scripted, SimImage, max_calls_in_window};
 

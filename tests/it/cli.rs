@@ -1,11 +1,10 @@
 //! The command line as users meet it: exit codes, one-line errors, `once`
 //! writing its output atomically, and no secret in any output.
 
-mod common;
 
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::simulator::Faults;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hss-swr-exporter");

@@ -3,11 +3,10 @@
 //! and refresh, metadata-service credentials; and the reload of the
 //! configuration.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::simulator::{IamUser, SimConfig, SimProject};
 
 const DOMAIN: &str = "acme";

@@ -4,11 +4,10 @@
 //! exporter's own making, the project id comes without extra permissions,
 //! redirects are not followed, and errors carry the gateway's request id.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::app::Exporter;
 use hss_swr_exporter::collect::Lane;
 use hss_swr_exporter::simulator::{IamUser, Quota, Scripted};
