@@ -77,12 +77,217 @@ fn check_config_accepts_a_valid_file_and_refuses_a_missing_one() {
 fn bad_flags_exit_with_2() {
     assert_eq!(run(&["--log.level", "loud"]).status.code(), Some(2));
     assert_eq!(run(&["--no-such-flag"]).status.code(), Some(2));
+}
+
+/// `--version` as the Prometheus tools print it: name, version, branch and
+/// revision on the first line, then the build and the platform.
+#[test]
+fn version_is_printed_in_the_prometheus_form() {
     let out = run(&["--version"]);
-    assert!(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .starts_with(&format!("hss-swr-exporter {}", env!("CARGO_PKG_VERSION")))
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    let first = format!(
+        "hss-swr-exporter, version {} (branch: ",
+        env!("CARGO_PKG_VERSION")
     );
+    assert!(lines[0].starts_with(&first), "{stdout}");
+    assert!(
+        lines[0].contains(", revision: ") && lines[0].ends_with(')'),
+        "{stdout}"
+    );
+    for (line, label) in
+        lines[1..]
+            .iter()
+            .zip(["build user:", "build date:", "rust version:", "platform:"])
+    {
+        assert!(line.starts_with(&format!("  {label}")), "{stdout}");
+    }
+    let date = lines[2].trim_start_matches("  build date:").trim();
+    assert!(
+        date.len() == 20 && date.ends_with('Z') && date.as_bytes()[10] == b'T',
+        "build date in RFC 3339 (UTC): {date}"
+    );
+    assert!(lines[3].contains("rustc 1."), "{stdout}");
+    assert!(
+        lines[4]
+            .trim_start_matches("  platform:")
+            .trim()
+            .contains('/'),
+        "{stdout}"
+    );
+    assert!(out.stderr.is_empty());
+}
+
+fn help_of(args: &[&str]) -> String {
+    let out = run(args);
+    assert_eq!(out.status.code(), Some(0), "{args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Each command's `--help` lists its own flags: the daemon's web flags are
+/// not offered by `once`, `check-config` or `simulate`.
+#[test]
+fn each_command_lists_only_its_own_flags() {
+    let daemon = help_of(&["--help"]);
+    for flag in [
+        "--config.file",
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--web.config.file",
+        "--web.enable-lifecycle",
+        "--web.max-connections",
+        "--log.level",
+        "--log.format",
+        "--version",
+    ] {
+        assert!(
+            daemon.contains(flag),
+            "daemon --help lacks {flag}:\n{daemon}"
+        );
+    }
+    for command in ["once", "check-config"] {
+        let help = help_of(&[command, "--help"]);
+        assert!(!help.contains("--web."), "{command} --help:\n{help}");
+        for flag in ["--config.file", "--log.level", "--log.format"] {
+            assert!(
+                help.contains(flag),
+                "{command} --help lacks {flag}:\n{help}"
+            );
+        }
+    }
+    assert!(help_of(&["once", "--help"]).contains("--output"));
+    let simulate = help_of(&["simulate", "--help"]);
+    assert!(!simulate.contains("--web."), "{simulate}");
+    assert!(!simulate.contains("--config.file"), "{simulate}");
+    assert!(simulate.contains("--listen"), "{simulate}");
+    let demo = help_of(&["demo", "--help"]);
+    assert!(demo.contains("--web.listen-address"), "{demo}");
+    assert!(demo.contains("--web.config.file"), "{demo}");
+    assert!(!demo.contains("--web.enable-lifecycle"), "{demo}");
+    assert!(!demo.contains("--config.file"), "{demo}");
+}
+
+/// A daemon flag given to a command that has no use for it is refused
+/// (exit 2) instead of being ignored; flags a command does have may still
+/// be written before its name, as earlier releases allowed.
+#[test]
+fn a_daemon_flag_on_another_command_is_refused() {
+    for args in [
+        &["once", "--web.listen-address", ":9999"][..],
+        &["--web.enable-lifecycle", "check-config"],
+        &["--web.max-connections=4", "once"],
+        &["simulate", "--config.file", "x.yml"],
+        &["demo", "--web.enable-lifecycle"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains("--web.") || stderr.contains("--config.file"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let dir = temp_dir("before");
+    let path = dir.join("config.yml");
+    std::fs::write(
+        &path,
+        "credentials: {access_key: AK, secret_key: SK}\ntargets: [{region: cn-north-4, project_id: p}]\n",
+    )
+    .unwrap();
+    let out = run(&["--config.file", path.to_str().unwrap(), "check-config"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// An invalid configuration at start is logged as one line in the chosen
+/// `--log.format`, with level and message, and the exit code stays 2: for
+/// the daemon and for the commands alike.
+#[test]
+fn a_fatal_configuration_error_follows_the_log_format() {
+    let dir = temp_dir("fatal");
+    let path = dir.join("config.yml");
+    std::fs::write(
+        &path,
+        "credentials: {access_key: AK, secret_key: SECRETVALUE}\ntargets:\n  - regoin: cn-north-4\n",
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+    let daemon = [
+        "--config.file",
+        config,
+        "--web.listen-address",
+        "127.0.0.1:0",
+    ];
+    let check = ["check-config", "--config.file", config];
+    for args in [&daemon[..], &check[..]] {
+        let json: Vec<&str> = args.iter().copied().chain(["--log.format=json"]).collect();
+        let out = run(&json);
+        assert_eq!(out.status.code(), Some(2), "{json:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        let line: serde_json::Value = serde_json::from_str(stderr.trim_end())
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {stderr}"));
+        assert_eq!(line["level"], "error", "{stderr}");
+        assert_eq!(line["msg"], "invalid configuration", "{stderr}");
+        assert!(
+            line["error"]
+                .as_str()
+                .unwrap()
+                .contains("targets[0].regoin: unknown field `regoin`"),
+            "{stderr}"
+        );
+        assert_eq!(line["file"], config, "{stderr}");
+        assert!(line["ts"].is_string(), "{stderr}");
+        assert!(!stderr.contains("SECRETVALUE"));
+
+        let logfmt: Vec<&str> = args
+            .iter()
+            .copied()
+            .chain(["--log.format=logfmt"])
+            .collect();
+        let out = run(&logfmt);
+        assert_eq!(out.status.code(), Some(2), "{logfmt:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("ts="), "{stderr}");
+        assert!(
+            stderr.contains(" level=error msg=\"invalid configuration\" "),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("error=\"targets[0].regoin: unknown field `regoin`"),
+            "{stderr}"
+        );
+    }
+    // No --config.file, and an invalid web configuration: logged the same way.
+    let out = run(&["--log.format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let line: serde_json::Value = serde_json::from_str(stderr.trim_end()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert_eq!(line["msg"], "--config.file is required");
+    let web = dir.join("web.yml");
+    std::fs::write(&web, "tls_server_config: {cert_file: a.pem}\n").unwrap();
+    let out = run(&[
+        "--config.file",
+        config,
+        "--web.config.file",
+        web.to_str().unwrap(),
+        "--log.format=json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let line: serde_json::Value = serde_json::from_str(stderr.trim_end()).unwrap();
+    assert_eq!(line["msg"], "invalid web configuration", "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test]

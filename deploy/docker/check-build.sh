@@ -459,7 +459,7 @@ if not failures and binary_src:
     else:
         version = subprocess.run([binary, "--version"], capture_output=True, text=True)
         line = (version.stdout or version.stderr).strip()
-        if version.returncode == 0 and f"(revision {REVISION})" in line:
+        if version.returncode == 0 and f"revision: {REVISION})" in line.partition("\n")[0]:
             ok(f"ENTRYPOINT {binary_dest} --version: {line}")
         else:
             fail(f"{binary_dest} --version exited {version.returncode}: {line!r} "
