@@ -330,6 +330,28 @@ async fn once_writes_the_exposition_and_reports_failed_scopes() {
     let exposition = Exposition::parse(&std::fs::read_to_string(&output).unwrap());
     let want = expected(&sim.sim.images(), "private_image", "0");
     assert_scope_matches(&exposition, "test", "0", "private_image", &want);
+    // The lanes' intervals (defaults 5m and 1m) and the build are exported.
+    assert_eq!(
+        exposition.value("hss_swr_poll_interval_seconds", &[("lane", "sweep")]),
+        300.0
+    );
+    assert_eq!(
+        exposition.value("hss_swr_poll_interval_seconds", &[("lane", "malicious")]),
+        60.0
+    );
+    assert_eq!(
+        exposition.value(
+            "hss_swr_build_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("rustversion", env!("HSS_SWR_RUST_VERSION")),
+                ("target", env!("HSS_SWR_TARGET")),
+                ("branch", env!("HSS_SWR_BRANCH")),
+                ("revision", env!("HSS_SWR_REVISION")),
+            ]
+        ),
+        1.0
+    );
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
         2,
@@ -401,12 +423,13 @@ async fn no_secret_reaches_any_output_and_sighup_reloads() {
     let config_path = dir.join("config.yml");
     let yaml = |with_token_target: bool| {
         let mut text = format!(
-            "api_rate_limit: 1000/1s\nmalicious_interval: 300ms\npoll_interval: 1s\n\
+            "api_rate_limit: 1000/1s\nmalicious_interval: 300ms\npoll_interval: {poll}\n\
              credentials: {{access_key: {AK}, secret_key: {SK}}}\ntargets:\n\
              - {{name: aksk, region: cn-north-4, project_id: {PROJECT}, endpoint: '{e}', image_types: [private_image]}}\n\
              - {{name: iam, region: cn-north-4, endpoint: '{e}', iam_endpoint: '{e}', image_types: [shared_image],\n   \
                 credentials: {{iam: {{domain_name: acme, user_name: exporter, password: {IAM_PASSWORD}}}}}}}\n",
-            e = sim.endpoint
+            e = sim.endpoint,
+            poll = if with_token_target { "1s" } else { "2s" },
         );
         if with_token_target {
             text.push_str(&format!(
@@ -475,6 +498,16 @@ async fn no_secret_reaches_any_output_and_sighup_reloads() {
         if status["scopes"].as_array().unwrap().len() == 2 {
             reloaded = true;
             bodies.push(status.to_string());
+            bodies.push(
+                client
+                    .get(format!("{url}/metrics"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap(),
+            );
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -496,6 +529,15 @@ async fn no_secret_reaches_any_output_and_sighup_reloads() {
         "{stderr}"
     );
     assert!(stderr.lines().count() > 10, "debug logging produced lines");
+    // The lanes' intervals follow the configuration: poll_interval 1s, then
+    // 2s after the reload.
+    let interval = |body: &str, lane: &str| {
+        Exposition::parse(body).value("hss_swr_poll_interval_seconds", &[("lane", lane)])
+    };
+    assert_eq!(interval(&bodies[1], "sweep"), 1.0);
+    assert_eq!(interval(&bodies[1], "malicious"), 0.3);
+    assert_eq!(interval(&bodies[4], "sweep"), 2.0);
+    assert_eq!(interval(&bodies[4], "malicious"), 0.3);
     for secret in [SK, IAM_PASSWORD, STATIC_TOKEN] {
         assert!(!stderr.contains(secret), "a log line shows a secret");
         for body in &bodies {
