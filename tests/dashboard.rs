@@ -817,7 +817,7 @@ fn intervals_come_from_the_exporter() {
         let exprs = panel["targets"].to_string();
         for want in [
             format!(r#"hss_swr_poll_interval_seconds{{job=~\"$job\",lane=\"{lane}\"}}"#),
-            format!(r#"hss_swr_poll_duration_seconds{{job=~\"$job\""#),
+            r#"hss_swr_poll_duration_seconds{job=~\"$job\""#.to_string(),
             format!(r#"lane=\"{lane}\""#),
         ] {
             if !exprs.contains(&want) {
@@ -920,9 +920,9 @@ fn kubernetes_configmap_carries_the_dashboard() {
         std::fs::read_to_string(format!("{root}/deploy/kubernetes/kustomization.yaml")).unwrap();
     let kustomization: serde_yaml_ng::Value = serde_yaml_ng::from_str(&kustomization).unwrap();
     assert!(
-        kustomization["resources"]
-            .as_sequence()
-            .is_some_and(|r| r.iter().any(|x| x.as_str() == Some("grafana-dashboard.yaml"))),
+        kustomization["resources"].as_sequence().is_some_and(|r| r
+            .iter()
+            .any(|x| x.as_str() == Some("grafana-dashboard.yaml"))),
         "kustomization.yaml does not apply grafana-dashboard.yaml"
     );
 }
