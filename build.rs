@@ -12,8 +12,28 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn main() {
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs");
+    // Run again when the checkout moves (HEAD, or the branch's ref: a commit,
+    // a branch switch), wherever git keeps them (a worktree's .git is a file). Only
+    // paths that exist are watched: a missing one would rerun this script,
+    // and so rebuild the crate with a new build date, on every build.
+    println!("cargo:rerun-if-changed=build.rs");
+    let mut watched = Vec::new();
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        watched.push(std::path::Path::new(&dir).join("HEAD"));
+    }
+    if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
+        let common = std::path::Path::new(&common);
+        // The branch checked out (refs/heads/NAME); nothing when detached.
+        if let Some(branch) = git(&["rev-parse", "--symbolic-full-name", "HEAD"])
+            .filter(|r| r.starts_with("refs/"))
+        {
+            watched.push(common.join(branch));
+        }
+        watched.push(common.join("packed-refs"));
+    }
+    for path in watched.iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
     for var in [
         "HSS_SWR_REVISION",
         "HSS_SWR_BRANCH",
