@@ -24,8 +24,8 @@ fn main() {
     if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
         let common = std::path::Path::new(&common);
         // The branch checked out (refs/heads/NAME); nothing when detached.
-        if let Some(branch) = git(&["rev-parse", "--symbolic-full-name", "HEAD"])
-            .filter(|r| r.starts_with("refs/"))
+        if let Some(branch) =
+            git(&["rev-parse", "--symbolic-full-name", "HEAD"]).filter(|r| r.starts_with("refs/"))
         {
             watched.push(common.join(branch));
         }

@@ -859,6 +859,23 @@ fn links_lead_to_the_docs_and_keep_the_selection() {
             Err(e) => problems.push(format!("{path}: {e}")),
         }
     }
+    // Every link into the repository leads to a file that exists.
+    let mut everything = Vec::new();
+    urls(&d, &mut everything);
+    let mut runbooks = 0;
+    for url in everything {
+        if let Some(rest) = url.strip_prefix(REPO_URL) {
+            let file = rest.split('#').next().unwrap_or(rest);
+            runbooks += usize::from(file.starts_with("docs/runbooks/Hss"));
+            let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+            if !std::path::Path::new(&path).is_file() {
+                problems.push(format!("link {url}: no file {file} in the repository"));
+            }
+        }
+    }
+    if runbooks == 0 {
+        problems.push("no panel links to the runbook of its alert".into());
+    }
     fn urls<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
         match v {
             Value::Object(o) => {
