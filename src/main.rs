@@ -168,7 +168,7 @@ fn parse() -> Cli {
                 .error(
                     clap::error::ErrorKind::ArgumentConflict,
                     format!(
-                        "{flag} is a flag of the daemon, not of `{name}` (see `hss-swr-exporter {name} --help`)"
+                        "{flag} is not a flag of `{name}` (see `hss-swr-exporter {name} --help`)"
                     ),
                 )
                 .exit();
