@@ -411,10 +411,15 @@ fn build_lanes(
     Ok(lanes)
 }
 
-/// Says which API each target polls: `hss_swr_target_info`, and a warning
+/// Says which API each target polls: `hss_swr_target_info` (and records the
+/// lanes' intervals, `hss_swr_poll_interval_seconds`), and a warning
 /// for every target still on the deprecated endpoint.
 fn announce_apis(config: &Config, metrics: &Metrics) {
     metrics.set_max_namespaces(config.max_namespaces);
+    metrics.set_poll_intervals(&[
+        (Lane::Sweep, config.poll_interval),
+        (Lane::Malicious, config.malicious_interval),
+    ]);
     metrics.set_targets(
         config
             .targets

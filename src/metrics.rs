@@ -160,6 +160,8 @@ pub struct Metrics {
     registry: Registry,
     api: Arc<ApiMetrics>,
     target_info: GaugeVec,
+    /// `hss_swr_poll_interval_seconds`, by lane.
+    poll_interval: GaugeVec,
     /// Whether the last configuration reload succeeded, and when one last did.
     reload_successful: prometheus::Gauge,
     reload_success_time: prometheus::Gauge,
@@ -244,14 +246,28 @@ impl Metrics {
         let build_info = GaugeVec::new(
             Opts::new(
                 "hss_swr_build_info",
-                "Version and git revision of this exporter; always 1.",
+                "Version, git revision and branch, rustc version and target of this exporter; always 1.",
             ),
-            &["version", "revision"],
+            &["version", "revision", "branch", "rustversion", "target"],
         )?;
         build_info
-            .with_label_values(&[crate::VERSION, crate::REVISION])
+            .with_label_values(&[
+                crate::VERSION,
+                crate::REVISION,
+                env!("HSS_SWR_BRANCH"),
+                env!("HSS_SWR_RUST_VERSION"),
+                env!("HSS_SWR_TARGET"),
+            ])
             .set(1.0);
         registry.register(Box::new(build_info))?;
+        let poll_interval = GaugeVec::new(
+            Opts::new(
+                "hss_swr_poll_interval_seconds",
+                "Configured interval between the starts of a lane's runs (poll_interval for sweeps, malicious_interval); 0 when the lane is off.",
+            ),
+            &["lane"],
+        )?;
+        registry.register(Box::new(poll_interval.clone()))?;
         let target_info = GaugeVec::new(
             Opts::new(
                 "hss_swr_target_info",
@@ -279,6 +295,7 @@ impl Metrics {
             registry,
             api,
             target_info,
+            poll_interval,
             reload_successful,
             reload_success_time,
             scopes,
@@ -313,6 +330,18 @@ impl Metrics {
         self.target_info.reset();
         for (target, api) in targets {
             self.target_info.with_label_values(&[target, api]).set(1.0);
+        }
+    }
+
+    /// Records each lane's configured interval (at start and after a
+    /// reload), replacing what was recorded; a zero interval means the lane
+    /// is off.
+    pub fn set_poll_intervals(&self, intervals: &[(crate::collect::Lane, Duration)]) {
+        self.poll_interval.reset();
+        for (lane, interval) in intervals {
+            self.poll_interval
+                .with_label_values(&[lane.as_str()])
+                .set(interval.as_secs_f64());
         }
     }
 
@@ -1035,7 +1064,14 @@ mod tests {
             "hss_swr_up{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\",lane=\"sweep\"} 1".to_string(),
             "hss_swr_last_success_timestamp_seconds{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\",lane=\"sweep\"} 1700000000".to_string(),
             "hss_swr_polls_total{target=\"prod\",enterprise_project_id=\"0\",image_type=\"private_image\",lane=\"sweep\"} 1".to_string(),
-            format!("hss_swr_build_info{{revision=\"{}\",version=\"{}\"}} 1", crate::REVISION, crate::VERSION),
+            format!(
+                "hss_swr_build_info{{branch=\"{}\",revision=\"{}\",rustversion=\"{}\",target=\"{}\",version=\"{}\"}} 1",
+                env!("HSS_SWR_BRANCH"),
+                crate::REVISION,
+                env!("HSS_SWR_RUST_VERSION"),
+                env!("HSS_SWR_TARGET"),
+                crate::VERSION
+            ),
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }

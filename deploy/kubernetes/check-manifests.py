@@ -15,8 +15,10 @@
    config.yml (config path, secret files, state_file on the PVC), the Service
    and ServiceMonitor port, honorLabels on the ServiceMonitor and on the
    PodMonitor alternative (podmonitor.yaml, validated but not applied), the
-   NetworkPolicy ports, and the PrometheusRule equal to
-   deploy/prometheus/alerts.yml.
+   NetworkPolicy ports, the PrometheusRule equal to
+   deploy/prometheus/alerts.yml, and the Grafana dashboard ConfigMap
+   (grafana-dashboard.yaml) carrying grafana/dashboards/hss-swr-exporter.json
+   byte for byte, with the sidecar's label grafana_dashboard: "1".
 5. config.yml with the exporter's own `check-config` (the secret paths mapped
    to a temporary directory), when the binary is given with --binary.
 
@@ -42,6 +44,8 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 ALERTS = REPO / "deploy/prometheus/alerts.yml"
+DASHBOARD = REPO / "grafana/dashboards/hss-swr-exporter.json"
+DASHBOARD_CONFIGMAP = "hss-swr-exporter-dashboard"
 K8S_VERSIONS = ["1.28", kubernetes_validate.latest_version()]
 PORT = 9929
 CONFIG_PATH = "/etc/hss-swr-exporter/config.yml"
@@ -405,6 +409,20 @@ def check_contract(objs: list[dict], kustomization: dict, generated: dict, rende
 
     alerts = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
     expect(rule.get("spec") == alerts, "PrometheusRule spec equals deploy/prometheus/alerts.yml")
+
+    # The dashboard ConfigMap: the sidecar's label, and the JSON unchanged
+    # (generate-dashboard-configmap.py writes it; an edit of one without the
+    # other fails here).
+    dashboards = [o for o in objs if o.get("kind") == "ConfigMap"
+                  and o.get("metadata", {}).get("name") == DASHBOARD_CONFIGMAP]
+    expect(len(dashboards) == 1, f"one ConfigMap {DASHBOARD_CONFIGMAP} (grafana-dashboard.yaml) is applied")
+    if dashboards:
+        cm = dashboards[0]
+        expect(cm["metadata"].get("labels", {}).get("grafana_dashboard") == "1",
+               f'ConfigMap {DASHBOARD_CONFIGMAP}: label grafana_dashboard: "1" (kube-prometheus-stack sidecar)')
+        expect(cm.get("data", {}) == {DASHBOARD.name: DASHBOARD.read_text(encoding="utf-8")},
+               f"ConfigMap {DASHBOARD_CONFIGMAP}: data.{DASHBOARD.name} is {DASHBOARD.relative_to(REPO)} byte for byte "
+               "(else run deploy/kubernetes/generate-dashboard-configmap.py)")
 
 
 def check_config(binary: Path, generated: dict) -> None:

@@ -18,12 +18,15 @@ with `or vector(0)`, which would show zeros for data that does not exist.
 tests/dashboard.rs checks that the marker is on exactly the panels querying
 registry-images-only metrics and on the registry_name variable.
 
-Variables are replaced as Grafana replaces "All": `=~"$target"` becomes
+Variables are replaced as Grafana replaces "All": `=~"$job"` becomes
 `=~".*"`; text-box and constant variables take their default value;
-`$__rate_interval` and `$__interval` become 1m, `$__range` 1h.
+`$__rate_interval` and `$__interval` become 1m, `$__range` 1h. `--var
+NAME=VALUE` picks one value instead (a regular expression for multi-value
+variables), e.g. `--var job=hss-swr-exporter` to check the dashboard filtered
+to one Prometheus job of several.
 
 Usage:
-    PROMETHEUS_URL=http://127.0.0.1:9090 grafana/check/panel-queries.py [--dashboard FILE]
+    PROMETHEUS_URL=http://127.0.0.1:9090 grafana/check/panel-queries.py [--dashboard FILE] [--var NAME=VALUE ...]
     grafana/check/panel-queries.py --dry-run     # print the substituted queries only
 
 tests/e2e/run.py runs it with `--extra-check` while its Prometheus scrapes the
@@ -176,11 +179,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dashboard", type=Path, default=DEFAULT_DASHBOARD)
     parser.add_argument("--dry-run", action="store_true",
                         help="print the substituted queries without running them")
+    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                        help="value of a dashboard variable instead of All (repeatable)")
     args = parser.parse_args(argv)
 
     try:
         dashboard = json.loads(args.dashboard.read_text("utf-8"))
         values = substitutions(dashboard)
+        for pair in args.var:
+            name, sep, value = pair.partition("=")
+            if not sep or name not in values or name in BUILTINS:
+                raise Usage(f"--var {pair}: not NAME=VALUE for a variable of the dashboard")
+            values[name] = value
         queries = [(kind, where, substitute(expr, values), optional)
                    for kind, where, expr, optional in collect(dashboard)]
     except (OSError, ValueError, Usage) as error:

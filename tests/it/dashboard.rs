@@ -20,8 +20,10 @@ const DASHBOARD: &str = concat!(
     "/grafana/dashboards/hss-swr-exporter.json"
 );
 
-/// The variables every query filters by, in chaining order.
-const FILTER_VARIABLES: [&str; 5] = [
+/// The variables every query filters by, in chaining order: `job` (the
+/// Prometheus job, to pick an exporter or shards) first.
+const FILTER_VARIABLES: [&str; 6] = [
+    "job",
     "target",
     "enterprise_project_id",
     "image_type",
@@ -61,14 +63,16 @@ fn metric_filters(name: &str) -> Option<&'static [&'static str]> {
     // registry_name: set under api: registry-images, absent (empty) under
     // swr-repository; `=~"$registry_name"` with All = `.*` matches both.
     const NAMESPACE: &[&str] = &[
+        "job",
         "target",
         "enterprise_project_id",
         "image_type",
         "registry_name",
         "namespace",
     ];
-    const SCOPE: &[&str] = &["target", "enterprise_project_id", "image_type"];
-    const TARGET: &[&str] = &["target"];
+    const SCOPE: &[&str] = &["job", "target", "enterprise_project_id", "image_type"];
+    const TARGET: &[&str] = &["job", "target"];
+    const JOB: &[&str] = &["job"];
     Some(match name {
         "hss_swr_images"
         | "hss_swr_vulnerabilities"
@@ -101,7 +105,7 @@ fn metric_filters(name: &str) -> Option<&'static [&'static str]> {
         | "hss_swr_api_budget_wait_seconds_total"
         | "hss_swr_invalid_fields_total"
         | "hss_swr_target_info" => TARGET,
-        "hss_swr_build_info" => &[],
+        "hss_swr_build_info" | "hss_swr_poll_interval_seconds" => JOB,
         _ => return None,
     })
 }
@@ -654,6 +658,7 @@ fn dashboard_covers_the_spec() {
         "hss_swr_api_budget_wait_seconds_total",
         "hss_swr_images_by_severity",
         "hss_swr_target_info",
+        "hss_swr_poll_interval_seconds",
     ] {
         if !all.contains(metric) {
             problems.push(format!("no query uses {metric}"));
@@ -781,6 +786,162 @@ fn registry_images_only_marker_matches_the_queries() {
         }
     }
     fail_if_any("registry-images only", problems);
+}
+
+/// The lanes' intervals come from the exporter (hss_swr_poll_interval_seconds),
+/// not from a box the user keeps in sync with the configuration by hand.
+#[test]
+fn intervals_come_from_the_exporter() {
+    let d = dashboard();
+    let mut problems = Vec::new();
+    for v in variables(&d) {
+        if matches!(str_of(v, "type"), "textbox" | "constant") {
+            problems.push(format!(
+                "variable {:?} is a {} the user must keep in sync",
+                str_of(v, "name"),
+                str_of(v, "type")
+            ));
+        }
+    }
+    for (title, lane) in [
+        ("Sweep duration vs poll interval", "sweep"),
+        ("Malicious lane duration vs malicious_interval", "malicious"),
+    ] {
+        let Some(panel) = all_panels(&d)
+            .into_iter()
+            .find(|p| str_of(p, "title") == title)
+        else {
+            problems.push(format!("no panel {title:?}"));
+            continue;
+        };
+        let exprs = panel["targets"].to_string();
+        for want in [
+            format!(r#"hss_swr_poll_interval_seconds{{job=~\"$job\",lane=\"{lane}\"}}"#),
+            r#"hss_swr_poll_duration_seconds{job=~\"$job\""#.to_string(),
+            format!(r#"lane=\"{lane}\""#),
+        ] {
+            if !exprs.contains(&want) {
+                problems.push(format!("panel {title:?} has no query with {want}"));
+            }
+        }
+    }
+    fail_if_any("intervals", problems);
+}
+
+/// Links: the dashboard links to the README and the runbooks (files that
+/// exist), and every link to this dashboard keeps every filter variable.
+#[test]
+fn links_lead_to_the_docs_and_keep_the_selection() {
+    const REPO_URL: &str = "https://github.com/hss-swr-exporter/hss-swr-exporter/blob/main/";
+    let d = dashboard();
+    let mut problems = Vec::new();
+    let links = d["links"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for (file, anchor) in [
+        ("README.md", Some("## Grafana dashboard")),
+        ("docs/runbooks/README.md", None),
+    ] {
+        let found = links.iter().any(|l| {
+            str_of(l, "type") == "link"
+                && str_of(l, "url").starts_with(&format!("{REPO_URL}{file}"))
+        });
+        if !found {
+            problems.push(format!("no dashboard link to {REPO_URL}{file}"));
+        }
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                if let Some(heading) = anchor
+                    && !text.lines().any(|l| l == heading)
+                {
+                    problems.push(format!("{file} has no heading {heading:?} to link to"));
+                }
+            }
+            Err(e) => problems.push(format!("{path}: {e}")),
+        }
+    }
+    // Every link into the repository leads to a file that exists.
+    let mut everything = Vec::new();
+    urls(&d, &mut everything);
+    let mut runbooks = 0;
+    for url in everything {
+        if let Some(rest) = url.strip_prefix(REPO_URL) {
+            let file = rest.split('#').next().unwrap_or(rest);
+            runbooks += usize::from(file.starts_with("docs/runbooks/Hss"));
+            let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+            if !std::path::Path::new(&path).is_file() {
+                problems.push(format!("link {url}: no file {file} in the repository"));
+            }
+        }
+    }
+    if runbooks == 0 {
+        problems.push("no panel links to the runbook of its alert".into());
+    }
+    fn urls<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(u)) = o.get("url") {
+                    out.push(u);
+                }
+                o.values().for_each(|x| urls(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| urls(x, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    urls(&d["panels"], &mut found);
+    let own: Vec<&str> = found
+        .into_iter()
+        .filter(|u| u.contains("/d/hss-swr-exporter"))
+        .collect();
+    if own.is_empty() {
+        problems.push("no data link to this dashboard".into());
+    }
+    for url in own {
+        for name in FILTER_VARIABLES.iter().chain(&["datasource"]) {
+            if !url.contains(&format!("${{{name}:queryparam}}"))
+                && !url.contains(&format!("var-{name}="))
+            {
+                problems.push(format!("link {url} drops the variable {name}"));
+            }
+        }
+    }
+    fail_if_any("links", problems);
+}
+
+/// deploy/kubernetes/grafana-dashboard.yaml carries this dashboard byte for
+/// byte, labelled for kube-prometheus-stack's Grafana sidecar, and is applied
+/// by the kustomization (deploy/kubernetes/generate-dashboard-configmap.py
+/// writes it).
+#[test]
+fn kubernetes_configmap_carries_the_dashboard() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let path = format!("{root}/deploy/kubernetes/grafana-dashboard.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let cm: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(cm["kind"].as_str(), Some("ConfigMap"), "{path}");
+    assert_eq!(
+        cm["metadata"]["labels"]["grafana_dashboard"].as_str(),
+        Some("1"),
+        "{path}: the sidecar's label"
+    );
+    let json = std::fs::read_to_string(DASHBOARD).unwrap();
+    let data = cm["data"].as_mapping().expect("data");
+    assert_eq!(data.len(), 1, "{path}: one key");
+    assert!(
+        cm["data"]["hss-swr-exporter.json"].as_str() == Some(json.as_str()),
+        "{path} differs from {DASHBOARD}: run deploy/kubernetes/generate-dashboard-configmap.py"
+    );
+    let kustomization =
+        std::fs::read_to_string(format!("{root}/deploy/kubernetes/kustomization.yaml")).unwrap();
+    let kustomization: serde_yaml_ng::Value = serde_yaml_ng::from_str(&kustomization).unwrap();
+    assert!(
+        kustomization["resources"].as_sequence().is_some_and(|r| r
+            .iter()
+            .any(|x| x.as_str() == Some("grafana-dashboard.yaml"))),
+        "kustomization.yaml does not apply grafana-dashboard.yaml"
+    );
 }
 
 #[test]
