@@ -2,7 +2,6 @@
 //! successor `registry-images`, against the same synthetic registry. Switching
 //! keeps every series name and figure; only `registry_name` is new.
 
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

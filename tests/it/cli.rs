@@ -1,7 +1,6 @@
 //! The command line as users meet it: exit codes, one-line errors, `once`
 //! writing its output atomically, and no secret in any output.
 
-
 use std::process::{Command, Output};
 
 use crate::common::*;

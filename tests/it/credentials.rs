@@ -3,7 +3,6 @@
 //! and refresh, metadata-service credentials; and the reload of the
 //! configuration.
 
-
 use std::time::Duration;
 
 use crate::common::*;

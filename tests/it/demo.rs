@@ -1,6 +1,5 @@
 //! The demo: what a new user sees on `/metrics` with no cloud account.
 
-
 use crate::common::*;
 use hss_swr_exporter::app;
 use hss_swr_exporter::simulator::generate;

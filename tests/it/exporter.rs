@@ -2,7 +2,6 @@
 //! loopback port: the numbers it publishes, the calls it spends, and how it
 //! behaves when the API refuses, fails or throttles.
 
-
 use std::time::Duration;
 
 use crate::common::*;

@@ -21,7 +21,6 @@
 //! Waits poll a condition until a generous deadline; nothing asserts on
 //! elapsed time.
 
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};

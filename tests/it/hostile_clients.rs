@@ -3,16 +3,15 @@
 //! requests. Timeouts are injected ([`ServerLimits`]) short, and every
 //! assertion allows generous margins or checks order, not speed.
 
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::common::*;
 use axum::Router;
 use axum::routing::get;
-use crate::common::*;
 use hss_swr_exporter::app::DaemonOptions;
 use hss_swr_exporter::web::{self, ServerLimits};
 use reqwest::StatusCode;

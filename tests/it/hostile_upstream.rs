@@ -4,16 +4,15 @@
 //! what an operator relies on: credentials are not sent anywhere else, the
 //! lanes fail with a short reason and recover, nothing unbounded is kept.
 
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use crate::common::*;
 use hss_swr_exporter::app::Exporter;
 use hss_swr_exporter::collect::Lane;
 use tokio::net::TcpListener;

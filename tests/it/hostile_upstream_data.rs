@@ -6,15 +6,14 @@
 //! `data_list` read as empty, multi-arch images counted once, and failure
 //! reasons taken from `scan_failed_code` under the registry-images API.
 
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use crate::common::*;
 use hss_swr_exporter::simulator::data::{SCAN_FAILED_CODES, SCAN_FAILED_DESCS};
 use hss_swr_exporter::simulator::{EmptyDataList, Faults};
 use serde_json::{Value, json};

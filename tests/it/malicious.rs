@@ -1,7 +1,6 @@
 //! The malicious lane against the simulator: detection, the counter at 0 for
 //! every known namespace, and the state file across restarts.
 
-
 use std::collections::BTreeSet;
 
 use crate::common::*;

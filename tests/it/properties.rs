@@ -14,7 +14,6 @@
 //! The fuzz target in fuzz/ drives the parser with coverage guidance; these
 //! run in the regular suite.
 
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::common::*;

@@ -5,7 +5,6 @@
 //! invalid one is refused with the reason and the running configuration
 //! stays. The reload gauges say how the last one went.
 
-
 use crate::common::*;
 
 const DETECTED: &str = "hss_swr_malicious_images_detected_total";

@@ -4,7 +4,6 @@
 //! exporter's own making, the project id comes without extra permissions,
 //! redirects are not followed, and errors carry the gateway's request id.
 
-
 use std::time::Duration;
 
 use crate::common::*;

@@ -13,11 +13,10 @@
 //! after the warm-up under 5 %:
 //!
 //! ```sh
-//! cargo test --test soak -- --ignored --nocapture              # 150 s
-//! HSS_SOAK_SECONDS=30 cargo test --test soak -- --ignored --nocapture    # smoke
-//! HSS_SOAK_SECONDS=1800 cargo test --test soak -- --ignored --nocapture
+//! cargo test --test it soak:: -- --ignored --nocapture              # 150 s
+//! HSS_SOAK_SECONDS=30 cargo test --test it soak:: -- --ignored --nocapture    # smoke
+//! HSS_SOAK_SECONDS=1800 cargo test --test it soak:: -- --ignored --nocapture
 //! ```
-
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
