@@ -239,8 +239,18 @@ fn failed(
     error: &Error,
     change: impl FnOnce(&mut LaneStatus),
 ) {
+    record_failure(handle, lane, duration, error.to_string(), change);
+}
+
+/// Records a failed run with `message` in the lane's status, and logs it.
+fn record_failure(
+    handle: &ScopeHandle,
+    lane: Lane,
+    duration: Duration,
+    message: String,
+    change: impl FnOnce(&mut LaneStatus),
+) {
     let scope = &handle.scope;
-    let message = error.to_string();
     tracing::warn!(
         target_name = %scope.target,
         enterprise_project_id = %scope.enterprise_project_id,
@@ -482,24 +492,7 @@ async fn run_lane_guarded(lane: Lane, handle: &ScopeHandle, ctx: &LaneContext) -
                 "internal error: the lane run panicked ({}); it runs again at its next interval",
                 crate::hss::http::cut(&what, 256)
             );
-            let scope = &handle.scope;
-            tracing::error!(
-                target_name = %scope.target,
-                enterprise_project_id = %scope.enterprise_project_id,
-                image_type = %scope.image_type,
-                lane = lane.as_str(),
-                error = %message,
-                "lane run panicked; the previous result stays published"
-            );
-            handle.update_lane(lane, |s| {
-                s.runs += 1;
-                s.failures += 1;
-                s.up = false;
-                s.running_since = None;
-                s.last_run_end = Some(SystemTime::now());
-                s.last_duration = Some(started.elapsed());
-                s.last_error = Some(message);
-            });
+            record_failure(handle, lane, started.elapsed(), message, |_| {});
             false
         }
     }

@@ -266,14 +266,9 @@ async fn restarts_without_a_state_file_draw_at_most_one_429_each() {
     assert!(throttled <= 6, "{throttled} 429s in {calls} calls");
 }
 
-#[tokio::test]
-async fn a_redirect_is_not_followed_and_the_error_names_it() {
-    let sim = start_simulator(sim_config(300, 3)).await;
-    let elsewhere = start_simulator(sim_config(10, 1)).await;
-    sim.sim.fail_next(vec![Scripted::Redirect(format!(
-        "{}/steal",
-        elsewhere.endpoint
-    ))]);
+/// The sweep lane's error after one run whose first call gets `scripted`.
+async fn sweep_error_after(sim: &RunningSimulator, scripted: Scripted) -> String {
+    sim.sim.fail_next(vec![scripted]);
     let yaml = config_yaml(
         &sim.endpoint,
         "max_retries: 0\nmalicious_interval: 0s\n",
@@ -281,10 +276,18 @@ async fn a_redirect_is_not_followed_and_the_error_names_it() {
     );
     let (exporter, ok, _) = once(&yaml).await;
     assert!(!ok);
-    let error = exporter.scopes().list()[0]
+    exporter.scopes().list()[0]
         .lane_status(Lane::Sweep)
         .last_error
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_the_error_names_it() {
+    let sim = start_simulator(sim_config(300, 3)).await;
+    let elsewhere = start_simulator(sim_config(10, 1)).await;
+    let location = format!("{}/steal", elsewhere.endpoint);
+    let error = sweep_error_after(&sim, Scripted::Redirect(location)).await;
     assert!(
         error.contains("HTTP 302 redirect to 127.0.0.1 not followed"),
         "{error}"
@@ -298,18 +301,7 @@ async fn a_redirect_is_not_followed_and_the_error_names_it() {
 #[tokio::test]
 async fn api_errors_carry_the_request_id() {
     let sim = start_simulator(sim_config(300, 3)).await;
-    sim.sim.fail_next(vec![Scripted::Status(403)]);
-    let yaml = config_yaml(
-        &sim.endpoint,
-        "max_retries: 0\nmalicious_interval: 0s\n",
-        "    image_types: [private_image]\n",
-    );
-    let (exporter, ok, _) = once(&yaml).await;
-    assert!(!ok);
-    let error = exporter.scopes().list()[0]
-        .lane_status(Lane::Sweep)
-        .last_error
-        .unwrap();
+    let error = sweep_error_after(&sim, Scripted::Status(403)).await;
     assert!(error.contains("HTTP 403"), "{error}");
     let id = error
         .split("(request id ")
