@@ -115,6 +115,28 @@ async fn a_wrong_key_with_a_project_id_costs_one_listing_401() {
 }
 
 #[tokio::test]
+async fn a_reload_with_the_right_key_ends_the_hold() {
+    let sim = start_simulator(sim_config(300, 3)).await;
+    let wrong = nine_scopes(
+        &sim.endpoint,
+        &format!("{{access_key: {AK}, secret_key: not-the-secret}}"),
+        "",
+    );
+    let (mut exporter, ok, _) = once(&wrong).await;
+    assert!(!ok);
+    assert_all_held(&exporter);
+    let right = wrong.replace("not-the-secret", SK);
+    exporter.apply(parse_config(&right)).unwrap();
+    assert!(
+        exporter.run_once().await,
+        "{:?}",
+        every_lane_error(&exporter)
+    );
+    let stats = sim.sim.stats();
+    assert_eq!((stats.auth_failures, stats.lockouts), (1, 0));
+}
+
+#[tokio::test]
 async fn a_wrong_iam_password_costs_one_failed_login_while_the_daemon_runs() {
     let sim = start_simulator(SimConfig {
         iam_users: vec![IamUser::new(DOMAIN, USER, PASSWORD)],
