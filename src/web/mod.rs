@@ -202,7 +202,7 @@ async fn metrics(State(state): State<Arc<WebState>>, headers: axum::http::Header
         if gzip {
             [crate::metrics::gzip(head.as_bytes()), tail.gzip()]
         } else {
-            [bytes::Bytes::from(head), tail.text.clone()]
+            [bytes::Bytes::from(head), tail.text()]
         }
     })
     .await;
