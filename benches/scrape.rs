@@ -233,11 +233,7 @@ targets:
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // 667 per type is 2,000 namespaces in all.
-    let sizes: &[usize] = if quick {
-        &[2_000]
-    } else {
-        &[200, 667, 2_000]
-    };
+    let sizes: &[usize] = if quick { &[2_000] } else { &[200, 667, 2_000] };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -22,7 +22,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hss_swr_exporter::app::Exporter;
 use hss_swr_exporter::collect::Lane;
@@ -240,8 +240,12 @@ fn child(images: usize, simulator_images: usize, image_metrics: bool) {
         exporter.metrics().prerender();
     }
     let render_cpu = (cpu_seconds() - cpu) / f64::from(renders);
-    let text = exporter.metrics().render();
+    // A plain scrape makes the plain text from the compressed one and keeps
+    // it until the next publication.
     let namespace = exporter.metrics().namespace_text();
+    let plain = namespace.text();
+    line.push_str(&format!(" hwm3_kib={}", status_kib("VmHWM:")));
+    let text = exporter.metrics().render();
     line.push_str(&format!(
         " render_cpu={render_cpu:.4} render_bytes={} series={} gzip_bytes={} rss_after_kib={}",
         text.len(),
@@ -249,9 +253,9 @@ fn child(images: usize, simulator_images: usize, image_metrics: bool) {
         namespace.gzip().len(),
         status_kib("VmRSS:")
     ));
+    drop(text);
     // What the compression level costs: the namespace text compressed
     // whole, at the fastest level and at the default one.
-    let plain = namespace.text();
     for (name, level) in [
         ("fast", flate2::Compression::fast()),
         ("default", flate2::Compression::default()),
@@ -366,6 +370,11 @@ fn main() {
             field(&line, "render_bytes") / 1024.0,
             field(&line, "gzip_bytes") / 1024.0,
             field(&line, "render_cpu"),
+        );
+        println!(
+            "{:>8} peak RSS once a plain scrape made the plain text too: {:.1} MiB",
+            "",
+            mib(field(&line, "hwm3_kib")),
         );
         println!(
             "{:>8} compressing the namespace text whole: fastest level {:.3} s CPU ({:.3} s wall), {:.0} KiB; default level {:.3} s CPU ({:.3} s wall), {:.0} KiB",

@@ -1281,7 +1281,9 @@ mod tests {
     #[test]
     fn gzip_and_plain_forms_carry_the_same_text() {
         use std::io::Read as _;
-        let rows: Vec<Row> = (0..50).map(|i| row(&format!("ns-{i:03}"), i, i % 3)).collect();
+        let rows: Vec<Row> = (0..50)
+            .map(|i| row(&format!("ns-{i:03}"), i, i % 3))
+            .collect();
         let (metrics, _) = published(&rows, true);
         let text = metrics.namespace_text();
         let mut inflated = String::new();
@@ -1291,16 +1293,21 @@ mod tests {
         assert_eq!(inflated.as_bytes(), &text.text()[..]);
         assert_eq!(inflated.len(), text.plain_len());
         assert_eq!(inflated.matches("# TYPE hss_swr_images gauge\n").count(), 1);
-        assert!(inflated.contains("namespace=\"ns-049\"} 49\n"), "{inflated}");
+        assert!(
+            inflated.contains("namespace=\"ns-049\"} 49\n"),
+            "{inflated}"
+        );
         assert!(render_is_whole(&metrics.render()));
     }
 
     /// Every line of an exposition is a comment or a sample with a value.
     fn render_is_whole(text: &str) -> bool {
         text.ends_with('\n')
-            && text
-                .lines()
-                .all(|l| l.starts_with('#') || l.rsplit_once(' ').is_some_and(|(_, v)| v.parse::<f64>().is_ok()))
+            && text.lines().all(|l| {
+                l.starts_with('#')
+                    || l.rsplit_once(' ')
+                        .is_some_and(|(_, v)| v.parse::<f64>().is_ok())
+            })
     }
 
     #[test]
