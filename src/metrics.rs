@@ -11,9 +11,9 @@
 //! `name{labels} value` lines streamed through a small buffer into one gzip
 //! member per family and scope, with no object per sample. A scope's members
 //! are made once per published result and reused until it publishes again;
-//! the exposition keeps only that compressed form (what Prometheus asks for)
-//! and inflates the plain text on the first plain request after a
-//! publication. A namespace that vanished from the last sweep, or a scope
+//! the exposition keeps only that compressed form (what Prometheus asks for),
+//! and a plain request is answered by inflating it piece by piece as it is
+//! sent. A namespace that vanished from the last sweep, or a scope
 //! whose data went stale, simply has no series.
 //!
 //! Bounds: a scope publishes at most `max_namespaces` namespaces, the first
@@ -23,7 +23,7 @@
 //! values from the API are already cut to 1 KiB by the page parser.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Desc};
@@ -196,14 +196,16 @@ struct Part {
 /// asks for. It is a series of gzip members (a header and the parts of each
 /// scope for every family); gzip members may follow one another in one
 /// stream, so a gzip scrape sends the compressed self-metrics and then these
-/// bytes as they are. The plain text is made from them on the first plain
-/// request and kept until the next publication.
+/// bytes as they are. The plain text is never kept: a plain scrape inflates
+/// it piece by piece as it is sent ([`NamespaceText::plain_pieces`]).
 #[derive(Debug)]
 pub struct NamespaceText {
     gzip: bytes::Bytes,
     plain_len: usize,
-    plain: OnceLock<bytes::Bytes>,
 }
+
+/// Size of the pieces a plain scrape is sent in.
+const PLAIN_PIECE: usize = 256 * 1024;
 
 impl NamespaceText {
     /// The text as gzip members, compressed once per publication.
@@ -211,25 +213,67 @@ impl NamespaceText {
         self.gzip.clone()
     }
 
-    /// The plain text, inflated from the gzip form on first demand.
+    /// The plain text, inflated whole (for `once` and tests).
     pub fn text(&self) -> bytes::Bytes {
-        self.plain
-            .get_or_init(|| {
-                use std::io::Read as _;
-                let mut out = Vec::with_capacity(self.plain_len);
-                let mut decoder = flate2::read::MultiGzDecoder::new(&self.gzip[..]);
-                if let Err(error) = decoder.read_to_end(&mut out) {
-                    // Our own members: cannot happen short of a bug.
-                    tracing::error!(%error, "inflating the cached exposition failed");
-                }
-                bytes::Bytes::from(out)
-            })
-            .clone()
+        let mut out = bytes::BytesMut::with_capacity(self.plain_len);
+        for piece in self.plain_pieces() {
+            out.extend_from_slice(&piece);
+        }
+        out.freeze()
+    }
+
+    /// The plain text in pieces of at most 256 KiB, each inflated when it
+    /// is taken: a plain scrape holds one piece at a time, not the text.
+    pub fn plain_pieces(&self) -> PlainPieces {
+        use bytes::Buf as _;
+        PlainPieces {
+            decoder: Some(flate2::read::MultiGzDecoder::new(
+                self.gzip.clone().reader(),
+            )),
+        }
     }
 
     /// Length of the plain text in bytes.
     pub fn plain_len(&self) -> usize {
         self.plain_len
+    }
+}
+
+/// The pieces of [`NamespaceText::plain_pieces`].
+pub struct PlainPieces {
+    decoder: Option<flate2::read::MultiGzDecoder<bytes::buf::Reader<bytes::Bytes>>>,
+}
+
+impl std::fmt::Debug for PlainPieces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainPieces").finish_non_exhaustive()
+    }
+}
+
+impl Iterator for PlainPieces {
+    type Item = bytes::Bytes;
+
+    fn next(&mut self) -> Option<bytes::Bytes> {
+        use std::io::Read as _;
+        let decoder = self.decoder.as_mut()?;
+        let mut piece = vec![0; PLAIN_PIECE];
+        let mut filled = 0;
+        while filled < piece.len() {
+            match decoder.read(&mut piece[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(error) => {
+                    // Our own members: cannot happen short of a bug.
+                    tracing::error!(%error, "inflating the cached exposition failed");
+                    break;
+                }
+            }
+        }
+        if filled < piece.len() {
+            self.decoder = None;
+        }
+        piece.truncate(filled);
+        (filled > 0).then(|| bytes::Bytes::from(piece))
     }
 }
 
@@ -477,7 +521,6 @@ impl Metrics {
         let text = Arc::new(NamespaceText {
             gzip: bytes::Bytes::from(joined),
             plain_len,
-            plain: OnceLock::new(),
         });
         *assembled = Some((keys, Arc::clone(&text)));
         text
