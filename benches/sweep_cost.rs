@@ -240,10 +240,11 @@ fn child(images: usize, simulator_images: usize, image_metrics: bool) {
         exporter.metrics().prerender();
     }
     let render_cpu = (cpu_seconds() - cpu) / f64::from(renders);
-    // A plain scrape makes the plain text from the compressed one and keeps
-    // it until the next publication.
+    // A plain scrape inflates the compressed text piece by piece as it
+    // sends it.
     let namespace = exporter.metrics().namespace_text();
-    let plain = namespace.text();
+    let sent: usize = namespace.plain_pieces().map(|piece| piece.len()).sum();
+    assert_eq!(sent, namespace.plain_len());
     line.push_str(&format!(" hwm3_kib={}", status_kib("VmHWM:")));
     let text = exporter.metrics().render();
     line.push_str(&format!(
@@ -254,6 +255,7 @@ fn child(images: usize, simulator_images: usize, image_metrics: bool) {
         status_kib("VmRSS:")
     ));
     drop(text);
+    let plain = namespace.text();
     // What the compression level costs: the namespace text compressed
     // whole, at the fastest level and at the default one.
     for (name, level) in [
@@ -372,7 +374,7 @@ fn main() {
             field(&line, "render_cpu"),
         );
         println!(
-            "{:>8} peak RSS once a plain scrape made the plain text too: {:.1} MiB",
+            "{:>8} peak RSS after a plain scrape too: {:.1} MiB",
             "",
             mib(field(&line, "hwm3_kib")),
         );
