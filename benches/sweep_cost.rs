@@ -32,8 +32,16 @@ use hss_swr_exporter::simulator::{SimConfig, SimImage, Simulator, generate};
 const AK: &str = "BENCHAK";
 const SK: &str = "bench-secret";
 const TYPES: [&str; 3] = ["private_image", "shared_image", "instance_image"];
-/// The size users have: 2,000 namespaces in each of the three image types.
+/// The size users have: 2,000 namespaces in each of the three image types
+/// (`HSS_BENCH_NAMESPACES` sets another number, for comparison).
 const NAMESPACES: usize = 2_000;
+
+fn namespaces() -> usize {
+    std::env::var("HSS_BENCH_NAMESPACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(NAMESPACES)
+}
 const SEED: u64 = 5;
 /// A target name and an enterprise project id as long as real ones.
 const TARGET: &str = "prod-cn-north-4-container-registry";
@@ -68,7 +76,7 @@ fn rows(total: usize) -> Vec<SimImage> {
     let mut rows = generate(&SimConfig {
         seed: SEED,
         images: total,
-        namespaces: NAMESPACES,
+        namespaces: namespaces(),
         ..SimConfig::default()
     });
     for row in &mut rows {
@@ -311,9 +319,10 @@ fn main() {
         &[(10_000, false), (100_000, false), (100_000, true)]
     };
     println!(
-        "sweep cost: the exporter's CPU (user+system, /proc/self/stat) and peak RSS (VmHWM), {NAMESPACES} namespaces \
+        "sweep cost: the exporter's CPU (user+system, /proc/self/stat) and peak RSS (VmHWM), {} namespaces \
          in each of the three SWR image types, target {TARGET:?}, enterprise project {ENTERPRISE_PROJECT:?}; \
-         simulator in a separate process, no quota; each size in a fresh process"
+         simulator in a separate process, no quota; each size in a fresh process",
+        namespaces()
     );
     println!(
         "{:>8} {:>9} {:>6} | {:>11} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>7} {:>10} {:>8} {:>10}",
