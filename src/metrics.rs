@@ -1343,6 +1343,26 @@ mod tests {
         assert!(render_is_whole(&metrics.render()));
     }
 
+    #[test]
+    fn a_plain_scrape_takes_the_text_in_bounded_pieces() {
+        let rows: Vec<Row> = (0..300)
+            .map(|i| row(&format!("namespace-{i:04}"), i, 0))
+            .collect();
+        let (metrics, _) = published(&rows, false);
+        let text = metrics.namespace_text();
+        let pieces: Vec<bytes::Bytes> = text.plain_pieces().collect();
+        assert!(pieces.len() >= 2, "{} bytes in one piece", text.plain_len());
+        assert!(
+            pieces
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= PLAIN_PIECE)
+        );
+        let joined: Vec<u8> = pieces.concat();
+        assert_eq!(joined.len(), text.plain_len(), "Content-Length is exact");
+        assert_eq!(&joined[..], &text.text()[..]);
+        assert!(std::str::from_utf8(&joined).unwrap().ends_with("} 0\n"));
+    }
+
     /// Every line of an exposition is a comment or a sample with a value.
     fn render_is_whole(text: &str) -> bool {
         text.ends_with('\n')
