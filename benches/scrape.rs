@@ -1,6 +1,8 @@
 //! Benchmark of `/metrics`: latency and size of the exposition with 2,000
-//! namespaces in each of three image types (and 200 and 6,000 for how it
-//! grows), plain and gzip, over the real HTTP endpoint.
+//! namespaces in each of three image types, 17 images each (102,000 images;
+//! and 200 and 667 namespaces for how it grows), with a target name and an
+//! enterprise project id (36 characters) as long as real ones, plain and
+//! gzip, over the real HTTP endpoint.
 //!
 //! The data goes through the whole pipeline: the built-in simulator (in this
 //! process) serves the rows, the exporter runs every lane once, then the
@@ -26,10 +28,15 @@ use tokio_util::sync::CancellationToken;
 const AK: &str = "BENCHAK";
 const SK: &str = "bench-secret";
 const TYPES: [&str; 3] = ["private_image", "shared_image", "instance_image"];
-const IMAGES_PER_NAMESPACE: usize = 3;
+/// 2,000 namespaces x 3 image types x 17 images = 102,000 images.
+const IMAGES_PER_NAMESPACE: usize = 17;
+/// A target name and an enterprise project id as long as real ones.
+const TARGET: &str = "prod-cn-north-4-container-registry";
+const ENTERPRISE_PROJECT: &str = "3f2b8c1e-7a4d-4e9b-a6c5-0d1e2f3a4b5c";
 const FIRST_SCRAPES: usize = 10;
 const CACHED_SCRAPES: usize = 100;
-const TARGET_MS: f64 = 10.0;
+const GZIP_TARGET_MS: f64 = 2.0;
+const PLAIN_TARGET_MS: f64 = 10.0;
 
 /// `namespaces` namespaces in each image type, a few images each, with
 /// every scan status and some failures, vulnerabilities and malicious files.
@@ -52,7 +59,7 @@ fn rows(namespaces: usize) -> Vec<SimImage> {
                 let status = statuses[n % statuses.len()];
                 out.push(SimImage {
                     id: 1000 + n as u64,
-                    namespace: format!("team-{ns:05}"),
+                    namespace: format!("payments-team-{ns:05}"),
                     image_name: format!("service-{i}"),
                     image_version: format!("1.{t}.{i}"),
                     image_digest: format!("sha256:{n:064x}"),
@@ -73,7 +80,7 @@ fn rows(namespaces: usize) -> Vec<SimImage> {
                     } else {
                         String::new()
                     },
-                    enterprise_project_id: "0".to_string(),
+                    enterprise_project_id: ENTERPRISE_PROJECT.to_string(),
                     ..SimImage::default()
                 });
             }
@@ -87,6 +94,9 @@ struct Figures {
     gzip_bytes: usize,
     series: usize,
     first_ms: Vec<f64>,
+    /// A plain scrape right after the background rendering of a new
+    /// publication.
+    plain_first_ms: Vec<f64>,
     plain_ms: Vec<f64>,
     gzip_ms: Vec<f64>,
     /// `Metrics::render` alone, in this process: after the cache was
@@ -137,11 +147,11 @@ malicious_interval: 1h
 poll_interval: 1h
 credentials: {{access_key: {AK}, secret_key: {SK}}}
 targets:
-  - name: bench
+  - name: {TARGET}
     region: cn-north-4
     project_id: 0123456789abcdef0123456789abcdef
     endpoint: {endpoint}
-    enterprise_project_ids: ['0']
+    enterprise_project_ids: ['{ENTERPRISE_PROJECT}']
     image_types: [{}]
 ",
         TYPES.join(", ")
@@ -175,8 +185,15 @@ targets:
         metrics.set_image_metrics(false);
         first_ms.push(timed(&client, &url, false).await.0);
     }
+    let mut plain_first_ms = Vec::new();
+    for _ in 0..FIRST_SCRAPES {
+        metrics.set_image_metrics(false);
+        metrics.prerender();
+        plain_first_ms.push(timed(&client, &url, false).await.0);
+    }
     // The daemon renders (and compresses) a publication in the background
     // within a second; cached scrapes find it ready.
+    metrics.set_image_metrics(false);
     metrics.prerender();
     let mut plain_ms = Vec::new();
     let mut gzip_ms = Vec::new();
@@ -207,6 +224,7 @@ targets:
         gzip_bytes,
         series,
         first_ms,
+        plain_first_ms,
         plain_ms,
         gzip_ms,
     }
@@ -215,11 +233,7 @@ targets:
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // 667 per type is 2,000 namespaces in all.
-    let sizes: &[usize] = if quick {
-        &[2_000]
-    } else {
-        &[200, 667, 2_000, 6_000]
-    };
+    let sizes: &[usize] = if quick { &[2_000] } else { &[200, 667, 2_000] };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -229,12 +243,13 @@ fn main() {
          latency from request to last body byte, ms (median / p95 / max)"
     );
     println!(
-        "{:>7} {:>7} | {:>9} {:>9} | {:>22} | {:>22} | {:>22} | {:>15}",
+        "{:>7} {:>7} | {:>9} {:>9} | {:>22} | {:>22} | {:>22} | {:>22} | {:>15}",
         "ns/type",
         "series",
         "plain KiB",
         "gzip KiB",
-        "first after publish",
+        "before background render",
+        "1st plain after render",
         "cached plain",
         "cached gzip",
         "render cold/hot"
@@ -251,12 +266,13 @@ fn main() {
             )
         };
         println!(
-            "{:>7} {:>7} | {:>9.0} {:>9.0} | {} | {} | {} | {:>6.2} /{:>6.2}",
+            "{:>7} {:>7} | {:>9.0} {:>9.0} | {} | {} | {} | {} | {:>6.2} /{:>6.2}",
             namespaces,
             f.series,
             f.body_bytes as f64 / 1024.0,
             f.gzip_bytes as f64 / 1024.0,
             stats(&f.first_ms),
+            stats(&f.plain_first_ms),
             stats(&f.plain_ms),
             stats(&f.gzip_ms),
             percentile(&f.render_cold_ms, 0.5),
@@ -267,15 +283,16 @@ fn main() {
         }
     }
     if let Some(f) = at_2000 {
-        let gzip = percentile(&f.gzip_ms, 0.95);
-        let plain = percentile(&f.plain_ms, 0.95);
+        let verdict = |ms: f64, target: f64| if ms < target { "met" } else { "MISSED" };
+        let (gzip, gzip95) = (percentile(&f.gzip_ms, 0.5), percentile(&f.gzip_ms, 0.95));
+        let (plain, plain95) = (percentile(&f.plain_ms, 0.5), percentile(&f.plain_ms, 0.95));
         let first = percentile(&f.first_ms, 0.5);
-        let verdict = |ms: f64| if ms < TARGET_MS { "met" } else { "MISSED" };
         println!(
-            "2,000 namespaces x 3 image types, target < {TARGET_MS} ms: gzip scrape (what Prometheus asks for) p95 {gzip:.2} ms: {}; \
-             plain scrape p95 {plain:.2} ms: {}; a scrape before the daemon's background rendering has caught up with a publication: {first:.2} ms",
-            verdict(gzip),
-            verdict(plain),
+            "2,000 namespaces x 3 image types: gzip scrape (what Prometheus asks for) median {gzip:.2} ms (p95 {gzip95:.2}), \
+             target < {GZIP_TARGET_MS} ms: {}; plain scrape median {plain:.2} ms (p95 {plain95:.2}), target < {PLAIN_TARGET_MS} ms: {}; \
+             a scrape before the daemon's background rendering has caught up with a publication: {first:.2} ms",
+            verdict(gzip, GZIP_TARGET_MS),
+            verdict(plain, PLAIN_TARGET_MS),
         );
     }
     println!(

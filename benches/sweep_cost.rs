@@ -1,33 +1,51 @@
-//! Benchmark of what one sweep costs the exporter: CPU seconds and peak
-//! resident memory (VmHWM) for a sweep round over 1,000, 10,000 and 100,000
-//! images (the three SWR image types of one enterprise-project setting,
-//! swept together as the daemon does).
+//! Benchmark of what the first publication costs the exporter at the size
+//! users have: 10,000 and 100,000 images in 2,000 namespaces in each of the
+//! three SWR image types, with a target name and an enterprise project id
+//! (36 characters) as long as real ones. It reports the CPU seconds from
+//! start to the first complete publication (the sweep of the three image
+//! types, swept together as the daemon does, then the exposition rendered and
+//! compressed, as the daemon's background rendering does), the same for
+//! steady-state rounds (the previous result still published), and peak
+//! resident memory (VmHWM).
 //!
-//! The simulator runs as a separate process (`hss-swr-exporter simulate`,
-//! the release binary, with no quota), so this process holds only the
-//! exporter; each size is measured in a fresh child process of this
-//! benchmark, so that the peak of one size does not hide the next. CPU is the
-//! process's user + system time from /proc/self/stat around the sweep; the
-//! budget is generous, so the sweep is bound by CPU and loopback HTTP, not by
-//! the quota (benches/lanes.rs measures sweeps against the quota).
+//! The simulator runs in a separate process (this benchmark again, with
+//! `--sim`, no quota), so the measuring process holds only the exporter; each
+//! size is measured in a fresh child process of this benchmark, so that the
+//! peak of one size does not hide the next. CPU is the process's user +
+//! system time from /proc/self/stat; the budget is generous, so the sweep is
+//! bound by CPU and loopback HTTP, not by the quota (benches/lanes.rs
+//! measures sweeps against the quota).
 //!
 //! Run: `cargo bench --bench sweep_cost` (about a minute), or
-//! `cargo bench --bench sweep_cost -- --quick` for 1,000 and 10,000 images.
+//! `cargo bench --bench sweep_cost -- --quick` for 100,000 images only.
 
-use std::path::{Path, PathBuf};
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hss_swr_exporter::app::Exporter;
 use hss_swr_exporter::collect::Lane;
 use hss_swr_exporter::config::Config;
-use hss_swr_exporter::simulator::{SimConfig, generate};
+use hss_swr_exporter::simulator::{SimConfig, SimImage, Simulator, generate};
 
 const AK: &str = "BENCHAK";
 const SK: &str = "bench-secret";
 const TYPES: [&str; 3] = ["private_image", "shared_image", "instance_image"];
-const NAMESPACES: usize = 100;
+/// The size users have: 2,000 namespaces in each of the three image types
+/// (`HSS_BENCH_NAMESPACES` sets another number, for comparison).
+const NAMESPACES: usize = 2_000;
+
+fn namespaces() -> usize {
+    std::env::var("HSS_BENCH_NAMESPACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(NAMESPACES)
+}
 const SEED: u64 = 5;
+/// A target name and an enterprise project id as long as real ones.
+const TARGET: &str = "prod-cn-north-4-container-registry";
+const ENTERPRISE_PROJECT: &str = "3f2b8c1e-7a4d-4e9b-a6c5-0d1e2f3a4b5c";
 /// Clock ticks per second of /proc/self/stat (`getconf CLK_TCK`).
 const TICKS: f64 = 100.0;
 const CPU_TARGET: f64 = 0.5;
@@ -53,18 +71,27 @@ fn status_kib(key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} in /proc/self/status"))
 }
 
+/// The simulator's rows for `total` rows, every one in [`ENTERPRISE_PROJECT`].
+fn rows(total: usize) -> Vec<SimImage> {
+    let mut rows = generate(&SimConfig {
+        seed: SEED,
+        images: total,
+        namespaces: namespaces(),
+        ..SimConfig::default()
+    });
+    for row in &mut rows {
+        row.enterprise_project_id = ENTERPRISE_PROJECT.to_string();
+    }
+    rows
+}
+
 /// How many rows the simulator makes of the listed types for `total` rows
 /// (it also makes images of other types).
 fn listed(total: usize) -> usize {
-    generate(&SimConfig {
-        seed: SEED,
-        images: total,
-        namespaces: NAMESPACES,
-        ..SimConfig::default()
-    })
-    .iter()
-    .filter(|r| TYPES.contains(&r.image_type.as_str()))
-    .count()
+    rows(total)
+        .iter()
+        .filter(|r| TYPES.contains(&r.image_type.as_str()))
+        .count()
 }
 
 /// The simulator size whose listed types hold at least `wanted` images.
@@ -79,50 +106,60 @@ fn simulator_size(wanted: usize) -> usize {
     }
 }
 
+/// The simulator process: serves `images` rows until it is killed, after
+/// printing `ADDRESS host:port`.
+fn simulator_process(images: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let sim = Simulator::new(SimConfig {
+            images: 0,
+            quota: None,
+            credentials: vec![(AK.into(), SK.into())],
+            ..SimConfig::default()
+        });
+        sim.set_images(rows(images));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("ADDRESS {}", listener.local_addr().expect("address"));
+        sim.serve(listener, std::future::pending())
+            .await
+            .expect("serve");
+    });
+}
+
 struct SimProcess {
     child: Child,
-    log: PathBuf,
 }
 
 impl Drop for SimProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
     }
 }
 
 fn start_simulator(images: usize) -> (SimProcess, String) {
-    let log = std::env::temp_dir().join(format!("hss-bench-sim-{}.log", std::process::id()));
-    let child = Command::new(env!("CARGO_BIN_EXE_hss-swr-exporter"))
-        .args(["simulate", "--listen", "127.0.0.1:0", "--quota", "none"])
-        .args(["--images", &images.to_string()])
-        .args(["--namespaces", &NAMESPACES.to_string()])
-        .args(["--seed", &SEED.to_string(), "--access-key", AK])
-        .env("HSS_SWR_SIM_SECRET_KEY", SK)
+    let mut child = Command::new(std::env::current_exe().expect("this benchmark"))
+        .args(["--sim", &images.to_string()])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("simulator log"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("start the simulator");
-    let process = SimProcess { child, log };
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&process.log).unwrap_or_default();
-        if let Some(address) = text
-            .lines()
-            .find(|l| l.contains("HSS simulator listening"))
-            .and_then(|l| l.split(" address=").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-        {
-            return (process, format!("http://{address}"));
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the simulator did not start: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the simulator's address");
+    let address = line
+        .strip_prefix("ADDRESS ")
+        .expect("ADDRESS line")
+        .trim()
+        .to_string();
+    (SimProcess { child }, format!("http://{address}"))
 }
 
 fn exporter(endpoint: &str, image_metrics: bool) -> Exporter {
@@ -134,11 +171,11 @@ poll_interval: 1h
 request_timeout: 60s
 credentials: {{access_key: {AK}, secret_key: {SK}}}
 targets:
-  - name: bench
+  - name: {TARGET}
     region: cn-north-4
     project_id: 0123456789abcdef0123456789abcdef
     endpoint: {endpoint}
-    enterprise_project_ids: [all_granted_eps]
+    enterprise_project_ids: ['{ENTERPRISE_PROJECT}']
     image_types: [{}]
 ",
         TYPES.join(", ")
@@ -147,61 +184,104 @@ targets:
     Exporter::new(config).expect("exporter")
 }
 
+fn swept(exporter: &Exporter, what: impl Fn(&hss_swr_exporter::collect::LaneStatus) -> u64) -> u64 {
+    exporter
+        .scopes()
+        .list()
+        .iter()
+        .map(|s| what(&s.lane_status(Lane::Sweep)))
+        .sum()
+}
+
 /// Measures one size in this (fresh) process and prints one `RESULT` line.
 fn child(images: usize, simulator_images: usize, image_metrics: bool) {
     let (_sim, endpoint) = start_simulator(simulator_images);
+    let before_rss = status_kib("VmRSS:");
+    // From start to the first complete publication: the sweep of the three
+    // image types, then the exposition rendered and compressed, as the
+    // daemon's background rendering does within a second.
+    let cpu = cpu_seconds();
+    let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let exporter = exporter(&endpoint, image_metrics);
-    let before_rss = status_kib("VmRSS:");
-    let mut line = format!("RESULT images={images} rss_before_kib={before_rss}");
-    // The first sweep, then enough steady-state sweeps (the previous result
-    // still published while the next one is built) that the 10 ms ticks of
-    // the CPU clock do not matter.
-    let steady = (200_000 / images.max(1)).clamp(3, 50);
-    for (round, sweeps) in [(1, 1), (2, steady)] {
-        let cpu = cpu_seconds();
-        let started = Instant::now();
-        for _ in 0..sweeps {
-            assert!(
-                runtime.block_on(exporter.run_lane_once(Lane::Sweep)),
-                "the sweep succeeds"
-            );
-        }
-        let wall = started.elapsed().as_secs_f64() / sweeps as f64;
-        let cpu = (cpu_seconds() - cpu) / sweeps as f64;
-        let swept: u64 = exporter
-            .scopes()
-            .list()
-            .iter()
-            .map(|s| s.lane_status(Lane::Sweep).last_images)
-            .sum();
-        let pages: u64 = exporter
-            .scopes()
-            .list()
-            .iter()
-            .map(|s| s.lane_status(Lane::Sweep).last_pages)
-            .sum();
-        line.push_str(&format!(
-            " swept{round}={swept} pages{round}={pages} cpu{round}={cpu:.4} wall{round}={wall:.4} hwm{round}_kib={} sweeps{round}={sweeps}",
-            status_kib("VmHWM:")
-        ));
+    assert!(
+        runtime.block_on(exporter.run_lane_once(Lane::Sweep)),
+        "the sweep succeeds"
+    );
+    exporter.metrics().prerender();
+    let mut line = format!(
+        "RESULT images={images} rss_before_kib={before_rss} swept1={} pages1={} cpu1={:.4} wall1={:.4} hwm1_kib={}",
+        swept(&exporter, |s| s.last_images),
+        swept(&exporter, |s| s.last_pages),
+        cpu_seconds() - cpu,
+        started.elapsed().as_secs_f64(),
+        status_kib("VmHWM:")
+    );
+    // Steady state: the previous result stays published (and rendered)
+    // while the next one is built, rendered and compressed.
+    let sweeps = (200_000 / images.max(1)).clamp(3, 20);
+    let cpu = cpu_seconds();
+    let started = Instant::now();
+    for _ in 0..sweeps {
+        assert!(
+            runtime.block_on(exporter.run_lane_once(Lane::Sweep)),
+            "the sweep succeeds"
+        );
+        exporter.metrics().prerender();
     }
+    line.push_str(&format!(
+        " swept2={} pages2={} cpu2={:.4} wall2={:.4} hwm2_kib={} sweeps2={sweeps}",
+        swept(&exporter, |s| s.last_images),
+        swept(&exporter, |s| s.last_pages),
+        (cpu_seconds() - cpu) / sweeps as f64,
+        started.elapsed().as_secs_f64() / sweeps as f64,
+        status_kib("VmHWM:")
+    ));
     let renders = 10;
     let cpu = cpu_seconds();
-    let mut bytes = 0;
     for _ in 0..renders {
         // Forget the rendered series, as a newly published result does.
         exporter.metrics().set_image_metrics(image_metrics);
-        bytes = exporter.metrics().render().len();
+        exporter.metrics().prerender();
     }
+    let render_cpu = (cpu_seconds() - cpu) / f64::from(renders);
+    // A plain scrape inflates the compressed text piece by piece as it
+    // sends it.
+    let namespace = exporter.metrics().namespace_text();
+    let sent: usize = namespace.plain_pieces().map(|piece| piece.len()).sum();
+    assert_eq!(sent, namespace.plain_len());
+    line.push_str(&format!(" hwm3_kib={}", status_kib("VmHWM:")));
+    let text = exporter.metrics().render();
     line.push_str(&format!(
-        " render_cpu={:.4} render_bytes={bytes} rss_after_kib={}",
-        (cpu_seconds() - cpu) / f64::from(renders),
+        " render_cpu={render_cpu:.4} render_bytes={} series={} gzip_bytes={} rss_after_kib={}",
+        text.len(),
+        text.lines().filter(|l| !l.starts_with('#')).count(),
+        namespace.gzip().len(),
         status_kib("VmRSS:")
     ));
+    drop(text);
+    let plain = namespace.text();
+    // What the compression level costs: the namespace text compressed
+    // whole, at the fastest level and at the default one.
+    for (name, level) in [
+        ("fast", flate2::Compression::fast()),
+        ("default", flate2::Compression::default()),
+    ] {
+        use std::io::Write as _;
+        let cpu = cpu_seconds();
+        let started = Instant::now();
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), level);
+        encoder.write_all(&plain).expect("gzip");
+        let bytes = encoder.finish().expect("gzip").len();
+        line.push_str(&format!(
+            " gzip_{name}_cpu={:.4} gzip_{name}_wall={:.4} gzip_{name}_bytes={bytes}",
+            cpu_seconds() - cpu,
+            started.elapsed().as_secs_f64()
+        ));
+    }
     println!("{line}");
 }
 
@@ -214,6 +294,10 @@ fn field(line: &str, key: &str) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--sim") {
+        simulator_process(args[i + 1].parse().expect("--sim IMAGES"));
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--child") {
         child(
             args[i + 1]
@@ -230,32 +314,31 @@ fn main() {
     // (images, image_metrics): the default configuration, and the 100,000
     // images again with per-image series on.
     let sizes: &[(usize, bool)] = if quick {
-        &[(1_000, false), (10_000, false)]
+        &[(100_000, false)]
     } else {
-        &[
-            (1_000, false),
-            (10_000, false),
-            (100_000, false),
-            (100_000, true),
-        ]
+        &[(10_000, false), (100_000, false), (100_000, true)]
     };
     println!(
-        "sweep cost: the exporter's CPU (user+system, /proc/self/stat) and peak RSS (VmHWM) per sweep round \
-         of the three SWR image types, simulator in a separate process, no quota; each size in a fresh process"
+        "sweep cost: the exporter's CPU (user+system, /proc/self/stat) and peak RSS (VmHWM), {} namespaces \
+         in each of the three SWR image types, target {TARGET:?}, enterprise project {ENTERPRISE_PROJECT:?}; \
+         simulator in a separate process, no quota; each size in a fresh process",
+        namespaces()
     );
     println!(
-        "{:>8} {:>9} {:>6} | {:>9} {:>9} {:>8} | {:>9} {:>9} | {:>10} {:>10} | {:>9}",
+        "{:>8} {:>9} {:>6} | {:>11} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>7} {:>10} {:>8} {:>10}",
         "images",
         "per-image",
         "pages",
-        "cpu first",
+        "cpu to pub",
         "cpu next",
         "wall next",
         "RSS start",
-        "peak RSS",
+        "peak 1st",
+        "peak",
+        "series",
         "exposition",
-        "render cpu",
-        "CPU/1k img"
+        "gzip",
+        "render+gz"
     );
     let exe = std::env::current_exe().expect("this benchmark");
     let mut largest = String::new();
@@ -284,7 +367,7 @@ fn main() {
             .to_string();
         let mib = |kib: f64| kib / 1024.0;
         println!(
-            "{:>8} {:>9} {:>6} | {:>9.3} {:>9.3} {:>7.3}s | {:>5.1} MiB {:>5.1} MiB | {:>6.0} KiB {:>9.3}s | {:>9.4}",
+            "{:>8} {:>9} {:>6} | {:>10.3}s {:>8.3}s {:>8.3}s | {:>5.1} MiB {:>5.1} MiB {:>5.1} MiB | {:>7} {:>6.0} KiB {:>4.0} KiB {:>9.3}s",
             field(&line, "swept2"),
             if image_metrics { "on" } else { "off" },
             field(&line, "pages2"),
@@ -292,20 +375,37 @@ fn main() {
             field(&line, "cpu2"),
             field(&line, "wall2"),
             mib(field(&line, "rss_before_kib")),
+            mib(field(&line, "hwm1_kib")),
             mib(field(&line, "hwm2_kib")),
+            field(&line, "series"),
             field(&line, "render_bytes") / 1024.0,
+            field(&line, "gzip_bytes") / 1024.0,
             field(&line, "render_cpu"),
-            field(&line, "cpu2") / field(&line, "swept2") * 1000.0,
+        );
+        println!(
+            "{:>8} peak RSS after a plain scrape too: {:.1} MiB",
+            "",
+            mib(field(&line, "hwm3_kib")),
+        );
+        println!(
+            "{:>8} compressing the namespace text whole: fastest level {:.3} s CPU ({:.3} s wall), {:.0} KiB; default level {:.3} s CPU ({:.3} s wall), {:.0} KiB",
+            "",
+            field(&line, "gzip_fast_cpu"),
+            field(&line, "gzip_fast_wall"),
+            field(&line, "gzip_fast_bytes") / 1024.0,
+            field(&line, "gzip_default_cpu"),
+            field(&line, "gzip_default_wall"),
+            field(&line, "gzip_default_bytes") / 1024.0,
         );
         if !image_metrics {
             largest = line;
         }
     }
     let last = largest;
-    let cpu = field(&last, "cpu1").max(field(&last, "cpu2"));
+    let cpu = field(&last, "cpu1");
     let peak = field(&last, "hwm2_kib") / 1024.0;
     println!(
-        "largest size, default configuration: {} images, CPU per sweep {cpu:.3} s (target < {CPU_TARGET} s: {}), peak RSS {peak:.1} MiB (target < {RSS_TARGET_MIB} MiB: {})",
+        "largest size, default configuration: {} images, CPU from start to first publication {cpu:.3} s (target < {CPU_TARGET} s: {}), peak RSS {peak:.1} MiB (target < {RSS_TARGET_MIB} MiB: {})",
         field(&last, "swept2"),
         if cpu < CPU_TARGET { "met" } else { "MISSED" },
         if peak < RSS_TARGET_MIB {

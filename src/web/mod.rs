@@ -190,9 +190,10 @@ fn accepts_gzip(headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// `/metrics`: the self-metrics, encoded now, followed by the namespace
-/// families assembled once per publication. With gzip, the two parts are two
-/// gzip members of one stream, and the large second one is compressed once
-/// per publication, not per scrape.
+/// families assembled once per publication, kept compressed. With gzip, the
+/// two parts are gzip members of one stream, and the large second one is
+/// compressed once per publication, not per scrape; without, the second part
+/// is inflated piece by piece as it is sent.
 async fn metrics(State(state): State<Arc<WebState>>, headers: axum::http::HeaderMap) -> Response {
     let metrics = Arc::clone(&state.metrics);
     let gzip = accepts_gzip(&headers);
@@ -200,17 +201,28 @@ async fn metrics(State(state): State<Arc<WebState>>, headers: axum::http::Header
         let head = metrics.self_metrics();
         let tail = metrics.namespace_text();
         if gzip {
-            [crate::metrics::gzip(head.as_bytes()), tail.gzip()]
+            let parts = vec![crate::metrics::gzip(head.as_bytes()), tail.gzip()];
+            let length = parts.iter().map(bytes::Bytes::len).sum();
+            (parts, None, length)
         } else {
-            [bytes::Bytes::from(head), tail.text.clone()]
+            // The plain text is inflated from the cached gzip form piece by
+            // piece as the body is sent, never held whole.
+            let length = head.len() + tail.plain_len();
+            (
+                vec![bytes::Bytes::from(head)],
+                Some(tail.plain_pieces()),
+                length,
+            )
         }
     })
     .await;
     match parts {
-        Ok(parts) => {
-            let length: usize = parts.iter().map(bytes::Bytes::len).sum();
+        Ok((parts, pieces, length)) => {
             let body = axum::body::Body::from_stream(futures_util::stream::iter(
-                parts.into_iter().map(Ok::<_, std::convert::Infallible>),
+                parts
+                    .into_iter()
+                    .chain(pieces.into_iter().flatten())
+                    .map(Ok::<_, std::convert::Infallible>),
             ));
             let mut response = Response::new(body);
             let h = response.headers_mut();
