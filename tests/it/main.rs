@@ -12,6 +12,7 @@ mod dashboard;
 mod demo;
 mod exporter;
 mod faults;
+mod golden;
 mod hostile_clients;
 mod hostile_upstream;
 mod hostile_upstream_data;

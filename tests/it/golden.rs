@@ -1,19 +1,17 @@
 //! Golden test of the exposition: for a fixed simulator seed, what
 //! `/metrics` shows (every family but the ones that depend on the clock, the
-//! build or the process) equals `tests/golden/metrics.txt` byte for byte.
+//! build or the process) equals `tests/it/golden/metrics.txt` byte for byte.
 //!
 //! Any change to a family, a label, a HELP text, a value or the order of the
 //! lines shows up as a diff of that file. When the change is intended,
-//! regenerate it with `UPDATE_GOLDEN=1 cargo test --test golden` and review
+//! regenerate it with `UPDATE_GOLDEN=1 cargo test --test it golden::` and review
 //! the diff; `scripts/test` runs `promtool check metrics` on it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use hss_swr_exporter::simulator::SimImage;
 
 /// The fixture, relative to the crate root.
-const FIXTURE: &str = "tests/golden/metrics.txt";
+const FIXTURE: &str = "tests/it/golden/metrics.txt";
 
 /// Families whose values depend on the clock, the build or the process
 /// rather than on the data: left out of the comparison.
@@ -112,7 +110,7 @@ targets:
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{FIXTURE}: {e}; create it with UPDATE_GOLDEN=1 cargo test --test golden")
+        panic!("{FIXTURE}: {e}; create it with UPDATE_GOLDEN=1 cargo test --test it golden::")
     });
     if actual != expected {
         let (line, (want, got)) = expected
@@ -124,7 +122,7 @@ targets:
             .unwrap_or((0, ("", "")));
         panic!(
             "/metrics differs from {FIXTURE} at line {}:\n  fixture: {want}\n  now:     {got}\n\
-             (if the change is intended: UPDATE_GOLDEN=1 cargo test --test golden, and review the diff)",
+             (if the change is intended: UPDATE_GOLDEN=1 cargo test --test it golden::, and review the diff)",
             line + 1
         );
     }
