@@ -72,7 +72,11 @@ fn redirect_to(location: String) -> impl Fn(&Request) -> Response + Clone + Send
     }
 }
 
-fn sweep_error(exporter: &Exporter) -> String {
+/// Runs every lane once with `yaml`, which must fail, and returns the sweep
+/// lane's error.
+async fn failed_sweep(yaml: &str) -> String {
+    let (exporter, ok, _) = once(yaml).await;
+    assert!(!ok);
     exporter.scopes().list()[0]
         .lane_status(Lane::Sweep)
         .last_error
@@ -111,9 +115,7 @@ async fn an_iam_redirect_does_not_carry_the_password_elsewhere() {
         "{iam: {domain_name: acme, user_name: exporter, password: secret-pw-1}}",
         true,
     );
-    let (exporter, ok, _) = once(&yaml).await;
-    assert!(!ok);
-    let error = sweep_error(&exporter);
+    let error = failed_sweep(&yaml).await;
     assert!(
         error.contains("HTTP 307 redirect to 127.0.0.1 not followed"),
         "{error}"
@@ -131,9 +133,11 @@ async fn a_listing_redirect_does_not_carry_the_signature_elsewhere() {
         &format!("{{access_key: {AK}, secret_key: {SK}}}"),
         true,
     );
-    let (exporter, ok, _) = once(&yaml).await;
-    assert!(!ok);
-    assert!(sweep_error(&exporter).contains("redirect to 127.0.0.1 not followed"));
+    assert!(
+        failed_sweep(&yaml)
+            .await
+            .contains("redirect to 127.0.0.1 not followed")
+    );
     assert_eq!(seen.count(), 1, "a redirect is not retried");
     assert_eq!(stolen.count(), 0);
 }
@@ -156,9 +160,7 @@ async fn a_metadata_redirect_hands_over_no_foreign_keys() {
         &format!("{{metadata: {{endpoint: {metadata}}}}}"),
         true,
     );
-    let (exporter, ok, _) = once(&yaml).await;
-    assert!(!ok);
-    let error = sweep_error(&exporter);
+    let error = failed_sweep(&yaml).await;
     assert!(error.contains("metadata"), "{error}");
     assert_eq!(stolen.count(), 0, "the redirect was not followed");
     assert_eq!(listing.count(), 0, "nothing was signed with foreign keys");
@@ -281,9 +283,7 @@ async fn huge_error_messages_are_cut() {
         &format!("{{access_key: {AK}, secret_key: {SK}}}"),
         true,
     );
-    let (exporter, ok, _) = once(&yaml).await;
-    assert!(!ok);
-    let error = sweep_error(&exporter);
+    let error = failed_sweep(&yaml).await;
     assert!(
         error.contains("HTTP 403: HSS.0013: xxx"),
         "{}",
@@ -308,12 +308,10 @@ async fn oversized_iam_and_lookup_answers_are_refused_unread() {
         &format!("{{access_key: {AK}, secret_key: {SK}}}"),
         false,
     );
-    let (exporter, ok, _) = once(&yaml).await;
-    assert!(!ok);
+    let error = failed_sweep(&yaml).await;
     assert!(
-        sweep_error(&exporter).contains("larger than the 1048576-byte cap"),
-        "{}",
-        sweep_error(&exporter)
+        error.contains("larger than the 1048576-byte cap"),
+        "{error}"
     );
     // An IAM password token whose answer is too large.
     let yaml = one_target(
@@ -322,11 +320,9 @@ async fn oversized_iam_and_lookup_answers_are_refused_unread() {
         "{iam: {domain_name: acme, user_name: exporter, password: pw}}",
         true,
     );
-    let (exporter, ok, _) = once(&yaml).await;
-    assert!(!ok);
+    let error = failed_sweep(&yaml).await;
     assert!(
-        sweep_error(&exporter).contains("larger than the 1048576-byte cap"),
-        "{}",
-        sweep_error(&exporter)
+        error.contains("larger than the 1048576-byte cap"),
+        "{error}"
     );
 }
