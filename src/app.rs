@@ -198,10 +198,7 @@ impl Exporter {
         WebState {
             metrics: self.metrics(),
             scopes: self.scopes(),
-            budgets: ListingApi::ALL
-                .iter()
-                .map(|api| (api.as_str().to_string(), Arc::clone(self.budgets.get(*api))))
-                .collect(),
+            budgets: self.budgets.named(),
             telemetry_path: telemetry_path.to_string(),
             reload: None,
             lifecycle: false,
@@ -315,12 +312,7 @@ impl Exporter {
         let Some((file, scopes)) = self.lanes.first().and_then(|(_, c)| c.state.clone()) else {
             return;
         };
-        let states = scopes
-            .list()
-            .iter()
-            .map(|h| (scope_id(&h.scope), h.detector()))
-            .collect();
-        if let Err(error) = file.save(states).await {
+        if let Err(error) = scheduler::save_state(&file, &scopes).await {
             tracing::warn!(%error, "cannot write the state file at shutdown");
         }
     }

@@ -271,6 +271,20 @@ fn record_failure(
     });
 }
 
+/// Writes every scope's detector state, with the budgets' calls of the last
+/// window, to the state file.
+pub async fn save_state(
+    file: &StateFile,
+    scopes: &ScopeSet,
+) -> Result<(), super::detect::StateError> {
+    let states = scopes
+        .list()
+        .iter()
+        .map(|h| (scope_id(&h.scope), h.detector()))
+        .collect();
+    file.save(states).await
+}
+
 /// Feeds a complete listing of the scope's malicious images to its detector,
 /// logs every detection, and persists the state when it changed.
 async fn detect(handle: &ScopeHandle, images: &[(ImageKey, u64)], ctx: &LaneContext) {
@@ -295,15 +309,11 @@ async fn detect(handle: &ScopeHandle, images: &[(ImageKey, u64)], ctx: &LaneCont
             "new malicious image detected"
         );
     }
-    if changed && let Some((file, scopes)) = &ctx.state {
-        let states = scopes
-            .list()
-            .iter()
-            .map(|h| (scope_id(&h.scope), h.detector()))
-            .collect();
-        if let Err(error) = file.save(states).await {
-            tracing::warn!(%error, "cannot write the state file; detections since start will be counted again after a restart");
-        }
+    if changed
+        && let Some((file, scopes)) = &ctx.state
+        && let Err(error) = save_state(file, scopes).await
+    {
+        tracing::warn!(%error, "cannot write the state file; detections since start will be counted again after a restart");
     }
 }
 

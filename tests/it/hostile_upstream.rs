@@ -83,6 +83,11 @@ async fn failed_sweep(yaml: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The simulator's AK/SK credentials, as a YAML flow mapping.
+fn aksk() -> String {
+    format!("{{access_key: {AK}, secret_key: {SK}}}")
+}
+
 fn one_target(endpoint: &str, iam: &str, credentials: &str, project: bool) -> String {
     let project = if project {
         format!("    project_id: {PROJECT}\n")
@@ -127,12 +132,7 @@ async fn an_iam_redirect_does_not_carry_the_password_elsewhere() {
 async fn a_listing_redirect_does_not_carry_the_signature_elsewhere() {
     let (thief, stolen) = serve(|_: &Request| StatusCode::OK.into_response()).await;
     let (hss, seen) = serve(redirect_to(format!("{thief}/v5/x"))).await;
-    let yaml = one_target(
-        &hss,
-        &hss,
-        &format!("{{access_key: {AK}, secret_key: {SK}}}"),
-        true,
-    );
+    let yaml = one_target(&hss, &hss, &aksk(), true);
     assert!(
         failed_sweep(&yaml)
             .await
@@ -182,13 +182,8 @@ async fn an_absurd_retry_after_pauses_at_most_five_windows() {
                 .into_response()
         })
         .await;
-        let yaml = one_target(
-            &hss,
-            &hss,
-            &format!("{{access_key: {AK}, secret_key: {SK}}}"),
-            true,
-        )
-        .replace("max_retries: 1", "max_retries: 0");
+        let yaml =
+            one_target(&hss, &hss, &aksk(), true).replace("max_retries: 1", "max_retries: 0");
         let exporter = Exporter::new(parse_config(&yaml)).unwrap();
         assert!(!exporter.run_once().await);
         assert_eq!(seen.count(), 1);
@@ -277,12 +272,7 @@ async fn huge_error_messages_are_cut() {
             .into_response()
     })
     .await;
-    let yaml = one_target(
-        &hss,
-        &hss,
-        &format!("{{access_key: {AK}, secret_key: {SK}}}"),
-        true,
-    );
+    let yaml = one_target(&hss, &hss, &aksk(), true);
     let error = failed_sweep(&yaml).await;
     assert!(
         error.contains("HTTP 403: HSS.0013: xxx"),
@@ -302,12 +292,7 @@ async fn oversized_iam_and_lookup_answers_are_refused_unread() {
     })
     .await;
     // AK/SK without a project id: the lookup's answer is too large.
-    let yaml = one_target(
-        &iam,
-        &iam,
-        &format!("{{access_key: {AK}, secret_key: {SK}}}"),
-        false,
-    );
+    let yaml = one_target(&iam, &iam, &aksk(), false);
     let error = failed_sweep(&yaml).await;
     assert!(
         error.contains("larger than the 1048576-byte cap"),
