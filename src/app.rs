@@ -236,6 +236,30 @@ impl Exporter {
                 poll_interval = %humantime::format_duration(self.config.poll_interval),
                 "request budget plan: the malicious lane (one call per scope and round when few images are malicious) goes first; sweeps share the rest, one call per 200 images"
             );
+            if !self.config.changes_interval.is_zero() {
+                let round = changes_round_of(&self.config, api);
+                let changes_per_minute =
+                    scopes as f64 * scheduler::CHANGES_CALLS_PER_ROUND * 60.0 / round.as_secs_f64();
+                tracing::info!(
+                    api = api.as_str(),
+                    scopes,
+                    changes_interval = %humantime::format_duration(self.config.changes_interval),
+                    changes_round = %humantime::format_duration(round),
+                    changes_calls_per_minute = changes_per_minute,
+                    malicious_check_every = %humantime::format_duration(round * scheduler::MALICIOUS_CHECK_EVERY),
+                    sweep_calls_per_minute = (per_minute - changes_per_minute).max(0.0),
+                    "changes lane plan: once a scope's first sweep is complete, each round asks for what was scanned (every round) and pushed (every other round) since the last look; the malicious listing becomes a check; sweeps reconcile with the rest of the budget"
+                );
+                if round > self.config.changes_interval {
+                    tracing::warn!(
+                        api = api.as_str(),
+                        scopes,
+                        changes_interval = %humantime::format_duration(self.config.changes_interval),
+                        changes_round = %humantime::format_duration(round),
+                        "the changes lane's calls for every scope do not fit in changes_interval at this budget: its rounds are stretched to changes_round, and sweeps get little budget; configure fewer scopes or a longer changes_interval"
+                    );
+                }
+            }
             if malicious_per_minute >= per_minute {
                 tracing::warn!(
                     api = api.as_str(),
@@ -336,21 +360,20 @@ fn build_lanes(
         retry_cap: hss::client::RETRY_CAP,
     };
     let malicious_lane = !config.malicious_interval.is_zero();
+    let changes_lane = !config.changes_interval.is_zero();
     // The budget left for sweeps of one API, for the expected sweep time.
     let sweep_calls_per_second = |listing: ListingApi| {
-        let scopes: usize = config
-            .targets
-            .iter()
-            .filter(|t| t.api == listing)
-            .map(|t| t.enterprise_project_ids.len() * t.image_types.len())
-            .sum();
-        let malicious_per_second = if malicious_lane {
+        let scopes = scopes_of(config, listing);
+        let rate = config.api_rate_limit.per_second();
+        let lanes_per_second = if changes_lane {
+            let round = changes_round_of(config, listing);
+            scopes as f64 * scheduler::CHANGES_CALLS_PER_ROUND / round.as_secs_f64()
+        } else if malicious_lane {
             scopes as f64 / config.malicious_interval.as_secs_f64()
         } else {
             0.0
         };
-        let rate = config.api_rate_limit.per_second();
-        (rate - malicious_per_second).max(rate / 100.0)
+        (rate - lanes_per_second).max(rate / 100.0)
     };
     let state = config.state_file.as_ref().map(|path| {
         (
@@ -380,12 +403,14 @@ fn build_lanes(
                 concurrency: config.concurrency,
                 image_metrics: config.image_metrics,
                 max_image_series: config.max_image_series,
+                changes_round: changes_round_of(config, target.api),
+                changes_overlap: config.changes_overlap,
             },
             state: state.clone(),
         };
         for enterprise_project_id in &target.enterprise_project_ids {
             for image_type in &target.image_types {
-                let handle = ScopeHandle::new(
+                let handle = ScopeHandle::with_lanes(
                     Scope {
                         target: target.name.clone(),
                         enterprise_project_id: enterprise_project_id.clone(),
@@ -395,12 +420,34 @@ fn build_lanes(
                     },
                     config.stale_after,
                     malicious_lane,
+                    changes_lane,
+                    config.image_metrics,
                 );
                 lanes.push((handle, context.clone()));
             }
         }
     }
     Ok(lanes)
+}
+
+/// The scopes whose targets poll `listing`.
+fn scopes_of(config: &Config, listing: ListingApi) -> usize {
+    config
+        .targets
+        .iter()
+        .filter(|t| t.api == listing)
+        .map(|t| t.enterprise_project_ids.len() * t.image_types.len())
+        .sum()
+}
+
+/// The changes lane's round for the scopes of `listing`: `changes_interval`,
+/// stretched so that their changes calls fit the budget.
+fn changes_round_of(config: &Config, listing: ListingApi) -> std::time::Duration {
+    scheduler::changes_round(
+        config.changes_interval,
+        scopes_of(config, listing),
+        config.api_rate_limit.per_second(),
+    )
 }
 
 /// Says which API each target polls: `hss_swr_target_info` (and records the
@@ -411,6 +458,7 @@ fn announce_apis(config: &Config, metrics: &Metrics) {
     metrics.set_poll_intervals(&[
         (Lane::Sweep, config.poll_interval),
         (Lane::Malicious, config.malicious_interval),
+        (Lane::Changes, config.changes_interval),
     ]);
     metrics.set_targets(
         config

@@ -31,6 +31,10 @@ pub const DEFAULT_API_RATE_LIMIT: RateLimit = RateLimit {
 pub const DEFAULT_MALICIOUS_INTERVAL: Duration = Duration::from_secs(60);
 /// How often each scope starts a full sweep.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(300);
+/// Default `changes_interval`.
+pub const DEFAULT_CHANGES_INTERVAL: Duration = Duration::from_secs(60);
+/// Default `changes_overlap`.
+pub const DEFAULT_CHANGES_OVERLAP: Duration = Duration::from_secs(300);
 /// Time limit of one API call, body included.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rows per page: the API's maximum, so a sweep needs the fewest calls.
@@ -355,6 +359,11 @@ pub struct Config {
     pub malicious_interval: Duration,
     /// Sweep period of each scope.
     pub poll_interval: Duration,
+    /// Changes-lane period; zero turns the lane off.
+    pub changes_interval: Duration,
+    /// How far the changes lane's time filters reach back before the newest
+    /// server timestamp it has seen (clock skew and index lag).
+    pub changes_overlap: Duration,
     /// Time limit of one call.
     pub request_timeout: Duration,
     /// Rows per page.
@@ -734,6 +743,8 @@ pub struct RawConfig {
     api_rate_limit: Option<DurationValue>,
     malicious_interval: Option<DurationValue>,
     poll_interval: Option<DurationValue>,
+    changes_interval: Option<DurationValue>,
+    changes_overlap: Option<DurationValue>,
     request_timeout: Option<DurationValue>,
     page_size: Option<u32>,
     concurrency: Option<usize>,
@@ -1101,6 +1112,22 @@ impl RawConfig {
             duration_or(&self.poll_interval, "poll_interval", DEFAULT_POLL_INTERVAL)?,
             "poll_interval",
         )?;
+        let changes_interval = duration_or(
+            &self.changes_interval,
+            "changes_interval",
+            DEFAULT_CHANGES_INTERVAL,
+        )?;
+        let changes_overlap = duration_or(
+            &self.changes_overlap,
+            "changes_overlap",
+            DEFAULT_CHANGES_OVERLAP,
+        )?;
+        if changes_overlap > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::invalid(
+                "changes_overlap",
+                "must be at most 24h: every round asks again for everything changed within it",
+            ));
+        }
         let request_timeout = positive(
             duration_or(
                 &self.request_timeout,
@@ -1186,6 +1213,8 @@ impl RawConfig {
             api_rate_limit,
             malicious_interval,
             poll_interval,
+            changes_interval,
+            changes_overlap,
             request_timeout,
             page_size,
             concurrency,

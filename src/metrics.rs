@@ -1147,7 +1147,7 @@ struct LaneCollector {
     descs: Vec<Desc>,
 }
 
-const LANE_FAMILIES: [(&str, &str, MetricType); 7] = [
+const LANE_FAMILIES: [(&str, &str, MetricType); 8] = [
     (
         "hss_swr_up",
         "1 if the lane's last run succeeded, 0 if it failed; absent until the first run ends.",
@@ -1183,7 +1183,19 @@ const LANE_FAMILIES: [(&str, &str, MetricType); 7] = [
         "Times total_num changed between pages of one run (the run still completes).",
         MetricType::COUNTER,
     ),
+    (
+        "hss_swr_rows_applied_total",
+        "Rows that changed the scope's image table (new images, or new figures or times), by the changes lane and the malicious check.",
+        MetricType::COUNTER,
+    ),
 ];
+
+/// `hss_swr_changes_watermark_age_seconds`: how far back the changes lane's
+/// next query reaches, by filter.
+const WATERMARK_AGE: (&str, &str) = (
+    "hss_swr_changes_watermark_age_seconds",
+    "Seconds from the changes lane's watermark (the start_latest_scan_time or start_latest_update_time of its next query: the newest server timestamp seen, less changes_overlap) to now, by filter.",
+);
 
 impl LaneCollector {
     fn new(scopes: Arc<ScopeSet>) -> Result<Self, Error> {
@@ -1200,6 +1212,15 @@ impl LaneCollector {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut descs = descs;
+        let mut labels: Vec<String> = SCOPE_LABELS.iter().map(|s| s.to_string()).collect();
+        labels.push("filter".to_string());
+        descs.push(Desc::new(
+            WATERMARK_AGE.0.to_string(),
+            WATERMARK_AGE.1.to_string(),
+            labels,
+            Default::default(),
+        )?);
         Ok(Self { scopes, descs })
     }
 }
@@ -1217,6 +1238,7 @@ impl Collector for LaneCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let mut per_family: Vec<Vec<Metric>> =
             (0..LANE_FAMILIES.len()).map(|_| Vec::new()).collect();
+        let mut ages = Vec::new();
         for scope in self.scopes.list() {
             for lane in scope.lanes() {
                 let status = scope.lane_status(*lane);
@@ -1233,15 +1255,47 @@ impl Collector for LaneCollector {
                 per_family[3].push(counter(labels.clone(), status.runs as f64));
                 per_family[4].push(counter(labels.clone(), status.failures as f64));
                 per_family[5].push(counter(labels.clone(), status.duplicate_rows as f64));
-                per_family[6].push(counter(labels, status.total_changes as f64));
+                per_family[6].push(counter(labels.clone(), status.total_changes as f64));
+                if scope.changes_lane
+                    && matches!(
+                        lane,
+                        crate::collect::Lane::Changes | crate::collect::Lane::Malicious
+                    )
+                {
+                    per_family[7].push(counter(labels, status.rows_applied as f64));
+                }
+            }
+            if scope.changes_lane {
+                let marks = scope.watermarks();
+                let now = seconds_since_epoch(SystemTime::now());
+                for (filter, since) in [
+                    ("scan", marks.scan_since_ms),
+                    ("update", marks.update_since_ms),
+                ] {
+                    if let Some(ms) = since {
+                        ages.push(gauge(
+                            with(scope_labels(&scope), "filter", filter),
+                            now - ms as f64 / 1000.0,
+                        ));
+                    }
+                }
             }
         }
-        per_family
+        let mut families: Vec<MetricFamily> = per_family
             .into_iter()
             .zip(LANE_FAMILIES.iter())
             .filter(|(metrics, _)| !metrics.is_empty())
             .map(|(metrics, (name, help, kind))| family(name, help, *kind, metrics))
-            .collect()
+            .collect();
+        if !ages.is_empty() {
+            families.push(family(
+                WATERMARK_AGE.0,
+                WATERMARK_AGE.1,
+                MetricType::GAUGE,
+                ages,
+            ));
+        }
+        families
     }
 }
 

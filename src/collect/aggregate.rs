@@ -1,12 +1,12 @@
-//! Aggregation: rows of one sweep into per-namespace statistics, and the
-//! immutable snapshot the sweep publishes.
+//! Aggregation: the per-namespace statistics and the immutable snapshots a
+//! scope publishes.
 //!
-//! Place in the data flow: the scheduler feeds every row of every page of a
-//! sweep into an [`Aggregator`] as pages arrive (rows are not kept, so memory
-//! stays small however large the registry); when the last page is in,
-//! [`Aggregator::finish`] yields a [`Snapshot`] that the scheduler publishes
-//! whole and the metrics module reads. Rows are deduplicated by `id`, or by
-//! namespace, name, version, digest and instance when the id is unreadable.
+//! Place in the data flow: the scheduler keeps each scope's images in an
+//! image table ([`super::table`]) and, after every change, publishes a
+//! [`Snapshot`] derived from it, which the metrics module reads. The
+//! [`Aggregator`] does the same for a listing that keeps no table. Rows are
+//! deduplicated by `id`, or by namespace, name, version, digest and instance
+//! when the id is unreadable.
 //!
 //! What counts: each top-level row is one image version. A multi-arch row's
 //! `association_images` (its per-architecture images) are never added: the
@@ -19,14 +19,14 @@
 //! [`cap_namespaces`] decides which namespaces a scope publishes when it has
 //! more than `max_namespaces`: the first ones in key order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use super::detect::ImageKey;
+use super::table::{TableBuilder, row_key};
 use crate::hss::Row;
 
 static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
@@ -101,42 +101,6 @@ impl NamespaceStats {
     pub fn images(&self) -> u64 {
         self.known_status.iter().sum::<u64>() + self.other_status.values().sum::<u64>()
     }
-
-    fn add(&mut self, row: &Row) {
-        match row.scan_status.as_deref() {
-            Some(status) => match KNOWN_SCAN_STATUSES.iter().position(|s| *s == status) {
-                Some(i) => self.known_status[i] += 1,
-                None => *self.other_status.entry(status.to_string()).or_default() += 1,
-            },
-            None => {
-                *self
-                    .other_status
-                    .entry(MISSING_SCAN_STATUS.to_string())
-                    .or_default() += 1
-            }
-        }
-        self.vulnerabilities += row.vul_num;
-        self.malicious_files += row.malicious_file_num;
-        self.unsafe_settings += row.unsafe_setting_num;
-        self.vulnerable_images += u64::from(row.vul_num > 0);
-        self.malicious_images += u64::from(row.malicious_file_num > 0);
-        self.unsafe_images += u64::from(row.unsafe_setting_num > 0);
-        let reason = row.scan_failure_reason();
-        if !reason.is_empty() {
-            match self.scan_failures.get_mut(reason) {
-                Some(n) => *n += 1,
-                None => {
-                    self.scan_failures.insert(reason.to_string(), 1);
-                }
-            }
-        }
-        if let Some(t) = row.latest_scan_time {
-            self.oldest_scan_ms = Some(self.oldest_scan_ms.map_or(t, |o| o.min(t)));
-        }
-        if let Some(severity) = &row.severity_level {
-            *self.by_severity.entry(severity.clone()).or_default() += 1;
-        }
-    }
 }
 
 /// One image version, for the opt-in per-image series.
@@ -203,19 +167,14 @@ impl MaliciousSnapshot {
     /// Builds the result of a malicious-lane listing from its rows
     /// (deduplicated like a sweep; rows without malicious files ignored).
     pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a Row>, finished_at: SystemTime) -> Self {
-        let mut seen_ids = HashSet::new();
-        let mut seen_keys = HashSet::new();
+        let mut seen = HashSet::new();
         let mut namespaces: BTreeMap<NamespaceKey, MaliciousStats> = BTreeMap::new();
         let mut images = Vec::new();
         for row in rows {
             if row.malicious_file_num == 0 {
                 continue;
             }
-            let fresh = match row.id {
-                Some(id) => seen_ids.insert(id),
-                None => seen_keys.insert(composite_key(row)),
-            };
-            if !fresh {
+            if !seen.insert(row_key(row)) {
                 continue;
             }
             let stats = namespaces
@@ -259,97 +218,41 @@ pub struct SweepCounts {
     pub duplicates: u64,
 }
 
-/// Collects the rows of one sweep.
+/// Collects the rows of one sweep into a snapshot: a [`TableBuilder`] whose
+/// table is turned into a snapshot at once, for callers that keep no table.
 #[derive(Debug)]
 pub struct Aggregator {
-    seen_ids: HashSet<u64>,
-    seen_keys: HashSet<u64>,
-    namespaces: HashMap<NamespaceKey, NamespaceStats>,
-    images: Option<Vec<ImageSeries>>,
-    malicious: Vec<(ImageKey, u64)>,
-    counts: SweepCounts,
+    builder: TableBuilder,
 }
 
 impl Aggregator {
     /// An empty aggregation; `image_series` keeps per-image data.
     pub fn new(image_series: bool) -> Self {
         Self {
-            seen_ids: HashSet::new(),
-            seen_keys: HashSet::new(),
-            namespaces: HashMap::new(),
-            images: image_series.then(Vec::new),
-            malicious: Vec::new(),
-            counts: SweepCounts::default(),
+            builder: TableBuilder::new(image_series),
         }
     }
 
-    /// Adds one row; returns `false` when it duplicates one already added.
-    pub fn add(&mut self, row: &Row) -> bool {
-        self.counts.rows += 1;
-        let fresh = match row.id {
-            Some(id) => self.seen_ids.insert(id),
-            None => self.seen_keys.insert(composite_key(row)),
-        };
-        if !fresh {
-            self.counts.duplicates += 1;
-            return false;
-        }
-        let key = NamespaceKey {
-            instance_name: row.instance_name.clone(),
-            registry_name: row.registry_name.clone(),
-            namespace: row.namespace.clone(),
-        };
-        if row.malicious_file_num > 0 {
-            self.malicious
-                .push((image_key(row), row.malicious_file_num));
-        }
-        if let Some(images) = &mut self.images {
-            images.push(ImageSeries {
-                namespace: key.clone(),
-                image: row.image_name.clone(),
-                version: row.image_version.clone(),
-                vulnerabilities: row.vul_num,
-                malicious_files: row.malicious_file_num,
-                unsafe_settings: row.unsafe_setting_num,
-            });
-        }
-        self.namespaces.entry(key).or_default().add(row);
-        true
+    /// Adds one row (duplicates are dropped when the snapshot is made).
+    pub fn add(&mut self, row: &Row) {
+        self.builder.add(row);
     }
 
-    /// Counts so far.
-    pub fn counts(&self) -> SweepCounts {
-        self.counts
+    /// The snapshot of everything added, with the sweep's counts, keeping at
+    /// most `max_image_series` per-image series (those with the most
+    /// malicious files, then the most vulnerabilities).
+    pub fn finish_counted(
+        self,
+        finished_at: SystemTime,
+        max_image_series: usize,
+    ) -> (Snapshot, SweepCounts) {
+        let (table, counts) = self.builder.finish();
+        (table.snapshot(finished_at, max_image_series), counts)
     }
 
-    /// The snapshot of everything added, keeping at most `max_image_series`
-    /// per-image series (those with the most malicious files, then the most
-    /// vulnerabilities).
+    /// [`finish_counted`](Self::finish_counted) without the counts.
     pub fn finish(self, finished_at: SystemTime, max_image_series: usize) -> Snapshot {
-        let images = self.seen_ids.len() as u64 + self.seen_keys.len() as u64;
-        let mut image_series = self.images.unwrap_or_default();
-        let mut dropped = 0;
-        if image_series.len() > max_image_series {
-            image_series.sort_by(|a, b| {
-                (b.malicious_files, b.vulnerabilities, b.unsafe_settings).cmp(&(
-                    a.malicious_files,
-                    a.vulnerabilities,
-                    a.unsafe_settings,
-                ))
-            });
-            dropped = (image_series.len() - max_image_series) as u64;
-            image_series.truncate(max_image_series);
-        }
-        image_series.shrink_to_fit();
-        Snapshot {
-            id: next_snapshot_id(),
-            finished_at,
-            images,
-            namespaces: self.namespaces.into_iter().collect(),
-            image_series,
-            image_series_dropped: dropped,
-            malicious_images: self.malicious,
-        }
+        self.finish_counted(finished_at, max_image_series).0
     }
 }
 
@@ -398,21 +301,6 @@ pub fn cap_namespaces<'a>(
         allowed: Some(std::sync::Arc::new(allowed)),
         dropped,
     }
-}
-
-fn composite_key(row: &Row) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    (
-        &row.namespace,
-        &row.image_name,
-        &row.image_version,
-        &row.image_digest,
-        &row.instance_id,
-        &row.instance_name,
-        &row.registry_name,
-    )
-        .hash(&mut hasher);
-    hasher.finish()
 }
 
 #[cfg(test)]
@@ -481,23 +369,23 @@ mod tests {
     #[test]
     fn duplicates_count_once_by_id_or_by_content() {
         let mut agg = Aggregator::new(false);
-        assert!(agg.add(&row(Some(1), "a", "success", 5, 0, 0)));
-        assert!(!agg.add(&row(Some(1), "a", "success", 5, 0, 0)));
+        agg.add(&row(Some(1), "a", "success", 5, 0, 0));
+        agg.add(&row(Some(1), "a", "success", 5, 0, 0));
         let no_id = row(None, "a", "success", 7, 0, 0);
-        assert!(agg.add(&no_id));
-        assert!(!agg.add(&no_id));
-        assert!(agg.add(&Row {
+        agg.add(&no_id);
+        agg.add(&no_id);
+        agg.add(&Row {
             image_version: "v2".into(),
             ..no_id.clone()
-        }));
+        });
+        let (snap, counts) = agg.finish_counted(SystemTime::UNIX_EPOCH, 10);
         assert_eq!(
-            agg.counts(),
+            counts,
             SweepCounts {
                 rows: 5,
                 duplicates: 2
             }
         );
-        let snap = agg.finish(SystemTime::UNIX_EPOCH, 10);
         assert_eq!(snap.images, 3);
         assert_eq!(snap.namespaces.values().next().unwrap().vulnerabilities, 19);
     }

@@ -11,6 +11,7 @@ pub mod aggregate;
 pub mod detect;
 pub mod scheduler;
 pub mod source;
+pub mod table;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 pub use aggregate::{MaliciousSnapshot, NamespaceKey, NamespaceStats, Snapshot};
 pub use detect::DetectorState;
 pub use source::ImageSource;
+pub use table::ImageTable;
 
 use crate::config::{ImageType, ListingApi};
 
@@ -69,21 +71,48 @@ impl fmt::Display for Scope {
 /// A lane: one kind of periodic listing of a scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Lane {
-    /// Images with malicious files only, every `malicious_interval`; its
-    /// calls go before sweep pages.
+    /// Images with malicious files only, every `malicious_interval` (with
+    /// the changes lane on: until the first complete sweep, then as a check
+    /// every few changes rounds); its calls go before sweep pages.
     Malicious,
-    /// The full listing, every `poll_interval`.
+    /// The full listing, every `poll_interval`: with the changes lane on, a
+    /// reconciliation of the image table.
     Sweep,
+    /// What was scanned or pushed since the last look, every
+    /// `changes_interval`, upserted into the image table.
+    Changes,
 }
 
 impl Lane {
+    /// Every lane.
+    pub const ALL: [Lane; 3] = [Lane::Malicious, Lane::Sweep, Lane::Changes];
+
     /// The `lane` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Malicious => "malicious",
             Self::Sweep => "sweep",
+            Self::Changes => "changes",
         }
     }
+}
+
+/// Where the changes lane stands: the largest server timestamps it has seen
+/// and the filters it asks with next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Watermarks {
+    /// `start_latest_scan_time` of the next scan-time query, epoch ms.
+    pub scan_since_ms: Option<i64>,
+    /// `start_latest_update_time` of the next update-time query, epoch ms.
+    pub update_since_ms: Option<i64>,
+    /// The largest `latest_scan_time` seen, epoch ms.
+    pub newest_scan_ms: Option<i64>,
+    /// The largest `latest_update_time` seen, epoch ms.
+    pub newest_update_ms: Option<i64>,
+    /// Changes rounds run since the table was built, for the lane's
+    /// alternation (update-time query every other round, malicious check
+    /// every few rounds).
+    pub rounds: u64,
 }
 
 /// What a lane has done so far.
@@ -117,6 +146,9 @@ pub struct LaneStatus {
     pub duplicate_rows: u64,
     /// Times `total_num` changed between pages of one run, over all runs.
     pub total_changes: u64,
+    /// Rows that changed the image table, over all runs (the changes lane
+    /// and the malicious check).
+    pub rows_applied: u64,
     /// When the next run is due.
     pub next_run: Option<SystemTime>,
 }
@@ -131,22 +163,43 @@ pub struct ScopeHandle {
     pub stale_after: Duration,
     /// Whether the malicious lane runs.
     pub malicious_lane: bool,
+    /// Whether the changes lane runs.
+    pub changes_lane: bool,
     sweep: Mutex<LaneStatus>,
     malicious: Mutex<LaneStatus>,
+    changes: Mutex<LaneStatus>,
+    table: Mutex<ImageTable>,
+    watermarks: Mutex<Watermarks>,
     published: RwLock<Option<Arc<Snapshot>>>,
     published_malicious: RwLock<Option<Arc<MaliciousSnapshot>>>,
     detector: Mutex<DetectorState>,
 }
 
 impl ScopeHandle {
-    /// A scope with nothing published yet.
+    /// A scope with nothing published yet, without the changes lane.
     pub fn new(scope: Scope, stale_after: Duration, malicious_lane: bool) -> Arc<Self> {
+        Self::with_lanes(scope, stale_after, malicious_lane, false, false)
+    }
+
+    /// A scope with nothing published yet; `keep_names` keeps every image's
+    /// names in the table (for per-image series).
+    pub fn with_lanes(
+        scope: Scope,
+        stale_after: Duration,
+        malicious_lane: bool,
+        changes_lane: bool,
+        keep_names: bool,
+    ) -> Arc<Self> {
         Arc::new(Self {
             scope,
             stale_after,
             malicious_lane,
+            changes_lane,
             sweep: Mutex::new(LaneStatus::default()),
             malicious: Mutex::new(LaneStatus::default()),
+            changes: Mutex::new(LaneStatus::default()),
+            table: Mutex::new(ImageTable::empty(keep_names)),
+            watermarks: Mutex::new(Watermarks::default()),
             published: RwLock::new(None),
             published_malicious: RwLock::new(None),
             detector: Mutex::new(DetectorState::default()),
@@ -154,10 +207,25 @@ impl ScopeHandle {
     }
 
     /// Takes over what `old` (the same scope under the previous
-    /// configuration) has: lane status, published results and the detector,
-    /// so a reload keeps data and counters.
+    /// configuration) has: lane status, published results, the image table
+    /// and the changes lane's watermarks, and the detector, so a reload keeps
+    /// data and counters. The table stays with `old` when the two keep image
+    /// names differently; the next sweep builds this one's.
     pub fn carry_over(&self, old: &ScopeHandle) {
-        for lane in [Lane::Malicious, Lane::Sweep] {
+        {
+            let mut mine = self.table();
+            let mut theirs = old.table();
+            if mine.keeps_names() == theirs.keeps_names() {
+                let keep_names = theirs.keeps_names();
+                *mine = std::mem::replace(&mut *theirs, ImageTable::empty(keep_names));
+                mine.abort_sweep();
+                *self
+                    .watermarks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = old.watermarks();
+            }
+        }
+        for lane in Lane::ALL {
             let mut status = old.lane_status(lane);
             status.running_since = None;
             status.next_run = None;
@@ -181,17 +249,42 @@ impl ScopeHandle {
 
     /// The lanes this scope runs.
     pub fn lanes(&self) -> &'static [Lane] {
-        if self.malicious_lane {
-            &[Lane::Malicious, Lane::Sweep]
-        } else {
-            &[Lane::Sweep]
+        match (self.malicious_lane, self.changes_lane) {
+            (true, true) => &[Lane::Malicious, Lane::Sweep, Lane::Changes],
+            (true, false) => &[Lane::Malicious, Lane::Sweep],
+            (false, true) => &[Lane::Sweep, Lane::Changes],
+            (false, false) => &[Lane::Sweep],
         }
+    }
+
+    /// The scope's image table.
+    pub fn table(&self) -> MutexGuard<'_, ImageTable> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A copy of the changes lane's watermarks.
+    pub fn watermarks(&self) -> Watermarks {
+        *self
+            .watermarks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes the changes lane's watermarks.
+    pub fn update_watermarks<T>(&self, change: impl FnOnce(&mut Watermarks) -> T) -> T {
+        change(
+            &mut self
+                .watermarks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     fn lane(&self, lane: Lane) -> MutexGuard<'_, LaneStatus> {
         match lane {
             Lane::Malicious => &self.malicious,
             Lane::Sweep => &self.sweep,
+            Lane::Changes => &self.changes,
         }
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -261,9 +354,11 @@ impl ScopeHandle {
         self.lanes().iter().any(|lane| self.lane(*lane).runs > 0)
     }
 
-    /// The last complete sweep, unless it is older than `stale_after`.
+    /// The last published state of the image table (a complete sweep, and
+    /// the changes applied since), unless neither the sweep nor the changes
+    /// lane has succeeded within `stale_after`.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        if !self.fresh(Lane::Sweep) {
+        if !(self.fresh(Lane::Sweep) || self.changes_lane && self.fresh(Lane::Changes)) {
             return None;
         }
         self.published

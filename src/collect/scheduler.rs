@@ -28,8 +28,9 @@ use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::aggregate::{Aggregator, MaliciousSnapshot};
+use super::aggregate::{MaliciousSnapshot, Snapshot};
 use super::detect::{ImageKey, StateFile, scope_id};
+use super::table::{TableBuilder, row_key};
 use super::{Error, Lane, LaneStatus, ScopeHandle, ScopeSet};
 use crate::collect::source::ImageSource;
 use crate::hss::{ListQuery, Page, Priority, Row};
@@ -57,6 +58,39 @@ pub struct Settings {
     pub image_metrics: bool,
     /// Cap on per-image series per scope.
     pub max_image_series: usize,
+    /// Changes-lane round: `changes_interval`, stretched so that every
+    /// scope's changes calls fit the budget (zero: the lane is off).
+    pub changes_round: Duration,
+    /// How far the changes lane's filters reach back before the newest
+    /// server timestamp seen.
+    pub changes_overlap: Duration,
+}
+
+/// The malicious listing runs as a check every this many changes rounds
+/// once a scope's image table is complete (before that, every
+/// `malicious_interval`).
+pub const MALICIOUS_CHECK_EVERY: u32 = 10;
+
+/// How far before the start of a scope's first complete sweep the changes
+/// lane's first query reaches: covers the exporter's clock being behind the
+/// server's by up to this much. Later rounds use the server's own
+/// timestamps only.
+pub const FIRST_LOOKBACK: Duration = Duration::from_secs(3600);
+
+/// Calls the changes lane plans per scope and round: a scan-time query every
+/// round, an update-time query every other round, and the malicious check
+/// every [`MALICIOUS_CHECK_EVERY`] rounds.
+pub const CHANGES_CALLS_PER_ROUND: f64 = 1.0 + 0.5 + 1.0 / MALICIOUS_CHECK_EVERY as f64;
+
+/// The changes lane's round for `scopes` scopes sharing a budget of
+/// `calls_per_second`: `interval`, or longer when the scopes' changes calls
+/// would not fit in it.
+pub fn changes_round(interval: Duration, scopes: usize, calls_per_second: f64) -> Duration {
+    if interval.is_zero() || scopes == 0 {
+        return interval;
+    }
+    let needed = scopes as f64 * CHANGES_CALLS_PER_ROUND / calls_per_second.max(f64::MIN_POSITIVE);
+    interval.max(Duration::from_secs_f64(needed.min(86_400.0)))
 }
 
 /// What paging through one listing took.
@@ -195,7 +229,32 @@ fn template(
         limit: settings.page_size,
         latest_version: scope.latest_version_only,
         has_malicious_file,
+        scanned_since_ms: None,
+        updated_since_ms: None,
     }
+}
+
+fn epoch_ms(time: SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Derives the scope's snapshot from its image table and publishes it; then
+/// feeds the table's malicious images to detection. Only for a complete
+/// table.
+async fn publish_table(handle: &ScopeHandle, ctx: &LaneContext) -> Arc<Snapshot> {
+    let snapshot = Arc::new(
+        handle
+            .table()
+            .snapshot(SystemTime::now(), ctx.settings.max_image_series),
+    );
+    handle.publish(Some(Arc::clone(&snapshot)));
+    detect(handle, &snapshot.malicious_images, ctx).await;
+    snapshot
 }
 
 /// Records a successful run in the lane's status.
@@ -321,8 +380,16 @@ async fn detect(handle: &ScopeHandle, images: &[(ImageKey, u64)], ctx: &LaneCont
 pub async fn sweep_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
     let settings = &ctx.settings;
     let started = Instant::now();
-    handle.update_lane(Lane::Sweep, |s| s.running_since = Some(SystemTime::now()));
-    let mut aggregator = Aggregator::new(settings.image_metrics);
+    let started_wall = SystemTime::now();
+    handle.update_lane(Lane::Sweep, |s| s.running_since = Some(started_wall));
+    if handle.changes_lane {
+        // Changes applied while this sweep runs are carried into its table.
+        handle.table().begin_sweep();
+    }
+    let mut builder = TableBuilder::new(settings.image_metrics);
+    // The newest server timestamp on the first page: the server's clock had
+    // passed it when the sweep began.
+    let mut first_page_newest: Option<i64> = None;
     let result = list_all(
         ctx.source.as_ref(),
         &template(handle, settings, None),
@@ -330,21 +397,34 @@ pub async fn sweep_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
         None,
         settings.concurrency,
         |page| {
+            if builder.received() == 0 {
+                if let Some(total) = page.total_num {
+                    builder.reserve(total);
+                }
+                first_page_newest = page
+                    .rows
+                    .iter()
+                    .flat_map(|r| [r.latest_scan_time, r.latest_update_time])
+                    .max()
+                    .flatten();
+            }
             for row in &page.rows {
-                aggregator.add(row);
+                builder.add(row);
             }
         },
     )
     .await;
     let duration = started.elapsed();
-    let counts = aggregator.counts();
     let scope = &handle.scope;
     let stats = match result {
         Ok(stats) => stats,
         Err(error) => {
+            if handle.changes_lane {
+                handle.table().abort_sweep();
+            }
+            let received = builder.received();
             failed(handle, Lane::Sweep, duration, &error, |s| {
-                s.last_pages = counts.rows.div_ceil(u64::from(settings.page_size).max(1));
-                s.duplicate_rows += counts.duplicates;
+                s.last_pages = received.div_ceil(u64::from(settings.page_size).max(1));
             });
             if handle.snapshot().is_none() {
                 // Free the memory of a result that is no longer served.
@@ -353,23 +433,69 @@ pub async fn sweep_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
             return false;
         }
     };
-    let snapshot = Arc::new(aggregator.finish(SystemTime::now(), settings.max_image_series));
-    if !handle.malicious_lane {
-        detect(handle, &snapshot.malicious_images, ctx).await;
-    }
-    let images = snapshot.images;
-    let namespaces = snapshot.namespaces.len() as u64;
+    let (table, counts) = builder.finish();
+    let images = table.len() as u64;
     let first = handle.lane_status(Lane::Sweep).last_success.is_none();
+    let snapshot = if handle.changes_lane {
+        let first_table = {
+            let mut current = handle.table();
+            let first_table = !current.is_complete();
+            current.replace(table);
+            first_table
+        };
+        if first_table {
+            // The changes lane's first query reaches back to before this
+            // sweep started, so nothing changed during it is missed: to the
+            // earlier of the exporter's clock less FIRST_LOOKBACK and the
+            // newest server timestamp on the first page (for a server clock
+            // that is behind).
+            let local = epoch_ms(started_wall) - duration_ms(FIRST_LOOKBACK);
+            let since = first_page_newest.map_or(local, |newest| newest.min(local));
+            handle.update_watermarks(|w| {
+                w.scan_since_ms.get_or_insert(since);
+                w.update_since_ms.get_or_insert(since);
+                w.rounds = 0;
+            });
+        }
+        None
+    } else {
+        Some(Arc::new(
+            table.snapshot(SystemTime::now(), settings.max_image_series),
+        ))
+    };
     // Status first, then the snapshot: a scrape in between sees the old
     // snapshot as fresh, never the new one as stale.
-    succeeded(handle, Lane::Sweep, duration, |s| {
-        s.last_pages = stats.pages;
-        s.last_images = images;
-        s.last_namespaces = namespaces;
-        s.duplicate_rows += counts.duplicates;
-        s.total_changes += stats.total_changes;
-    });
-    handle.publish(Some(snapshot));
+    let namespaces_of = |s: &Snapshot| s.namespaces.len() as u64;
+    let snapshot = match snapshot {
+        Some(snapshot) => {
+            if !handle.malicious_lane {
+                detect(handle, &snapshot.malicious_images, ctx).await;
+            }
+            let namespaces = namespaces_of(&snapshot);
+            succeeded(handle, Lane::Sweep, duration, |s| {
+                s.last_pages = stats.pages;
+                s.last_images = images;
+                s.last_namespaces = namespaces;
+                s.duplicate_rows += counts.duplicates;
+                s.total_changes += stats.total_changes;
+            });
+            handle.publish(Some(Arc::clone(&snapshot)));
+            snapshot
+        }
+        None => {
+            succeeded(handle, Lane::Sweep, duration, |s| {
+                s.last_pages = stats.pages;
+                s.last_images = images;
+                s.duplicate_rows += counts.duplicates;
+                s.total_changes += stats.total_changes;
+            });
+            let snapshot = publish_table(handle, ctx).await;
+            let namespaces = namespaces_of(&snapshot);
+            handle.update_lane(Lane::Sweep, |s| s.last_namespaces = namespaces);
+            snapshot
+        }
+    };
+    let namespaces = namespaces_of(&snapshot);
     if stats.total_changes > 0 {
         tracing::info!(
             target_name = %scope.target,
@@ -461,7 +587,23 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
     let snapshot = MaliciousSnapshot::from_rows(&rows, SystemTime::now());
     let malicious_rows = rows.iter().filter(|r| r.malicious_file_num > 0).count() as u64;
     let duplicates = malicious_rows - snapshot.images.len() as u64;
-    detect(handle, &snapshot.images, ctx).await;
+    // With a complete image table, the listing is a check of it: its rows
+    // are upserted, and images it left out have no malicious files any more.
+    let applied = if handle.changes_lane && handle.table().is_complete() {
+        let ids: std::collections::HashSet<u64> = rows
+            .iter()
+            .filter(|r| r.malicious_file_num > 0)
+            .map(row_key)
+            .collect();
+        let mut table = handle.table();
+        let applied = table.upsert(rows.iter().filter(|r| r.malicious_file_num > 0));
+        Some(applied + table.clear_malicious_except(&ids))
+    } else {
+        None
+    };
+    if applied.is_none() {
+        detect(handle, &snapshot.images, ctx).await;
+    }
     let images = snapshot.images.len() as u64;
     let namespaces = snapshot.namespaces.len() as u64;
     succeeded(handle, Lane::Malicious, duration, |s| {
@@ -470,9 +612,141 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
         s.last_namespaces = namespaces;
         s.duplicate_rows += duplicates;
         s.total_changes += stats.total_changes;
+        s.rows_applied += applied.unwrap_or(0);
     });
     handle.publish_malicious(Some(Arc::new(snapshot)));
+    if applied.is_some() {
+        publish_table(handle, ctx).await;
+    }
     true
+}
+
+/// Runs one round of the changes lane of a scope: asks for what was scanned
+/// (and, every other round, pushed) since the watermarks, upserts the rows
+/// into the image table, moves the watermarks and publishes. Before the
+/// scope's first complete sweep there is no table to stand behind: the round
+/// makes no call and returns `None`.
+pub async fn changes_once(handle: &ScopeHandle, ctx: &LaneContext) -> Option<bool> {
+    if !handle.changes_lane || !handle.table().is_complete() {
+        return None;
+    }
+    let settings = &ctx.settings;
+    let started = Instant::now();
+    handle.update_lane(Lane::Changes, |s| s.running_since = Some(SystemTime::now()));
+    let marks = handle.watermarks();
+    let mut filters = vec![Filter::Scan];
+    if marks.rounds.is_multiple_of(2) {
+        filters.push(Filter::Update);
+    }
+    let mut applied = 0;
+    let mut pages = 0;
+    let mut fetched = 0;
+    let mut total_changes = 0;
+    let mut newest = (marks.newest_scan_ms, marks.newest_update_ms);
+    let since = (marks.scan_since_ms, marks.update_since_ms);
+    let overlap = duration_ms(settings.changes_overlap);
+    // Watermarks are set when the first sweep completes; should one be
+    // missing, reach back as after a first sweep rather than list everything.
+    let fallback = epoch_ms(SystemTime::now()) - duration_ms(FIRST_LOOKBACK);
+    let mut since = (since.0.or(Some(fallback)), since.1.or(Some(fallback)));
+    for filter in filters {
+        let mut query = template(handle, settings, None);
+        let mut seen: Option<i64> = None;
+        match filter {
+            Filter::Scan => query.scanned_since_ms = since.0,
+            Filter::Update => query.updated_since_ms = since.1,
+        }
+        let result = list_all(
+            ctx.source.as_ref(),
+            &query,
+            Priority::High,
+            None,
+            settings.concurrency,
+            |page| {
+                fetched += page.rows.len() as u64;
+                for row in &page.rows {
+                    let time = match filter {
+                        Filter::Scan => row.latest_scan_time,
+                        Filter::Update => row.latest_update_time,
+                    };
+                    seen = seen.max(time);
+                }
+                applied += handle.table().upsert(&page.rows);
+            },
+        )
+        .await;
+        match result {
+            Ok(stats) => {
+                pages += stats.pages;
+                total_changes += stats.total_changes;
+            }
+            Err(error) => {
+                // Rows applied so far stay (they are true); the watermarks
+                // do not move, so the next round asks for them again.
+                let duration = started.elapsed();
+                failed(handle, Lane::Changes, duration, &error, |s| {
+                    s.last_pages = pages;
+                    s.rows_applied += applied;
+                });
+                if applied > 0 {
+                    publish_table(handle, ctx).await;
+                }
+                return Some(false);
+            }
+        }
+        if let Some(seen) = seen {
+            // The server's own largest timestamp, less the overlap; never
+            // backwards.
+            let next = seen.saturating_sub(overlap);
+            match filter {
+                Filter::Scan => {
+                    newest.0 = newest.0.max(Some(seen));
+                    since.0 = since.0.max(Some(next));
+                }
+                Filter::Update => {
+                    newest.1 = newest.1.max(Some(seen));
+                    since.1 = since.1.max(Some(next));
+                }
+            }
+        }
+    }
+    handle.update_watermarks(|w| {
+        w.scan_since_ms = since.0;
+        w.update_since_ms = since.1;
+        w.newest_scan_ms = newest.0;
+        w.newest_update_ms = newest.1;
+        w.rounds += 1;
+    });
+    let duration = started.elapsed();
+    succeeded(handle, Lane::Changes, duration, |s| {
+        s.last_pages = pages;
+        s.last_images = fetched;
+        s.rows_applied += applied;
+        s.total_changes += total_changes;
+    });
+    let snapshot = publish_table(handle, ctx).await;
+    handle.update_lane(Lane::Changes, |s| {
+        s.last_namespaces = snapshot.namespaces.len() as u64;
+    });
+    tracing::debug!(
+        target_name = %handle.scope.target,
+        enterprise_project_id = %handle.scope.enterprise_project_id,
+        image_type = %handle.scope.image_type,
+        pages,
+        rows = fetched,
+        applied,
+        "changes round finished"
+    );
+    Some(true)
+}
+
+/// The time filter of one changes query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filter {
+    /// `start_latest_scan_time`.
+    Scan,
+    /// `start_latest_update_time`.
+    Update,
 }
 
 /// Runs one run of `lane`; returns whether it succeeded.
@@ -480,6 +754,23 @@ pub async fn run_lane_once(lane: Lane, handle: &ScopeHandle, ctx: &LaneContext) 
     match lane {
         Lane::Malicious => malicious_once(handle, ctx).await,
         Lane::Sweep => sweep_once(handle, ctx).await,
+        Lane::Changes => changes_once(handle, ctx).await.unwrap_or(true),
+    }
+}
+
+/// The time from the start of one run of `lane` to the start of the next.
+pub fn lane_interval(lane: Lane, handle: &ScopeHandle, settings: &Settings) -> Duration {
+    match lane {
+        Lane::Malicious
+            if handle.changes_lane
+                && !settings.changes_round.is_zero()
+                && handle.table().is_complete() =>
+        {
+            (settings.changes_round * MALICIOUS_CHECK_EVERY).max(settings.malicious_interval)
+        }
+        Lane::Malicious => settings.malicious_interval,
+        Lane::Sweep => settings.poll_interval,
+        Lane::Changes => settings.changes_round,
     }
 }
 
@@ -517,16 +808,13 @@ pub async fn run_lane(
     ctx: LaneContext,
     cancel: CancellationToken,
 ) {
-    let interval = match lane {
-        Lane::Malicious => ctx.settings.malicious_interval,
-        Lane::Sweep => ctx.settings.poll_interval,
-    };
     loop {
         let started = Instant::now();
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = run_lane_guarded(lane, &handle, &ctx) => {}
         }
+        let interval = lane_interval(lane, &handle, &ctx.settings);
         let next = started
             .checked_add(interval)
             .unwrap_or_else(Instant::now)
@@ -560,6 +848,7 @@ mod tests {
         failures: Mutex<VecDeque<crate::hss::Error>>,
         fail_at_offset: Mutex<Option<u64>>,
         calls: Mutex<Vec<Call>>,
+        queries: Mutex<Vec<ListQuery>>,
         latency: Duration,
         budget: Option<Arc<Budget>>,
         /// Calls that panic, as a bug in parsing might.
@@ -627,6 +916,7 @@ mod tests {
                         None
                     }
                 };
+                self.queries.lock().unwrap().push(query.clone());
                 self.calls.lock().unwrap().push((
                     query.offset,
                     query.limit,
@@ -661,6 +951,12 @@ mod tests {
                         query
                             .has_malicious_file
                             .is_none_or(|m| (r.malicious_file_num > 0) == m)
+                            && query
+                                .scanned_since_ms
+                                .is_none_or(|t| r.latest_scan_time.is_some_and(|s| s >= t))
+                            && query
+                                .updated_since_ms
+                                .is_none_or(|t| r.latest_update_time.is_some_and(|u| u >= t))
                     })
                     .collect();
                 let total = match self.total_override.lock().unwrap().pop_front() {
@@ -688,6 +984,8 @@ mod tests {
             concurrency: 4,
             image_metrics: false,
             max_image_series: 10,
+            changes_round: Duration::ZERO,
+            changes_overlap: Duration::from_secs(300),
         }
     }
 
@@ -1076,5 +1374,238 @@ mod tests {
         cancel.cancel();
         sweep.await.unwrap();
         malicious.await.unwrap();
+    }
+
+    /// A server clock: epoch ms far from the exporter's, so that only the
+    /// server's own timestamps can drive the watermarks.
+    const SERVER_NOW: i64 = 1_600_000_000_000;
+
+    fn timed(id: u64, ns: &str, vul: u64, mal: u64, at: i64) -> Row {
+        Row {
+            id: Some(id),
+            namespace: ns.into(),
+            image_name: format!("img-{id}"),
+            image_version: "v1".into(),
+            image_digest: format!("sha256:{id:064x}"),
+            scan_status: Some("success".into()),
+            latest_scan_time: Some(at),
+            latest_update_time: Some(at - 1_000),
+            vul_num: vul,
+            malicious_file_num: mal,
+            ..Row::default()
+        }
+    }
+
+    fn changes_handle() -> Arc<ScopeHandle> {
+        ScopeHandle::with_lanes(
+            Scope {
+                target: "t".into(),
+                enterprise_project_id: "0".into(),
+                image_type: ImageType::Private,
+                latest_version_only: false,
+                api: crate::config::ListingApi::SwrRepository,
+            },
+            Duration::from_secs(3600),
+            true,
+            true,
+            false,
+        )
+    }
+
+    fn changes_settings() -> Settings {
+        Settings {
+            changes_round: Duration::from_secs(60),
+            ..settings()
+        }
+    }
+
+    /// 450 images in 3 namespaces, last scanned an hour or more before the
+    /// server's now, the oldest ids most recently.
+    fn registry() -> Arc<FakeSource> {
+        let rows = (1..=450)
+            .map(|i| {
+                timed(
+                    i,
+                    &format!("ns-{}", i % 3),
+                    1,
+                    0,
+                    SERVER_NOW - 3_600_000 - i as i64,
+                )
+            })
+            .collect();
+        Arc::new(FakeSource {
+            rows: Mutex::new(rows),
+            ..FakeSource::default()
+        })
+    }
+
+    fn vulnerabilities(handle: &ScopeHandle, namespace: &str) -> u64 {
+        handle.snapshot().unwrap().namespaces[&ns(namespace)].vulnerabilities
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_changes_lane_waits_for_a_complete_table_then_applies_a_rescan() {
+        let source = registry();
+        let handle = changes_handle();
+        let ctx = ctx(&source, changes_settings());
+        assert_eq!(changes_once(&handle, &ctx).await, None);
+        assert!(
+            source.queries.lock().unwrap().is_empty(),
+            "no call before the first sweep"
+        );
+        assert!(sweep_once(&handle, &ctx).await);
+        assert_eq!(vulnerabilities(&handle, "ns-1"), 150);
+        // Image 4 (in ns-1) is rescanned on the server, an hour after the
+        // newest scan the sweep saw.
+        source.rows.lock().unwrap()[3] = timed(4, "ns-1", 41, 0, SERVER_NOW);
+        source.queries.lock().unwrap().clear();
+        assert_eq!(changes_once(&handle, &ctx).await, Some(true));
+        assert_eq!(vulnerabilities(&handle, "ns-1"), 190);
+        let status = handle.lane_status(Lane::Changes);
+        assert_eq!(status.rows_applied, 1);
+        // The first round asks with both filters, from the lookback before
+        // the sweep's start (the exporter's clock); then the watermark is the
+        // server's newest scan time less the overlap.
+        let queries = source.queries.lock().unwrap().clone();
+        assert_eq!(queries.len(), 2);
+        assert!(queries[0].scanned_since_ms.is_some() && queries[0].updated_since_ms.is_none());
+        assert!(queries[1].updated_since_ms.is_some() && queries[1].scanned_since_ms.is_none());
+        let marks = handle.watermarks();
+        assert_eq!(marks.newest_scan_ms, Some(SERVER_NOW));
+        assert_eq!(marks.scan_since_ms, Some(SERVER_NOW - 300_000));
+        // The next round asks from the watermark, with the scan filter only.
+        source.queries.lock().unwrap().clear();
+        assert_eq!(changes_once(&handle, &ctx).await, Some(true));
+        let queries = source.queries.lock().unwrap().clone();
+        assert_eq!(queries.len(), 1);
+        assert_eq!(queries[0].scanned_since_ms, Some(SERVER_NOW - 300_000));
+        assert_eq!(
+            handle.lane_status(Lane::Changes).rows_applied,
+            1,
+            "the overlap re-reads a known row"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_push_and_a_burst_of_changes_larger_than_a_page_are_applied() {
+        let source = registry();
+        let handle = changes_handle();
+        let ctx = ctx(&source, changes_settings());
+        assert!(sweep_once(&handle, &ctx).await);
+        assert!(changes_once(&handle, &ctx).await.unwrap());
+        // A burst: 250 rescans (more than one page of 200), and a push of a
+        // new, not yet scanned image.
+        {
+            let mut rows = source.rows.lock().unwrap();
+            for row in rows.iter_mut().take(250) {
+                row.vul_num = 2;
+                row.latest_scan_time = Some(SERVER_NOW + 1_000);
+            }
+            rows.push(Row {
+                scan_status: Some("waiting_for_scan".into()),
+                latest_scan_time: None,
+                latest_update_time: Some(SERVER_NOW + 2_000),
+                ..timed(1_000, "ns-new", 0, 0, 0)
+            });
+        }
+        source.queries.lock().unwrap().clear();
+        // Round 1 asks for scans only: the burst, in two pages.
+        assert!(changes_once(&handle, &ctx).await.unwrap());
+        assert_eq!(source.queries.lock().unwrap().len(), 2);
+        let snapshot = handle.snapshot().unwrap();
+        assert_eq!(
+            snapshot
+                .namespaces
+                .values()
+                .map(|n| n.vulnerabilities)
+                .sum::<u64>(),
+            450 + 250
+        );
+        assert!(!snapshot.namespaces.contains_key(&ns("ns-new")));
+        // Round 2 asks for pushes too.
+        assert!(changes_once(&handle, &ctx).await.unwrap());
+        let snapshot = handle.snapshot().unwrap();
+        assert_eq!(snapshot.images, 451);
+        assert_eq!(
+            snapshot.namespaces[&ns("ns-new")].known_status[6],
+            1,
+            "waiting_for_scan"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_corrects_deletions_and_keeps_changes_made_while_it_ran() {
+        let source = registry();
+        let handle = changes_handle();
+        let ctx = ctx(&source, changes_settings());
+        assert!(sweep_once(&handle, &ctx).await);
+        assert!(changes_once(&handle, &ctx).await.unwrap());
+        // Image 1 is deleted: the changes lane cannot see that.
+        source.rows.lock().unwrap().remove(0);
+        assert!(changes_once(&handle, &ctx).await.unwrap());
+        assert_eq!(handle.snapshot().unwrap().images, 450);
+        // A sweep that fails halfway publishes nothing and loses nothing.
+        *source.fail_at_offset.lock().unwrap() = Some(200);
+        assert!(!sweep_once(&handle, &ctx).await);
+        *source.fail_at_offset.lock().unwrap() = None;
+        assert_eq!(handle.snapshot().unwrap().images, 450);
+        // During the next sweep, after its first page, image 2 is rescanned;
+        // the sweep's own row for it is older, the change stays.
+        let sweep = {
+            let handle = Arc::clone(&handle);
+            let ctx = ctx.clone();
+            tokio::spawn(async move { sweep_once(&handle, &ctx).await })
+        };
+        tokio::task::yield_now().await;
+        source.rows.lock().unwrap()[0] = timed(2, "ns-2", 100, 0, SERVER_NOW + 5_000);
+        assert!(changes_once(&handle, &ctx).await.unwrap());
+        assert!(sweep.await.unwrap());
+        let snapshot = handle.snapshot().unwrap();
+        assert_eq!(snapshot.images, 449, "the deleted image is gone");
+        assert_eq!(snapshot.namespaces[&ns("ns-2")].vulnerabilities, 149 + 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_malicious_image_seen_by_the_changes_lane_is_detected_once() {
+        let source = registry();
+        let handle = changes_handle();
+        let ctx = ctx(&source, changes_settings());
+        assert!(
+            malicious_once(&handle, &ctx).await,
+            "the baseline before the sweep"
+        );
+        assert!(sweep_once(&handle, &ctx).await);
+        assert!(changes_once(&handle, &ctx).await.unwrap());
+        source.rows.lock().unwrap()[9] = timed(10, "ns-1", 0, 3, SERVER_NOW);
+        assert!(changes_once(&handle, &ctx).await.unwrap());
+        assert_eq!(handle.detector().detected.get(&ns("ns-1")), Some(&1));
+        assert_eq!(
+            handle.snapshot().unwrap().namespaces[&ns("ns-1")].malicious_files,
+            3
+        );
+        // The overlap and the malicious check see it again: no new count.
+        assert!(changes_once(&handle, &ctx).await.unwrap());
+        assert!(malicious_once(&handle, &ctx).await);
+        assert_eq!(handle.detector().detected.get(&ns("ns-1")), Some(&1));
+        // Rescanned clean: the check agrees, the gauges drop.
+        source.rows.lock().unwrap()[9] = timed(10, "ns-1", 0, 0, SERVER_NOW + 1);
+        assert!(malicious_once(&handle, &ctx).await);
+        assert_eq!(
+            handle.snapshot().unwrap().namespaces[&ns("ns-1")].malicious_files,
+            0
+        );
+    }
+
+    #[test]
+    fn the_changes_round_stretches_to_fit_the_budget() {
+        let minute = Duration::from_secs(60);
+        // 3 scopes at 5 calls a minute: 4.8 calls a round fit in a minute.
+        assert_eq!(changes_round(minute, 3, 5.0 / 60.0), minute);
+        // 30 scopes need 48 calls: a round of 9.6 minutes.
+        assert_eq!(changes_round(minute, 30, 5.0 / 60.0).as_secs(), 576);
+        assert_eq!(
+            changes_round(Duration::ZERO, 30, 5.0 / 60.0),
+            Duration::ZERO
+        );
     }
 }

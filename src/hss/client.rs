@@ -181,6 +181,12 @@ pub struct ListQuery {
     pub latest_version: bool,
     /// Only images with (or without) malicious files.
     pub has_malicious_file: Option<bool>,
+    /// Only images whose latest scan completed at or after this time (epoch
+    /// milliseconds, `start_latest_scan_time`).
+    pub scanned_since_ms: Option<i64>,
+    /// Only images pushed or updated at or after this time (epoch
+    /// milliseconds, `start_latest_update_time`).
+    pub updated_since_ms: Option<i64>,
 }
 
 impl ListQuery {
@@ -202,6 +208,12 @@ impl ListQuery {
         }
         if let Some(has) = self.has_malicious_file {
             pairs.push(("has_malicious_file".to_string(), has.to_string()));
+        }
+        if let Some(ms) = self.scanned_since_ms {
+            pairs.push(("start_latest_scan_time".to_string(), ms.to_string()));
+        }
+        if let Some(ms) = self.updated_since_ms {
+            pairs.push(("start_latest_update_time".to_string(), ms.to_string()));
         }
         pairs
     }
@@ -720,10 +732,23 @@ mod tests {
             limit: 200,
             latest_version: true,
             has_malicious_file: Some(true),
+            scanned_since_ms: None,
+            updated_since_ms: None,
         };
         assert_eq!(
             super::super::auth::signer::canonical_query(&query.pairs()),
             "enterprise_project_id=0&has_malicious_file=true&image_type=shared_image&latest_version=true&limit=200&offset=400"
+        );
+        let changes = ListQuery {
+            has_malicious_file: None,
+            latest_version: false,
+            scanned_since_ms: Some(1_700_000_000_000),
+            updated_since_ms: Some(1_700_000_000_001),
+            ..query
+        };
+        assert_eq!(
+            super::super::auth::signer::canonical_query(&changes.pairs()),
+            "enterprise_project_id=0&image_type=shared_image&limit=200&offset=400&start_latest_scan_time=1700000000000&start_latest_update_time=1700000000001"
         );
     }
 

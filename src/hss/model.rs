@@ -85,6 +85,9 @@ pub struct Row {
     pub scan_failed_code: String,
     /// Last scan time, epoch milliseconds; `None` when never scanned.
     pub latest_scan_time: Option<i64>,
+    /// When the version was last pushed or updated, epoch milliseconds;
+    /// `None` when missing.
+    pub latest_update_time: Option<i64>,
     /// Vulnerabilities found.
     pub vul_num: u64,
     /// Failed baseline (unsafe setting) checks.
@@ -457,6 +460,7 @@ enum Field {
     ScanFailedDesc,
     ScanFailedCode,
     LatestScanTime,
+    LatestUpdateTime,
     VulNum,
     UnsafeSettingNum,
     MaliciousFileNum,
@@ -487,6 +491,7 @@ impl<'de> Deserialize<'de> for Field {
                     "scan_failed_desc" => Field::ScanFailedDesc,
                     "scan_failed_code" => Field::ScanFailedCode,
                     "latest_scan_time" => Field::LatestScanTime,
+                    "latest_update_time" => Field::LatestUpdateTime,
                     "vul_num" => Field::VulNum,
                     "unsafe_setting_num" => Field::UnsafeSettingNum,
                     "malicious_file_num" => Field::MaliciousFileNum,
@@ -601,6 +606,11 @@ impl<'de> Visitor<'de> for RowVisitor {
                     Loose::Value(n) if n > 0 => row.latest_scan_time = Some(n),
                     Loose::Value(0) | Loose::Absent => {}
                     _ => invalid.push("latest_scan_time"),
+                },
+                Field::LatestUpdateTime => match map.next_value::<Loose<i64>>()? {
+                    Loose::Value(n) if n > 0 => row.latest_update_time = Some(n),
+                    Loose::Value(0) | Loose::Absent => {}
+                    _ => invalid.push("latest_update_time"),
                 },
                 Field::VulNum => row.vul_num = count(map.next_value()?, "vul_num", &mut invalid),
                 Field::UnsafeSettingNum => {
