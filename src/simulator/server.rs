@@ -16,7 +16,14 @@
 //!
 //! State is kept in `std::sync` locks that are never held across an await;
 //! the image rows sit behind an `Arc` so a call filters them by reference
-//! and serialises only its page.
+//! and serialises only its page. Changes over time ([`Churn`], `churn.rs`)
+//! come from a task that [`Simulator::serve`] runs next to the routes, or
+//! from [`Simulator::churn_tick`], [`Simulator::rescan`],
+//! [`Simulator::push`] and [`Simulator::delete`]; each replaces the rows
+//! once, however many rows it changes, and is dated by the server's clock
+//! ([`Simulator::clock_ms`]). Listings filtered by `start_latest_scan_time`
+//! or `start_latest_update_time` leave out rows changed within
+//! [`SimConfig::index_lag`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -40,10 +47,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::auth::{self, Credential, Failure};
+use super::churn::{ChurnState, ServerClock};
 use super::data::{self, SimImage};
 use super::iam::{self, IamState};
 use super::{
-    Api, Call, DEFAULT_HANG, Faults, Quota, Scripted, SimConfig, Stats, max_calls_in_window,
+    Api, Call, Churn, ChurnEvent, DEFAULT_HANG, Faults, Quota, Scripted, SimConfig, Stats,
+    max_calls_in_window,
 };
 
 /// The old listing's route (axum path syntax), [`Api::SwrRepository`].
@@ -100,6 +109,16 @@ struct Inner {
     /// Flipped to `true` when a `serve` is shutting down, which cuts short
     /// hangs and latency so graceful shutdown does not wait for them.
     stopping: watch::Sender<bool>,
+    /// The server's "now" for every change after the start.
+    clock: ServerClock,
+    /// See [`SimConfig::index_lag`].
+    index_lag: Duration,
+    /// See [`SimConfig::churn`].
+    churn_config: Option<Churn>,
+    /// The churn engine's state; taken before `images`, never after.
+    churn: Mutex<ChurnState>,
+    /// The `serve` calls running, and the churn task they share.
+    churn_task: Mutex<(usize, Option<tokio::task::JoinHandle<()>>)>,
 }
 
 /// The rows and a version that changes with every modification.
@@ -660,6 +679,11 @@ impl Simulator {
                 }),
                 requests: AtomicU64::new(0),
                 stopping,
+                clock: ServerClock::new(config.clock_offset_ms),
+                index_lag: config.index_lag,
+                churn_config: config.churn,
+                churn: Mutex::new(ChurnState::new(config.seed)),
+                churn_task: Mutex::new((0, None)),
             }),
         }
     }
@@ -704,7 +728,11 @@ impl Simulator {
 
     /// Serves the routes on `listener` until `shutdown` completes, then
     /// finishes the calls in flight (cutting hangs short). Peer addresses
-    /// are passed on, so the per-IP quota sees them.
+    /// are passed on, so the per-IP quota sees them. With
+    /// [`SimConfig::churn`] set, a task applies a churn tick every
+    /// [`Churn::tick`] of tokio time (so paused-time tests drive it) while
+    /// any `serve` of the simulator runs: a second `serve` starts no second
+    /// task, and the task stops when the last one returns.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -715,12 +743,173 @@ impl Simulator {
             shutdown.await;
             inner.stopping.send_replace(true);
         };
+        /// Stops the churn task when the last `serve` ends, however it ends.
+        struct Serving(Simulator);
+        impl Drop for Serving {
+            fn drop(&mut self) {
+                let mut task = self.0.churn_task();
+                task.0 = task.0.saturating_sub(1);
+                if task.0 == 0
+                    && let Some(handle) = task.1.take()
+                {
+                    handle.abort();
+                }
+            }
+        }
+        let serving = Serving(self.start_churn());
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
+        let result = axum::serve(listener, app)
             .with_graceful_shutdown(signal)
-            .await
+            .await;
+        drop(serving);
+        result
+    }
+
+    fn churn_task(&self) -> MutexGuard<'_, (usize, Option<tokio::task::JoinHandle<()>>)> {
+        self.inner
+            .churn_task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a `serve` in, and spawns the churn task unless there is no
+    /// churn or the task runs already.
+    fn start_churn(&self) -> Simulator {
+        let mut task = self.churn_task();
+        task.0 += 1;
+        if let Some(churn) = self.inner.churn_config
+            && !churn.tick.is_zero()
+            && task.1.is_none()
+        {
+            let sim = self.clone();
+            task.1 = Some(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval_at(Instant::now() + churn.tick, churn.tick);
+                loop {
+                    ticks.tick().await;
+                    sim.churn_tick();
+                }
+            }));
+        }
+        self.clone()
+    }
+
+    fn churn_state(&self) -> MutexGuard<'_, ChurnState> {
+        self.inner
+            .churn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The server's clock now, epoch ms: the wall clock plus
+    /// [`SimConfig::clock_offset_ms`], never before the last change.
+    pub fn clock_ms(&self) -> i64 {
+        self.inner.clock.peek()
+    }
+
+    /// One tick of the churn engine ([`SimConfig::churn`], or
+    /// [`Churn::default`] when unset): the scans of pushed rows that are
+    /// due, then rescans, pushes and deletes in one namespace, all in one
+    /// replacement of the rows and dated by one reading of the server's
+    /// clock. The choices follow the seed alone, so two simulators of one
+    /// configuration make the same changes tick by tick. Returns the
+    /// changes, also added to [`Simulator::churn_log`].
+    pub fn churn_tick(&self) -> Vec<ChurnEvent> {
+        let churn = self.inner.churn_config.unwrap_or_default();
+        let mut state = self.churn_state();
+        if state.next_tick_is_empty(&churn) {
+            // Count the tick without replacing the rows.
+            return self.modify_if(false, |rows| state.tick(&churn, rows, 0, SystemTime::now()));
+        }
+        let now = self.inner.clock.next();
+        let at = SystemTime::now();
+        self.modify_if(true, |rows| state.tick(&churn, rows, now, at))
+    }
+
+    /// Rescans row `id`: `scan_status` `success`, `latest_scan_time` the
+    /// server's now, the given counts, `severity_level` to match. Logged as
+    /// a [`super::ChurnKind::Rescan`]. `None` when there is no such row.
+    pub fn rescan(
+        &self,
+        id: u64,
+        vul_num: i64,
+        unsafe_setting_num: i64,
+        malicious_file_num: i64,
+    ) -> Option<SimImage> {
+        let mut state = self.churn_state();
+        let exists = self
+            .snapshot()
+            .1
+            .binary_search_by_key(&id, |r| r.id)
+            .is_ok();
+        let now = self.inner.clock.next();
+        let at = SystemTime::now();
+        self.modify_if(exists, |rows| {
+            state.rescan(
+                rows,
+                id,
+                (vul_num, unsafe_setting_num, malicious_file_num),
+                now,
+                at,
+            )
+        })
+    }
+
+    /// Pushes a new version into a repository of `namespace` with
+    /// `image_type` (picked with the churn engine's random stream), copying
+    /// that repository's other fields; with no such repository, into a new
+    /// one named `pushed` (enterprise project `"0"`, the type's default
+    /// registry). The new row has an id above every id so far, is
+    /// `waiting_for_scan` and the latest version (the previous latest one
+    /// is not, its times unchanged), and is updated at the server's now; the
+    /// churn engine scans it one to three ticks later. Logged as a
+    /// [`super::ChurnKind::Push`].
+    pub fn push(&self, namespace: &str, image_type: &str) -> SimImage {
+        let mut state = self.churn_state();
+        let now = self.inner.clock.next();
+        let at = SystemTime::now();
+        self.modify_if(true, |rows| {
+            state.push(rows, namespace, image_type, now, at)
+        })
+    }
+
+    /// Deletes row `id` (when it was the latest version, the newest
+    /// remaining version of its repository becomes the latest). Logged as a
+    /// [`super::ChurnKind::Delete`]. False when there is no such row.
+    pub fn delete(&self, id: u64) -> bool {
+        let mut state = self.churn_state();
+        let exists = self
+            .snapshot()
+            .1
+            .binary_search_by_key(&id, |r| r.id)
+            .is_ok();
+        let now = self.inner.clock.next();
+        let at = SystemTime::now();
+        self.modify_if(exists, |rows| state.delete(rows, id, now, at))
+    }
+
+    /// The changes logged so far, oldest first: churn ticks, rescans,
+    /// pushes and deletes, at most [`super::CHURN_LOG_CAPACITY`] (older ones
+    /// are dropped).
+    pub fn churn_log(&self) -> Vec<ChurnEvent> {
+        self.churn_state().log()
+    }
+
+    /// [`Simulator::churn_log`], emptying the log.
+    pub fn drain_churn_log(&self) -> Vec<ChurnEvent> {
+        self.churn_state().drain_log()
+    }
+
+    /// Runs `change` on a new version of the rows when `replace`, else on
+    /// an empty list (for changes known to find nothing), so that no
+    /// snapshot is copied and no cached match dropped for nothing.
+    fn modify_if<T>(&self, replace: bool, change: impl FnOnce(&mut Vec<SimImage>) -> T) -> T {
+        if replace {
+            self.modify_images(change)
+        } else {
+            change(&mut Vec::new())
+        }
     }
 
     fn snapshot(&self) -> (u64, Arc<Vec<SimImage>>) {
@@ -848,7 +1037,7 @@ impl Simulator {
     /// ([`MaliciousImage::registry_name`]), e.g. one of two Harbor
     /// registries holding namespaces of the same name.
     pub fn mark_malicious(&self, image: &MaliciousImage) -> SimImage {
-        let now = super::now_ms();
+        let now = self.inner.clock.next();
         let MaliciousImage {
             namespace,
             image_name,
@@ -1053,7 +1242,16 @@ impl Simulator {
     /// form.
     fn page(&self, api: Api, query: &ListQuery, faults: &Faults) -> Vec<u8> {
         let (version, images) = self.snapshot();
-        let matching = self.matching(version, &images, &query.filter, &faults.forbidden_eps);
+        let mut matching = self.matching(version, &images, &query.filter, &faults.forbidden_eps);
+        if let Some(cutoff) = self.index_cutoff(&query.filter) {
+            // A lagging index has not seen the rows changed after `cutoff`.
+            let indexed = |&i: &usize| {
+                images
+                    .get(i)
+                    .is_some_and(|row| row.latest_scan_time.max(row.latest_update_time) <= cutoff)
+            };
+            matching = Arc::new(matching.iter().copied().filter(indexed).collect());
+        }
         let start = if faults.duplicate_rows && query.limit > 0 {
             // Page k starts k rows early, so it repeats the last row of page
             // k - 1 and still holds at most `limit` rows.
@@ -1079,6 +1277,18 @@ impl Simulator {
             api,
             faults.empty_data_list,
         )
+    }
+
+    /// With an index lag and a filter that goes through the index (a
+    /// `start_latest_scan_time` or `start_latest_update_time`), the latest
+    /// change time the index has seen: rows changed after it are left out.
+    fn index_cutoff(&self, filter: &Filter) -> Option<i64> {
+        let lag = self.inner.index_lag;
+        if lag.is_zero() || (filter.scan_time.0.is_none() && filter.update_time.0.is_none()) {
+            return None;
+        }
+        let lag_ms = i64::try_from(lag.as_millis()).unwrap_or(i64::MAX);
+        Some(self.inner.clock.peek().saturating_sub(lag_ms))
     }
 
     /// Indices (into `images`, in id order) of the rows `filter` selects.
