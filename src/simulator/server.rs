@@ -2895,4 +2895,497 @@ mod tests {
         assert_eq!(sim.stats().calls.len(), calls);
         assert_eq!(sim.stats().count_status(401), 1);
     }
+
+    // ---- churn: the server's clock, rescans, pushes, deletes, ticks ----
+
+    /// The ids and `total_num` of both listings for `query` (which must
+    /// carry `image_type`, as the old listing requires).
+    async fn both(sim: &Simulator, query: &str) -> [(Vec<u64>, u64); 2] {
+        let mut out = [(Vec::new(), 0), (Vec::new(), 0)];
+        for (slot, path) in out.iter_mut().zip([PATH, NEW_PATH]) {
+            let (rows, total) = sweep(sim, path, query).await;
+            *slot = (
+                rows.iter().map(|r| r["id"].as_u64().unwrap()).collect(),
+                total,
+            );
+        }
+        out
+    }
+
+    /// A private image of enterprise project "0", the kind both listings show.
+    fn private_row(sim: &Simulator) -> SimImage {
+        sim.images()
+            .into_iter()
+            .find(|r| r.image_type == "private_image" && r.enterprise_project_id == "0")
+            .unwrap()
+    }
+
+    const PRIVATE: &str = "image_type=private_image&enterprise_project_id=0";
+
+    #[tokio::test]
+    async fn a_rescan_is_found_by_a_scan_time_filter_at_its_time_and_not_later() {
+        let sim = sim_with(300, None);
+        let row = private_row(&sim);
+        let rescanned = sim.rescan(row.id, 150, 3, 0).unwrap();
+        let t = rescanned.latest_scan_time;
+        assert!(t > BASE && t >= sim.clock_ms() - 1000, "{t}");
+        assert_eq!(rescanned.scan_status, "success");
+        assert_eq!(rescanned.severity_level, "High");
+        assert_eq!(
+            (
+                rescanned.vul_num,
+                rescanned.unsafe_setting_num,
+                rescanned.malicious_file_num
+            ),
+            (150, 3, 0)
+        );
+        assert_eq!(rescanned.latest_update_time, row.latest_update_time);
+        for (ids, total) in both(&sim, &format!("{PRIVATE}&start_latest_scan_time={t}")).await {
+            assert_eq!((ids, total), (vec![row.id], 1));
+        }
+        // Inclusive at both ends.
+        let exact = format!("{PRIVATE}&start_latest_scan_time={t}&end_latest_scan_time={t}");
+        for (ids, total) in both(&sim, &exact).await {
+            assert_eq!((ids, total), (vec![row.id], 1));
+        }
+        let later = format!("{PRIVATE}&start_latest_scan_time={}", t + 1);
+        for (ids, total) in both(&sim, &later).await {
+            assert_eq!((ids, total), (vec![], 0));
+        }
+        let before = format!("{PRIVATE}&end_latest_scan_time={}", t - 1);
+        for (ids, total) in both(&sim, &before).await {
+            assert!(!ids.contains(&row.id));
+            assert_eq!(ids.len() as u64, total);
+        }
+        // The successor without image_type: every type, the same one row.
+        let (rows, total) = sweep(&sim, NEW_PATH, &format!("start_latest_scan_time={t}")).await;
+        assert_eq!((rows.len(), total), (1, 1));
+        assert_eq!(rows[0]["latest_scan_time"], t);
+        assert_eq!(rows[0]["severity_level"], "High");
+        // A row never scanned (0) never passes a start_latest_scan_time.
+        let scanned: Vec<u64> = sim
+            .images()
+            .iter()
+            .filter(|r| r.image_type == "private_image" && r.enterprise_project_id == "0")
+            .filter(|r| r.latest_scan_time >= 1)
+            .map(|r| r.id)
+            .collect();
+        assert!(sim.images().iter().any(|r| r.latest_scan_time == 0));
+        for (ids, total) in both(&sim, &format!("{PRIVATE}&start_latest_scan_time=1")).await {
+            assert_eq!(total, scanned.len() as u64);
+            assert_eq!(ids, scanned);
+        }
+        let log = sim.churn_log();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].kind, super::super::ChurnKind::Rescan);
+        assert_eq!((log[0].id, log[0].at_ms), (row.id, t));
+        assert_eq!(log[0].namespace, row.namespace);
+        assert!(sim.rescan(1, 0, 0, 0).is_none());
+        // Successive changes never share a time.
+        let again = sim.rescan(row.id, 0, 0, 1).unwrap();
+        assert!(again.latest_scan_time > t);
+        assert_eq!(again.severity_level, "Security");
+        assert_eq!(sim.drain_churn_log().len(), 2);
+        assert!(sim.churn_log().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_push_is_found_by_the_update_time_filter_and_replaces_the_latest_version() {
+        let sim = sim_with(300, None);
+        let row = private_row(&sim);
+        let before = sim.images();
+        let pushed = sim.push(&row.namespace, "private_image");
+        assert!(before.iter().all(|r| r.id < pushed.id));
+        assert_eq!(pushed.namespace, row.namespace);
+        assert_eq!(pushed.image_type, "private_image");
+        assert_eq!(pushed.scan_status, "waiting_for_scan");
+        assert_eq!(pushed.latest_scan_time, 0);
+        assert_eq!((pushed.vul_num, pushed.malicious_file_num), (0, 0));
+        assert_eq!(pushed.severity_level, "");
+        assert!(pushed.latest_version);
+        let t = pushed.latest_update_time;
+        assert!(t > BASE);
+        // The repository's other versions: none is the latest any more, and
+        // none changed its times.
+        let repo = |r: &SimImage| {
+            r.namespace == pushed.namespace
+                && r.image_name == pushed.image_name
+                && r.image_type == pushed.image_type
+                && r.registry_name == pushed.registry_name
+                && r.id != pushed.id
+        };
+        let old: Vec<&SimImage> = before.iter().filter(|r| repo(r)).collect();
+        assert!(
+            old.iter().any(|r| r.latest_version),
+            "a sibling was the latest"
+        );
+        let now = sim.images();
+        for sibling in &old {
+            let after = now.iter().find(|r| r.id == sibling.id).unwrap();
+            assert!(!after.latest_version);
+            assert_eq!(after.latest_update_time, sibling.latest_update_time);
+            assert_eq!(after.latest_scan_time, sibling.latest_scan_time);
+            assert_ne!(after.image_version, pushed.image_version);
+            assert_eq!(after.enterprise_project_id, pushed.enterprise_project_id);
+        }
+        for (ids, total) in both(&sim, &format!("{PRIVATE}&start_latest_update_time={t}")).await {
+            assert_eq!((ids, total), (vec![pushed.id], 1));
+        }
+        let later = format!("{PRIVATE}&start_latest_update_time={}", t + 1);
+        for (ids, total) in both(&sim, &later).await {
+            assert_eq!((ids, total), (vec![], 0));
+        }
+        // Not scanned yet, so no scan-time filter finds it.
+        let scanned = format!("{PRIVATE}&start_latest_scan_time={t}");
+        for (ids, _) in both(&sim, &scanned).await {
+            assert!(ids.is_empty());
+        }
+        let latest = format!(
+            "{PRIVATE}&namespace={}&image_name={}&latest_version=true",
+            pushed.namespace, pushed.image_name
+        );
+        for (ids, total) in both(&sim, &latest).await {
+            assert_eq!((ids, total), (vec![pushed.id], 1));
+        }
+        // A namespace without the type gets a new repository.
+        let fresh = sim.push("nowhere", "jfrog");
+        assert_eq!(
+            (fresh.image_name.as_str(), fresh.registry_name.as_str()),
+            ("pushed", "jfrog-main")
+        );
+        assert!(fresh.id > pushed.id && fresh.latest_version);
+        // Ids of deleted rows are never handed out again.
+        assert!(sim.delete(fresh.id));
+        assert!(sim.push("nowhere", "jfrog").id > fresh.id);
+    }
+
+    #[tokio::test]
+    async fn a_delete_leaves_every_listing_and_total() {
+        let sim = sim_with(300, None);
+        let row = private_row(&sim);
+        let [(old_ids, old_total), (new_ids, new_total)] = both(&sim, PRIVATE).await;
+        assert!(old_ids.contains(&row.id) && new_ids.contains(&row.id));
+        let (all, all_total) = sweep(&sim, NEW_PATH, "enterprise_project_id=all_granted_eps").await;
+        assert!(sim.delete(row.id));
+        assert!(!sim.delete(row.id));
+        let [(old_after, old_total_after), (new_after, new_total_after)] =
+            both(&sim, PRIVATE).await;
+        assert!(!old_after.contains(&row.id) && !new_after.contains(&row.id));
+        assert_eq!(
+            (old_total_after, new_total_after),
+            (old_total - 1, new_total - 1)
+        );
+        let (rest, rest_total) =
+            sweep(&sim, NEW_PATH, "enterprise_project_id=all_granted_eps").await;
+        assert_eq!((rest.len(), rest_total), (all.len() - 1, all_total - 1));
+        let filtered = format!("{PRIVATE}&namespace={}", row.namespace);
+        for (ids, total) in both(&sim, &filtered).await {
+            assert!(!ids.contains(&row.id));
+            assert_eq!(ids.len() as u64, total);
+        }
+        // A deleted latest version hands the role to the newest one left.
+        let repo = |r: &SimImage, of: &SimImage| {
+            r.namespace == of.namespace
+                && r.image_name == of.image_name
+                && r.image_type == of.image_type
+                && r.registry_name == of.registry_name
+                && r.enterprise_project_id == of.enterprise_project_id
+        };
+        let rows = sim.images();
+        let latest = rows
+            .iter()
+            .find(|r| r.latest_version && rows.iter().filter(|o| repo(o, r)).count() > 1)
+            .unwrap()
+            .clone();
+        assert!(sim.delete(latest.id));
+        let left: Vec<SimImage> = sim
+            .images()
+            .into_iter()
+            .filter(|r| repo(r, &latest))
+            .collect();
+        assert_eq!(left.iter().filter(|r| r.latest_version).count(), 1);
+        let newest = left
+            .iter()
+            .max_by_key(|r| (r.latest_update_time, r.id))
+            .unwrap();
+        assert!(newest.latest_version);
+        let kinds: Vec<_> = sim.churn_log().iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![super::super::ChurnKind::Delete; 2]);
+    }
+
+    /// Repositories with more than one latest version, or none.
+    fn bad_repositories(rows: &[SimImage]) -> Vec<String> {
+        let mut latest: HashMap<String, usize> = HashMap::new();
+        for r in rows {
+            let key = format!(
+                "{}|{}|{}|{}|{}|{}",
+                r.namespace,
+                r.image_name,
+                r.image_type,
+                r.enterprise_project_id,
+                r.registry_name,
+                r.instance_id
+            );
+            *latest.entry(key).or_insert(0) += usize::from(r.latest_version);
+        }
+        latest
+            .into_iter()
+            .filter(|(_, n)| *n != 1)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    #[test]
+    fn churn_ticks_follow_the_seed_and_keep_the_rows_consistent() {
+        use super::super::{Churn, ChurnKind};
+        type Key = (ChurnKind, u64, String, String, String);
+        let config = |seed| SimConfig {
+            seed,
+            images: 2000,
+            namespaces: 20,
+            base_time_ms: BASE,
+            churn: Some(Churn {
+                malicious_rate: 0.5,
+                ..Churn::new(60, Duration::from_secs(60))
+            }),
+            ..SimConfig::default()
+        };
+        let run = |seed| {
+            let sim = Simulator::new(config(seed));
+            assert!(bad_repositories(&sim.images()).is_empty());
+            let ticks: Vec<Vec<ChurnEvent>> = (0..100).map(|_| sim.churn_tick()).collect();
+            (sim, ticks)
+        };
+        let keys = |ticks: &[Vec<ChurnEvent>]| -> Vec<Vec<Key>> {
+            ticks
+                .iter()
+                .map(|t| {
+                    t.iter()
+                        .map(|e| {
+                            (
+                                e.kind,
+                                e.id,
+                                e.namespace.clone(),
+                                e.image_type.clone(),
+                                e.enterprise_project_id.clone(),
+                            )
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let (sim, ticks) = run(7);
+        let (twin, twin_ticks) = run(7);
+        let (_, other_ticks) = run(8);
+        assert_eq!(keys(&ticks), keys(&twin_ticks));
+        assert_ne!(keys(&ticks), keys(&other_ticks));
+        let strip = |rows: Vec<SimImage>| -> Vec<SimImage> {
+            rows.into_iter()
+                .map(|r| SimImage {
+                    latest_scan_time: 0,
+                    latest_update_time: 0,
+                    latest_sync_time: 0,
+                    ..r
+                })
+                .collect()
+        };
+        assert_eq!(strip(sim.images()), strip(twin.images()));
+
+        // 60 a minute in ticks of 6 s: 6 changes every tick.
+        assert!(
+            ticks.iter().all(|t| t.len() == 6),
+            "{:?}",
+            ticks.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        let mut counts: HashMap<ChurnKind, usize> = HashMap::new();
+        let mut last_at = i64::MIN;
+        let mut pushed = HashSet::new();
+        for tick in &ticks {
+            // One time per tick, later than the tick before.
+            assert!(tick.iter().all(|e| e.at_ms == tick[0].at_ms));
+            assert!(tick[0].at_ms > last_at);
+            last_at = tick[0].at_ms;
+            // The changes started by a tick are in one namespace.
+            let started: HashSet<&str> = tick
+                .iter()
+                .filter(|e| e.kind != ChurnKind::Scanned)
+                .map(|e| e.namespace.as_str())
+                .collect();
+            assert!(started.len() <= 1, "{started:?}");
+            for e in tick {
+                *counts.entry(e.kind).or_insert(0) += 1;
+                match e.kind {
+                    ChurnKind::Push => {
+                        pushed.insert(e.id);
+                    }
+                    ChurnKind::Scanned => assert!(pushed.contains(&e.id)),
+                    _ => {}
+                }
+            }
+        }
+        for kind in [
+            ChurnKind::Rescan,
+            ChurnKind::Push,
+            ChurnKind::Delete,
+            ChurnKind::Scanned,
+        ] {
+            assert!(counts.get(&kind).copied().unwrap_or(0) > 5, "{counts:?}");
+        }
+        assert_eq!(sim.churn_log().len(), 600);
+
+        let rows = sim.images();
+        assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
+        assert!(
+            bad_repositories(&rows).is_empty(),
+            "{:?}",
+            bad_repositories(&rows)
+        );
+        let log = sim.churn_log();
+        let deleted: HashSet<u64> = log
+            .iter()
+            .filter(|e| e.kind == ChurnKind::Delete)
+            .map(|e| e.id)
+            .collect();
+        assert!(rows.iter().all(|r| !deleted.contains(&r.id)));
+        for e in log.iter().filter(|e| e.kind != ChurnKind::Delete) {
+            let Some(row) = rows.iter().find(|r| r.id == e.id) else {
+                continue;
+            };
+            if e.kind == ChurnKind::Push {
+                assert!(row.latest_update_time >= e.at_ms);
+            } else {
+                assert!(row.latest_scan_time >= e.at_ms);
+                assert!(matches!(row.scan_status.as_str(), "success" | "failed"));
+            }
+        }
+        let mut changed_malicious = 0;
+        for row in rows.iter().filter(|r| r.latest_scan_time > BASE) {
+            assert_eq!(
+                row.severity_level,
+                data::severity_level(&row.scan_status, row.vul_num),
+                "{row:?}"
+            );
+            if row.scan_status == "failed" {
+                assert!(!row.scan_failed_desc.is_empty());
+                assert_eq!(row.vul_num + row.malicious_file_num, 0);
+            } else {
+                assert!(row.scan_failed_desc.is_empty());
+                changed_malicious += usize::from(row.malicious_file_num > 0);
+            }
+        }
+        assert!(changed_malicious > 0);
+    }
+
+    #[test]
+    fn the_clock_offset_shifts_every_change() {
+        for offset in [3_600_000i64, -90_000] {
+            let sim = Simulator::new(SimConfig {
+                images: 100,
+                base_time_ms: BASE,
+                clock_offset_ms: offset,
+                ..SimConfig::default()
+            });
+            let row = sim.images()[0].clone();
+            let before = super::super::now_ms() + offset;
+            let rescanned = sim.rescan(row.id, 1, 0, 0).unwrap();
+            let pushed = sim.push(&row.namespace, &row.image_type);
+            let marked = sim.set_malicious("ns", "img", "1.0", "private_image", "0", 2);
+            let after = super::super::now_ms() + offset;
+            for t in [
+                rescanned.latest_scan_time,
+                pushed.latest_update_time,
+                marked.latest_scan_time,
+            ] {
+                // + 3: the clock adds 1 ms per change when the wall clock stands still.
+                assert!(before <= t && t <= after + 3, "{before} {t} {after}");
+            }
+            let clock = sim.clock_ms();
+            assert!(
+                clock >= marked.latest_scan_time && clock <= super::super::now_ms() + offset + 3
+            );
+            assert!(sim.churn_log().iter().all(|e| e.at_ms >= before));
+        }
+    }
+
+    #[tokio::test]
+    async fn index_lag_hides_fresh_rows_from_filtered_listings_only() {
+        let sim = Simulator::new(SimConfig {
+            images: 300,
+            base_time_ms: BASE,
+            tokens: vec!["tok".to_string()],
+            index_lag: Duration::from_secs(60),
+            ..SimConfig::default()
+        });
+        let row = private_row(&sim);
+        let rescanned = sim.rescan(row.id, 5, 0, 0).unwrap();
+        let t = rescanned.latest_scan_time;
+        let filtered = format!("{PRIVATE}&start_latest_scan_time={t}");
+        for (ids, total) in both(&sim, &filtered).await {
+            assert_eq!((ids, total), (vec![], 0), "the index has not seen it yet");
+        }
+        let pushed = sim.push(&row.namespace, "private_image");
+        let by_update = format!(
+            "{PRIVATE}&start_latest_update_time={}",
+            pushed.latest_update_time
+        );
+        for (ids, total) in both(&sim, &by_update).await {
+            assert_eq!((ids, total), (vec![], 0));
+        }
+        // Listings without a start filter are never behind.
+        let plain = format!("{PRIVATE}&namespace={}", row.namespace);
+        let ended = format!("{PRIVATE}&end_latest_scan_time={t}");
+        for query in [plain.as_str(), ended.as_str(), PRIVATE] {
+            for (ids, total) in both(&sim, query).await {
+                assert!(ids.contains(&row.id), "{query}");
+                assert_eq!(ids.len() as u64, total);
+            }
+        }
+        for (ids, _) in both(&sim, &plain).await {
+            assert!(ids.contains(&pushed.id));
+        }
+        // A change older than the lag is indexed.
+        let old_time = sim.clock_ms() - 61_000;
+        sim.add_image(SimImage {
+            id: 99_999,
+            latest_scan_time: old_time,
+            latest_update_time: old_time - 1000,
+            ..rescanned.clone()
+        });
+        let old = format!("{PRIVATE}&start_latest_scan_time={}", old_time);
+        for (ids, total) in both(&sim, &old).await {
+            assert_eq!((ids, total), (vec![99_999], 1));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_churn_task_keeps_the_configured_rate_in_tokio_time() {
+        use super::super::{Churn, ChurnKind};
+        let sim = Simulator::new(SimConfig {
+            images: 1000,
+            base_time_ms: BASE,
+            churn: Some(Churn::new(30, Duration::from_secs(60))),
+            ..SimConfig::default()
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let started = Instant::now();
+        let stop = tokio::time::sleep(Duration::from_secs(600) + Duration::from_millis(500));
+        // A second server of the same simulator starts no second task.
+        let second = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (first, other) = tokio::join!(
+            sim.clone().serve(listener, stop),
+            sim.clone()
+                .serve(second, tokio::time::sleep(Duration::from_secs(300)))
+        );
+        first.unwrap();
+        other.unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(600));
+        let log = sim.churn_log();
+        // Ten minutes at 30 a minute: 100 ticks of 3.
+        assert_eq!(log.len(), 300, "{}", log.len());
+        let kinds: HashSet<ChurnKind> = log.iter().map(|e| e.kind).collect();
+        assert!(kinds.contains(&ChurnKind::Rescan) && kinds.contains(&ChurnKind::Push));
+        // The task stopped with the server.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(sim.churn_log().len(), 300);
+    }
 }
