@@ -849,8 +849,18 @@ pub fn demo_simulator_config() -> crate::simulator::SimConfig {
     }
 }
 
-/// Runs the built-in simulator and the exporter against it in one process,
-/// serving metrics on `listener`, until `shutdown` completes.
+/// The churn of the demo's simulator: 30 image changes a minute (rescans,
+/// pushes and their scans, deletes), three every 6 seconds in one namespace,
+/// so that freshly scanned and pushed images show on `/metrics`.
+/// [`demo_simulator_config`] leaves churn off, so its data stays what
+/// `generate` makes; [`run_demo`] adds this.
+pub fn demo_churn() -> crate::simulator::Churn {
+    crate::simulator::Churn::new(30, Duration::from_secs(60))
+}
+
+/// Runs the built-in simulator, with [`demo_churn`], and the exporter
+/// against it in one process, serving metrics on `listener`, until
+/// `shutdown` completes.
 pub async fn run_demo(
     listener: TcpListener,
     telemetry_path: &str,
@@ -858,7 +868,10 @@ pub async fn run_demo(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     run_demo_with(
-        demo_simulator_config(),
+        crate::simulator::SimConfig {
+            churn: Some(demo_churn()),
+            ..demo_simulator_config()
+        },
         listener,
         telemetry_path,
         web_config,
@@ -876,6 +889,7 @@ pub async fn run_demo_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let images = simulator.images;
+    let churn = crate::simulator::ChurnSetting(simulator.churn).to_string();
     let simulator = crate::simulator::Simulator::new(simulator);
     let sim_listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -895,6 +909,7 @@ pub async fn run_demo_with(
         simulator = %endpoint,
         metrics = %format!("http://localhost:{}{telemetry_path}", address.port()),
         images,
+        %churn,
         "demo: the exporter polls the built-in simulator (synthetic images, quota 5 calls/s)"
     );
     let exporter = Exporter::new(config)?;

@@ -16,6 +16,8 @@
 //!   [`Scripted`]), the two listings ([`Api`]), call statistics ([`Stats`],
 //!   [`Call`], [`max_calls_in_window`]) and the `simulate` subcommand
 //!   ([`SimulateArgs`], [`run`]);
+//! - [`churn`]: how the rows change over time ([`Churn`], [`ChurnEvent`])
+//!   and the server's clock ([`ServerClock`], [`SimConfig::clock_offset_ms`]);
 //! - [`data`]: the synthetic image rows ([`SimImage`], [`generate`]) and their
 //!   wire form;
 //! - [`server`]: the HTTP side ([`Simulator`]): routes, checks in the
@@ -27,6 +29,7 @@
 //! - `auth`: signature and token verification.
 
 mod auth;
+pub mod churn;
 pub mod data;
 pub mod iam;
 pub mod server;
@@ -40,6 +43,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub use auth::{MSG_SECURITY_TOKEN_EXPIRED, MSG_TOKEN_EXPIRED};
+pub use churn::{
+    CHURN_LOG_CAPACITY, Churn, ChurnEvent, ChurnKind, ChurnMix, ChurnSetting, ClockOffset,
+    ServerClock,
+};
 pub use data::{EmptyDataList, SimImage, generate, severity_level};
 pub use iam::{IamUser, SimProject};
 pub use server::{MaliciousImage, Simulator};
@@ -96,6 +103,24 @@ pub enum Error {
         /// The text that was given.
         input: String,
     },
+    /// A churn specification such as `30/1m` could not be read.
+    #[error("invalid churn {input:?}: {reason} (expected CHANGES/PERIOD, e.g. 30/1m, or none)")]
+    Churn {
+        /// The text that was given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A clock offset such as `-90s` could not be read.
+    #[error(
+        "invalid clock offset {input:?}: {reason} (expected a signed duration such as -90s or 5m, or milliseconds)"
+    )]
+    ClockOffset {
+        /// The text that was given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An `--iam-user` value that is not `DOMAIN/USER[:PASSWORD]`.
     #[error("invalid IAM user {input:?}: {reason} (expected DOMAIN/USER:PASSWORD or DOMAIN/USER)")]
     IamUser {
@@ -142,6 +167,20 @@ pub struct SimConfig {
     /// "Now" for generated timestamps, epoch milliseconds; tests fix it so
     /// that the data does not depend on the clock.
     pub base_time_ms: i64,
+    /// How far the server's clock is ahead of the wall clock, ms (behind
+    /// when negative). Every change after the start (churn, rescans, pushes,
+    /// malicious marks) is dated by this clock ([`ServerClock`]);
+    /// `base_time_ms` is set apart (`simulate` puts it on this clock too).
+    pub clock_offset_ms: i64,
+    /// How long a changed row stays out of listings filtered by
+    /// `start_latest_scan_time` or `start_latest_update_time`, as with a
+    /// search index that lags: such a listing leaves out rows whose
+    /// `latest_scan_time` or `latest_update_time` is less than this before
+    /// the server's now. Unfiltered listings are never behind. Zero = none.
+    pub index_lag: Duration,
+    /// Changes over time, applied by a task of [`Simulator::serve`]; `None`
+    /// = the data only changes when told to.
+    pub churn: Option<Churn>,
 }
 
 impl Default for SimConfig {
@@ -164,6 +203,9 @@ impl Default for SimConfig {
             metadata_requires_session_token: true,
             faults: Faults::default(),
             base_time_ms: now_ms(),
+            clock_offset_ms: 0,
+            index_lag: Duration::ZERO,
+            churn: None,
         }
     }
 }
@@ -193,6 +235,9 @@ impl fmt::Debug for SimConfig {
             )
             .field("faults", &self.faults)
             .field("base_time_ms", &self.base_time_ms)
+            .field("clock_offset_ms", &self.clock_offset_ms)
+            .field("index_lag", &self.index_lag)
+            .field("churn", &self.churn)
             .finish()
     }
 }
@@ -594,6 +639,57 @@ pub struct SimulateArgs {
     /// that the `simulate` subcommand stays small).
     #[command(flatten)]
     pub iam: Box<SimulateIamArgs>,
+    /// Changes over time and the server's clock (boxed for the same
+    /// reason).
+    #[command(flatten)]
+    pub churn: Box<SimulateChurnArgs>,
+}
+
+/// Arguments of the `simulate` subcommand for changes over time: churn,
+/// the server's clock and a lagging index.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SimulateChurnArgs {
+    /// How the data changes: image changes (rescans, pushes, scans of
+    /// pushed images, deletes) per period, e.g. 30/1m or 5/1s, applied one
+    /// namespace at a time; or none.
+    #[arg(long = "churn", default_value = "none", value_name = "CHANGES/PERIOD")]
+    pub rate: ChurnSetting,
+    /// How often a batch of --churn changes is applied (default: a tenth of
+    /// the period).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub churn_tick: Option<Duration>,
+    /// Probability that a --churn scan finds malicious files in an image
+    /// that had none.
+    #[arg(long, default_value_t = 0.02, value_parser = parse_rate)]
+    pub churn_malicious_rate: f64,
+    /// How far the server's clock is ahead of this machine's (behind when
+    /// negative): a signed duration such as -90s or 5m, or milliseconds.
+    #[arg(
+        long,
+        default_value = "0",
+        allow_hyphen_values = true,
+        value_name = "OFFSET"
+    )]
+    pub clock_offset: ClockOffset,
+    /// How long a changed image stays out of listings filtered by
+    /// start_latest_scan_time or start_latest_update_time (a lagging
+    /// search index), e.g. 30s.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub index_lag: Duration,
+}
+
+impl SimulateChurnArgs {
+    /// The churn these arguments describe, if any.
+    pub fn churn(&self) -> Option<Churn> {
+        self.rate.0.map(|churn| Churn {
+            tick: self
+                .churn_tick
+                .filter(|t| !t.is_zero())
+                .unwrap_or(churn.tick),
+            malicious_rate: self.churn_malicious_rate,
+            ..churn
+        })
+    }
 }
 
 /// Arguments of the `simulate` subcommand for the IAM side: password token
@@ -683,7 +779,11 @@ impl SimulateArgs {
                 retry_after: self.retry_after,
                 ..Faults::default()
             },
-            base_time_ms: now_ms(),
+            // The data is as old as the server's clock says.
+            base_time_ms: now_ms().saturating_add(self.churn.clock_offset.0),
+            clock_offset_ms: self.churn.clock_offset.0,
+            index_lag: self.churn.index_lag,
+            churn: self.churn.churn(),
         }
     }
 }
@@ -717,6 +817,13 @@ pub async fn run(
     let iam_token_lifetime = humantime::format_duration(config.iam_token_lifetime).to_string();
     let metadata_credential_lifetime =
         humantime::format_duration(config.metadata_credential_lifetime).to_string();
+    let churn = ChurnSetting(config.churn).to_string();
+    let churn_tick = config
+        .churn
+        .map(|c| humantime::format_duration(c.tick).to_string())
+        .unwrap_or_default();
+    let clock_offset = ClockOffset(config.clock_offset_ms).to_string();
+    let index_lag = humantime::format_duration(config.index_lag).to_string();
     tracing::info!(
         %address,
         ?access_keys,
@@ -729,6 +836,10 @@ pub async fn run(
         namespaces = config.namespaces,
         seed = config.seed,
         %quota,
+        %churn,
+        %churn_tick,
+        %clock_offset,
+        %index_lag,
         "HSS simulator listening"
     );
     Simulator::new(config).serve(listener, shutdown).await
@@ -913,6 +1024,52 @@ mod tests {
         assert_eq!(defaults.projects[0].id, DEFAULT_PROJECT_ID);
         assert_eq!(defaults.projects[0].name, "cn-north-4");
         assert!(Cli::try_parse_from(["x", "--iam-user", "alice"]).is_err());
+    }
+
+    #[test]
+    fn simulate_args_read_churn_clock_offset_and_index_lag() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--churn",
+            "30/1m",
+            "--churn-tick",
+            "2s",
+            "--churn-malicious-rate",
+            "0.5",
+            "--clock-offset",
+            "-90s",
+            "--index-lag",
+            "30s",
+        ])
+        .unwrap();
+        let config = cli.args.config();
+        let churn = config.churn.unwrap();
+        assert_eq!((churn.events, churn.every), (30, Duration::from_secs(60)));
+        assert_eq!(churn.tick, Duration::from_secs(2));
+        assert_eq!(churn.malicious_rate, 0.5);
+        assert_eq!(churn.mix, ChurnMix::default());
+        assert_eq!(config.clock_offset_ms, -90_000);
+        // The generated data is dated by the server's clock too.
+        assert!(config.base_time_ms <= now_ms() - 90_000);
+        assert!(config.base_time_ms > now_ms() - 100_000);
+        assert_eq!(config.index_lag, Duration::from_secs(30));
+        let cli = Cli::try_parse_from(["x", "--churn=5/1s", "--clock-offset=1500"]).unwrap();
+        let config = cli.args.config();
+        assert_eq!(config.churn.unwrap().tick, Duration::from_millis(100));
+        assert_eq!(config.clock_offset_ms, 1500);
+        let defaults = Cli::try_parse_from(["x"]).unwrap().args.config();
+        assert_eq!(defaults.churn, None);
+        assert_eq!(
+            (defaults.clock_offset_ms, defaults.index_lag),
+            (0, Duration::ZERO)
+        );
+        for bad in [
+            ["x", "--churn", "30"],
+            ["x", "--clock-offset", "soon"],
+            ["x", "--churn-malicious-rate", "2"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[tokio::test]

@@ -16,7 +16,14 @@
 //!
 //! State is kept in `std::sync` locks that are never held across an await;
 //! the image rows sit behind an `Arc` so a call filters them by reference
-//! and serialises only its page.
+//! and serialises only its page. Changes over time ([`Churn`], `churn.rs`)
+//! come from a task that [`Simulator::serve`] runs next to the routes, or
+//! from [`Simulator::churn_tick`], [`Simulator::rescan`],
+//! [`Simulator::push`] and [`Simulator::delete`]; each replaces the rows
+//! once, however many rows it changes, and is dated by the server's clock
+//! ([`Simulator::clock_ms`]). Listings filtered by `start_latest_scan_time`
+//! or `start_latest_update_time` leave out rows changed within
+//! [`SimConfig::index_lag`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -40,10 +47,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::auth::{self, Credential, Failure};
+use super::churn::{ChurnState, ServerClock};
 use super::data::{self, SimImage};
 use super::iam::{self, IamState};
 use super::{
-    Api, Call, DEFAULT_HANG, Faults, Quota, Scripted, SimConfig, Stats, max_calls_in_window,
+    Api, Call, Churn, ChurnEvent, DEFAULT_HANG, Faults, Quota, Scripted, SimConfig, Stats,
+    max_calls_in_window,
 };
 
 /// The old listing's route (axum path syntax), [`Api::SwrRepository`].
@@ -100,6 +109,16 @@ struct Inner {
     /// Flipped to `true` when a `serve` is shutting down, which cuts short
     /// hangs and latency so graceful shutdown does not wait for them.
     stopping: watch::Sender<bool>,
+    /// The server's "now" for every change after the start.
+    clock: ServerClock,
+    /// See [`SimConfig::index_lag`].
+    index_lag: Duration,
+    /// See [`SimConfig::churn`].
+    churn_config: Option<Churn>,
+    /// The churn engine's state; taken before `images`, never after.
+    churn: Mutex<ChurnState>,
+    /// The `serve` calls running, and the churn task they share.
+    churn_task: Mutex<(usize, Option<tokio::task::JoinHandle<()>>)>,
 }
 
 /// The rows and a version that changes with every modification.
@@ -660,6 +679,11 @@ impl Simulator {
                 }),
                 requests: AtomicU64::new(0),
                 stopping,
+                clock: ServerClock::new(config.clock_offset_ms),
+                index_lag: config.index_lag,
+                churn_config: config.churn,
+                churn: Mutex::new(ChurnState::new(config.seed)),
+                churn_task: Mutex::new((0, None)),
             }),
         }
     }
@@ -704,7 +728,11 @@ impl Simulator {
 
     /// Serves the routes on `listener` until `shutdown` completes, then
     /// finishes the calls in flight (cutting hangs short). Peer addresses
-    /// are passed on, so the per-IP quota sees them.
+    /// are passed on, so the per-IP quota sees them. With
+    /// [`SimConfig::churn`] set, a task applies a churn tick every
+    /// [`Churn::tick`] of tokio time (so paused-time tests drive it) while
+    /// any `serve` of the simulator runs: a second `serve` starts no second
+    /// task, and the task stops when the last one returns.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -715,12 +743,173 @@ impl Simulator {
             shutdown.await;
             inner.stopping.send_replace(true);
         };
+        /// Stops the churn task when the last `serve` ends, however it ends.
+        struct Serving(Simulator);
+        impl Drop for Serving {
+            fn drop(&mut self) {
+                let mut task = self.0.churn_task();
+                task.0 = task.0.saturating_sub(1);
+                if task.0 == 0
+                    && let Some(handle) = task.1.take()
+                {
+                    handle.abort();
+                }
+            }
+        }
+        let serving = Serving(self.start_churn());
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
+        let result = axum::serve(listener, app)
             .with_graceful_shutdown(signal)
-            .await
+            .await;
+        drop(serving);
+        result
+    }
+
+    fn churn_task(&self) -> MutexGuard<'_, (usize, Option<tokio::task::JoinHandle<()>>)> {
+        self.inner
+            .churn_task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a `serve` in, and spawns the churn task unless there is no
+    /// churn or the task runs already.
+    fn start_churn(&self) -> Simulator {
+        let mut task = self.churn_task();
+        task.0 += 1;
+        if let Some(churn) = self.inner.churn_config
+            && !churn.tick.is_zero()
+            && task.1.is_none()
+        {
+            let sim = self.clone();
+            task.1 = Some(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval_at(Instant::now() + churn.tick, churn.tick);
+                loop {
+                    ticks.tick().await;
+                    sim.churn_tick();
+                }
+            }));
+        }
+        self.clone()
+    }
+
+    fn churn_state(&self) -> MutexGuard<'_, ChurnState> {
+        self.inner
+            .churn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The server's clock now, epoch ms: the wall clock plus
+    /// [`SimConfig::clock_offset_ms`], never before the last change.
+    pub fn clock_ms(&self) -> i64 {
+        self.inner.clock.peek()
+    }
+
+    /// One tick of the churn engine ([`SimConfig::churn`], or
+    /// [`Churn::default`] when unset): the scans of pushed rows that are
+    /// due, then rescans, pushes and deletes in one namespace, all in one
+    /// replacement of the rows and dated by one reading of the server's
+    /// clock. The choices follow the seed alone, so two simulators of one
+    /// configuration make the same changes tick by tick. Returns the
+    /// changes, also added to [`Simulator::churn_log`].
+    pub fn churn_tick(&self) -> Vec<ChurnEvent> {
+        let churn = self.inner.churn_config.unwrap_or_default();
+        let mut state = self.churn_state();
+        if state.next_tick_is_empty(&churn) {
+            // Count the tick without replacing the rows.
+            return self.modify_if(false, |rows| state.tick(&churn, rows, 0, SystemTime::now()));
+        }
+        let now = self.inner.clock.next();
+        let at = SystemTime::now();
+        self.modify_if(true, |rows| state.tick(&churn, rows, now, at))
+    }
+
+    /// Rescans row `id`: `scan_status` `success`, `latest_scan_time` the
+    /// server's now, the given counts, `severity_level` to match. Logged as
+    /// a [`super::ChurnKind::Rescan`]. `None` when there is no such row.
+    pub fn rescan(
+        &self,
+        id: u64,
+        vul_num: i64,
+        unsafe_setting_num: i64,
+        malicious_file_num: i64,
+    ) -> Option<SimImage> {
+        let mut state = self.churn_state();
+        let exists = self
+            .snapshot()
+            .1
+            .binary_search_by_key(&id, |r| r.id)
+            .is_ok();
+        let now = self.inner.clock.next();
+        let at = SystemTime::now();
+        self.modify_if(exists, |rows| {
+            state.rescan(
+                rows,
+                id,
+                (vul_num, unsafe_setting_num, malicious_file_num),
+                now,
+                at,
+            )
+        })
+    }
+
+    /// Pushes a new version into a repository of `namespace` with
+    /// `image_type` (picked with the churn engine's random stream), copying
+    /// that repository's other fields; with no such repository, into a new
+    /// one named `pushed` (enterprise project `"0"`, the type's default
+    /// registry). The new row has an id above every id so far, is
+    /// `waiting_for_scan` and the latest version (the previous latest one
+    /// is not, its times unchanged), and is updated at the server's now; the
+    /// churn engine scans it one to three ticks later. Logged as a
+    /// [`super::ChurnKind::Push`].
+    pub fn push(&self, namespace: &str, image_type: &str) -> SimImage {
+        let mut state = self.churn_state();
+        let now = self.inner.clock.next();
+        let at = SystemTime::now();
+        self.modify_if(true, |rows| {
+            state.push(rows, namespace, image_type, now, at)
+        })
+    }
+
+    /// Deletes row `id` (when it was the latest version, the newest
+    /// remaining version of its repository becomes the latest). Logged as a
+    /// [`super::ChurnKind::Delete`]. False when there is no such row.
+    pub fn delete(&self, id: u64) -> bool {
+        let mut state = self.churn_state();
+        let exists = self
+            .snapshot()
+            .1
+            .binary_search_by_key(&id, |r| r.id)
+            .is_ok();
+        let now = self.inner.clock.next();
+        let at = SystemTime::now();
+        self.modify_if(exists, |rows| state.delete(rows, id, now, at))
+    }
+
+    /// The changes logged so far, oldest first: churn ticks, rescans,
+    /// pushes and deletes, at most [`super::CHURN_LOG_CAPACITY`] (older ones
+    /// are dropped).
+    pub fn churn_log(&self) -> Vec<ChurnEvent> {
+        self.churn_state().log()
+    }
+
+    /// [`Simulator::churn_log`], emptying the log.
+    pub fn drain_churn_log(&self) -> Vec<ChurnEvent> {
+        self.churn_state().drain_log()
+    }
+
+    /// Runs `change` on a new version of the rows when `replace`, else on
+    /// an empty list (for changes known to find nothing), so that no
+    /// snapshot is copied and no cached match dropped for nothing.
+    fn modify_if<T>(&self, replace: bool, change: impl FnOnce(&mut Vec<SimImage>) -> T) -> T {
+        if replace {
+            self.modify_images(change)
+        } else {
+            change(&mut Vec::new())
+        }
     }
 
     fn snapshot(&self) -> (u64, Arc<Vec<SimImage>>) {
@@ -848,7 +1037,7 @@ impl Simulator {
     /// ([`MaliciousImage::registry_name`]), e.g. one of two Harbor
     /// registries holding namespaces of the same name.
     pub fn mark_malicious(&self, image: &MaliciousImage) -> SimImage {
-        let now = super::now_ms();
+        let now = self.inner.clock.next();
         let MaliciousImage {
             namespace,
             image_name,
@@ -1053,7 +1242,16 @@ impl Simulator {
     /// form.
     fn page(&self, api: Api, query: &ListQuery, faults: &Faults) -> Vec<u8> {
         let (version, images) = self.snapshot();
-        let matching = self.matching(version, &images, &query.filter, &faults.forbidden_eps);
+        let mut matching = self.matching(version, &images, &query.filter, &faults.forbidden_eps);
+        if let Some(cutoff) = self.index_cutoff(&query.filter) {
+            // A lagging index has not seen the rows changed after `cutoff`.
+            let indexed = |&i: &usize| {
+                images
+                    .get(i)
+                    .is_some_and(|row| row.latest_scan_time.max(row.latest_update_time) <= cutoff)
+            };
+            matching = Arc::new(matching.iter().copied().filter(indexed).collect());
+        }
         let start = if faults.duplicate_rows && query.limit > 0 {
             // Page k starts k rows early, so it repeats the last row of page
             // k - 1 and still holds at most `limit` rows.
@@ -1079,6 +1277,18 @@ impl Simulator {
             api,
             faults.empty_data_list,
         )
+    }
+
+    /// With an index lag and a filter that goes through the index (a
+    /// `start_latest_scan_time` or `start_latest_update_time`), the latest
+    /// change time the index has seen: rows changed after it are left out.
+    fn index_cutoff(&self, filter: &Filter) -> Option<i64> {
+        let lag = self.inner.index_lag;
+        if lag.is_zero() || (filter.scan_time.0.is_none() && filter.update_time.0.is_none()) {
+            return None;
+        }
+        let lag_ms = i64::try_from(lag.as_millis()).unwrap_or(i64::MAX);
+        Some(self.inner.clock.peek().saturating_sub(lag_ms))
     }
 
     /// Indices (into `images`, in id order) of the rows `filter` selects.
@@ -2684,5 +2894,498 @@ mod tests {
         assert_eq!(post.error_code(), "APIG.0101");
         assert_eq!(sim.stats().calls.len(), calls);
         assert_eq!(sim.stats().count_status(401), 1);
+    }
+
+    // ---- churn: the server's clock, rescans, pushes, deletes, ticks ----
+
+    /// The ids and `total_num` of both listings for `query` (which must
+    /// carry `image_type`, as the old listing requires).
+    async fn both(sim: &Simulator, query: &str) -> [(Vec<u64>, u64); 2] {
+        let mut out = [(Vec::new(), 0), (Vec::new(), 0)];
+        for (slot, path) in out.iter_mut().zip([PATH, NEW_PATH]) {
+            let (rows, total) = sweep(sim, path, query).await;
+            *slot = (
+                rows.iter().map(|r| r["id"].as_u64().unwrap()).collect(),
+                total,
+            );
+        }
+        out
+    }
+
+    /// A private image of enterprise project "0", the kind both listings show.
+    fn private_row(sim: &Simulator) -> SimImage {
+        sim.images()
+            .into_iter()
+            .find(|r| r.image_type == "private_image" && r.enterprise_project_id == "0")
+            .unwrap()
+    }
+
+    const PRIVATE: &str = "image_type=private_image&enterprise_project_id=0";
+
+    #[tokio::test]
+    async fn a_rescan_is_found_by_a_scan_time_filter_at_its_time_and_not_later() {
+        let sim = sim_with(300, None);
+        let row = private_row(&sim);
+        let rescanned = sim.rescan(row.id, 150, 3, 0).unwrap();
+        let t = rescanned.latest_scan_time;
+        assert!(t > BASE && t >= sim.clock_ms() - 1000, "{t}");
+        assert_eq!(rescanned.scan_status, "success");
+        assert_eq!(rescanned.severity_level, "High");
+        assert_eq!(
+            (
+                rescanned.vul_num,
+                rescanned.unsafe_setting_num,
+                rescanned.malicious_file_num
+            ),
+            (150, 3, 0)
+        );
+        assert_eq!(rescanned.latest_update_time, row.latest_update_time);
+        for (ids, total) in both(&sim, &format!("{PRIVATE}&start_latest_scan_time={t}")).await {
+            assert_eq!((ids, total), (vec![row.id], 1));
+        }
+        // Inclusive at both ends.
+        let exact = format!("{PRIVATE}&start_latest_scan_time={t}&end_latest_scan_time={t}");
+        for (ids, total) in both(&sim, &exact).await {
+            assert_eq!((ids, total), (vec![row.id], 1));
+        }
+        let later = format!("{PRIVATE}&start_latest_scan_time={}", t + 1);
+        for (ids, total) in both(&sim, &later).await {
+            assert_eq!((ids, total), (vec![], 0));
+        }
+        let before = format!("{PRIVATE}&end_latest_scan_time={}", t - 1);
+        for (ids, total) in both(&sim, &before).await {
+            assert!(!ids.contains(&row.id));
+            assert_eq!(ids.len() as u64, total);
+        }
+        // The successor without image_type: every type, the same one row.
+        let (rows, total) = sweep(&sim, NEW_PATH, &format!("start_latest_scan_time={t}")).await;
+        assert_eq!((rows.len(), total), (1, 1));
+        assert_eq!(rows[0]["latest_scan_time"], t);
+        assert_eq!(rows[0]["severity_level"], "High");
+        // A row never scanned (0) never passes a start_latest_scan_time.
+        let scanned: Vec<u64> = sim
+            .images()
+            .iter()
+            .filter(|r| r.image_type == "private_image" && r.enterprise_project_id == "0")
+            .filter(|r| r.latest_scan_time >= 1)
+            .map(|r| r.id)
+            .collect();
+        assert!(sim.images().iter().any(|r| r.latest_scan_time == 0));
+        for (ids, total) in both(&sim, &format!("{PRIVATE}&start_latest_scan_time=1")).await {
+            assert_eq!(total, scanned.len() as u64);
+            assert_eq!(ids, scanned);
+        }
+        let log = sim.churn_log();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].kind, super::super::ChurnKind::Rescan);
+        assert_eq!((log[0].id, log[0].at_ms), (row.id, t));
+        assert_eq!(log[0].namespace, row.namespace);
+        assert!(sim.rescan(1, 0, 0, 0).is_none());
+        // Successive changes never share a time.
+        let again = sim.rescan(row.id, 0, 0, 1).unwrap();
+        assert!(again.latest_scan_time > t);
+        assert_eq!(again.severity_level, "Security");
+        assert_eq!(sim.drain_churn_log().len(), 2);
+        assert!(sim.churn_log().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_push_is_found_by_the_update_time_filter_and_replaces_the_latest_version() {
+        let sim = sim_with(300, None);
+        let row = private_row(&sim);
+        let before = sim.images();
+        let pushed = sim.push(&row.namespace, "private_image");
+        assert!(before.iter().all(|r| r.id < pushed.id));
+        assert_eq!(pushed.namespace, row.namespace);
+        assert_eq!(pushed.image_type, "private_image");
+        assert_eq!(pushed.scan_status, "waiting_for_scan");
+        assert_eq!(pushed.latest_scan_time, 0);
+        assert_eq!((pushed.vul_num, pushed.malicious_file_num), (0, 0));
+        assert_eq!(pushed.severity_level, "");
+        assert!(pushed.latest_version);
+        let t = pushed.latest_update_time;
+        assert!(t > BASE);
+        // The repository's other versions: none is the latest any more, and
+        // none changed its times.
+        let repo = |r: &SimImage| {
+            r.namespace == pushed.namespace
+                && r.image_name == pushed.image_name
+                && r.image_type == pushed.image_type
+                && r.registry_name == pushed.registry_name
+                && r.id != pushed.id
+        };
+        let old: Vec<&SimImage> = before.iter().filter(|r| repo(r)).collect();
+        assert!(
+            old.iter().any(|r| r.latest_version),
+            "a sibling was the latest"
+        );
+        let now = sim.images();
+        for sibling in &old {
+            let after = now.iter().find(|r| r.id == sibling.id).unwrap();
+            assert!(!after.latest_version);
+            assert_eq!(after.latest_update_time, sibling.latest_update_time);
+            assert_eq!(after.latest_scan_time, sibling.latest_scan_time);
+            assert_ne!(after.image_version, pushed.image_version);
+            assert_eq!(after.enterprise_project_id, pushed.enterprise_project_id);
+        }
+        for (ids, total) in both(&sim, &format!("{PRIVATE}&start_latest_update_time={t}")).await {
+            assert_eq!((ids, total), (vec![pushed.id], 1));
+        }
+        let later = format!("{PRIVATE}&start_latest_update_time={}", t + 1);
+        for (ids, total) in both(&sim, &later).await {
+            assert_eq!((ids, total), (vec![], 0));
+        }
+        // Not scanned yet, so no scan-time filter finds it.
+        let scanned = format!("{PRIVATE}&start_latest_scan_time={t}");
+        for (ids, _) in both(&sim, &scanned).await {
+            assert!(ids.is_empty());
+        }
+        let latest = format!(
+            "{PRIVATE}&namespace={}&image_name={}&latest_version=true",
+            pushed.namespace, pushed.image_name
+        );
+        for (ids, total) in both(&sim, &latest).await {
+            assert_eq!((ids, total), (vec![pushed.id], 1));
+        }
+        // A namespace without the type gets a new repository.
+        let fresh = sim.push("nowhere", "jfrog");
+        assert_eq!(
+            (fresh.image_name.as_str(), fresh.registry_name.as_str()),
+            ("pushed", "jfrog-main")
+        );
+        assert!(fresh.id > pushed.id && fresh.latest_version);
+        // Ids of deleted rows are never handed out again.
+        assert!(sim.delete(fresh.id));
+        assert!(sim.push("nowhere", "jfrog").id > fresh.id);
+    }
+
+    #[tokio::test]
+    async fn a_delete_leaves_every_listing_and_total() {
+        let sim = sim_with(300, None);
+        let row = private_row(&sim);
+        let [(old_ids, old_total), (new_ids, new_total)] = both(&sim, PRIVATE).await;
+        assert!(old_ids.contains(&row.id) && new_ids.contains(&row.id));
+        let (all, all_total) = sweep(&sim, NEW_PATH, "enterprise_project_id=all_granted_eps").await;
+        assert!(sim.delete(row.id));
+        assert!(!sim.delete(row.id));
+        let [(old_after, old_total_after), (new_after, new_total_after)] =
+            both(&sim, PRIVATE).await;
+        assert!(!old_after.contains(&row.id) && !new_after.contains(&row.id));
+        assert_eq!(
+            (old_total_after, new_total_after),
+            (old_total - 1, new_total - 1)
+        );
+        let (rest, rest_total) =
+            sweep(&sim, NEW_PATH, "enterprise_project_id=all_granted_eps").await;
+        assert_eq!((rest.len(), rest_total), (all.len() - 1, all_total - 1));
+        let filtered = format!("{PRIVATE}&namespace={}", row.namespace);
+        for (ids, total) in both(&sim, &filtered).await {
+            assert!(!ids.contains(&row.id));
+            assert_eq!(ids.len() as u64, total);
+        }
+        // A deleted latest version hands the role to the newest one left.
+        let repo = |r: &SimImage, of: &SimImage| {
+            r.namespace == of.namespace
+                && r.image_name == of.image_name
+                && r.image_type == of.image_type
+                && r.registry_name == of.registry_name
+                && r.enterprise_project_id == of.enterprise_project_id
+        };
+        let rows = sim.images();
+        let latest = rows
+            .iter()
+            .find(|r| r.latest_version && rows.iter().filter(|o| repo(o, r)).count() > 1)
+            .unwrap()
+            .clone();
+        assert!(sim.delete(latest.id));
+        let left: Vec<SimImage> = sim
+            .images()
+            .into_iter()
+            .filter(|r| repo(r, &latest))
+            .collect();
+        assert_eq!(left.iter().filter(|r| r.latest_version).count(), 1);
+        let newest = left
+            .iter()
+            .max_by_key(|r| (r.latest_update_time, r.id))
+            .unwrap();
+        assert!(newest.latest_version);
+        let kinds: Vec<_> = sim.churn_log().iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![super::super::ChurnKind::Delete; 2]);
+    }
+
+    /// Repositories with more than one latest version, or none.
+    fn bad_repositories(rows: &[SimImage]) -> Vec<String> {
+        let mut latest: HashMap<String, usize> = HashMap::new();
+        for r in rows {
+            let key = format!(
+                "{}|{}|{}|{}|{}|{}",
+                r.namespace,
+                r.image_name,
+                r.image_type,
+                r.enterprise_project_id,
+                r.registry_name,
+                r.instance_id
+            );
+            *latest.entry(key).or_insert(0) += usize::from(r.latest_version);
+        }
+        latest
+            .into_iter()
+            .filter(|(_, n)| *n != 1)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    #[test]
+    fn churn_ticks_follow_the_seed_and_keep_the_rows_consistent() {
+        use super::super::{Churn, ChurnKind};
+        type Key = (ChurnKind, u64, String, String, String);
+        let config = |seed| SimConfig {
+            seed,
+            images: 2000,
+            namespaces: 20,
+            base_time_ms: BASE,
+            churn: Some(Churn {
+                malicious_rate: 0.5,
+                ..Churn::new(60, Duration::from_secs(60))
+            }),
+            ..SimConfig::default()
+        };
+        let run = |seed| {
+            let sim = Simulator::new(config(seed));
+            assert!(bad_repositories(&sim.images()).is_empty());
+            let ticks: Vec<Vec<ChurnEvent>> = (0..100).map(|_| sim.churn_tick()).collect();
+            (sim, ticks)
+        };
+        let keys = |ticks: &[Vec<ChurnEvent>]| -> Vec<Vec<Key>> {
+            ticks
+                .iter()
+                .map(|t| {
+                    t.iter()
+                        .map(|e| {
+                            (
+                                e.kind,
+                                e.id,
+                                e.namespace.clone(),
+                                e.image_type.clone(),
+                                e.enterprise_project_id.clone(),
+                            )
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let (sim, ticks) = run(7);
+        let (twin, twin_ticks) = run(7);
+        let (_, other_ticks) = run(8);
+        assert_eq!(keys(&ticks), keys(&twin_ticks));
+        assert_ne!(keys(&ticks), keys(&other_ticks));
+        let strip = |rows: Vec<SimImage>| -> Vec<SimImage> {
+            rows.into_iter()
+                .map(|r| SimImage {
+                    latest_scan_time: 0,
+                    latest_update_time: 0,
+                    latest_sync_time: 0,
+                    ..r
+                })
+                .collect()
+        };
+        assert_eq!(strip(sim.images()), strip(twin.images()));
+
+        // 60 a minute in ticks of 6 s: 6 changes every tick.
+        assert!(
+            ticks.iter().all(|t| t.len() == 6),
+            "{:?}",
+            ticks.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        let mut counts: HashMap<ChurnKind, usize> = HashMap::new();
+        let mut last_at = i64::MIN;
+        let mut pushed = HashSet::new();
+        for tick in &ticks {
+            // One time per tick, later than the tick before.
+            assert!(tick.iter().all(|e| e.at_ms == tick[0].at_ms));
+            assert!(tick[0].at_ms > last_at);
+            last_at = tick[0].at_ms;
+            // The changes started by a tick are in one namespace.
+            let started: HashSet<&str> = tick
+                .iter()
+                .filter(|e| e.kind != ChurnKind::Scanned)
+                .map(|e| e.namespace.as_str())
+                .collect();
+            assert!(started.len() <= 1, "{started:?}");
+            for e in tick {
+                *counts.entry(e.kind).or_insert(0) += 1;
+                match e.kind {
+                    ChurnKind::Push => {
+                        pushed.insert(e.id);
+                    }
+                    ChurnKind::Scanned => assert!(pushed.contains(&e.id)),
+                    _ => {}
+                }
+            }
+        }
+        for kind in [
+            ChurnKind::Rescan,
+            ChurnKind::Push,
+            ChurnKind::Delete,
+            ChurnKind::Scanned,
+        ] {
+            assert!(counts.get(&kind).copied().unwrap_or(0) > 5, "{counts:?}");
+        }
+        assert_eq!(sim.churn_log().len(), 600);
+
+        let rows = sim.images();
+        assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
+        assert!(
+            bad_repositories(&rows).is_empty(),
+            "{:?}",
+            bad_repositories(&rows)
+        );
+        let log = sim.churn_log();
+        let deleted: HashSet<u64> = log
+            .iter()
+            .filter(|e| e.kind == ChurnKind::Delete)
+            .map(|e| e.id)
+            .collect();
+        assert!(rows.iter().all(|r| !deleted.contains(&r.id)));
+        for e in log.iter().filter(|e| e.kind != ChurnKind::Delete) {
+            let Some(row) = rows.iter().find(|r| r.id == e.id) else {
+                continue;
+            };
+            if e.kind == ChurnKind::Push {
+                assert!(row.latest_update_time >= e.at_ms);
+            } else {
+                assert!(row.latest_scan_time >= e.at_ms);
+                assert!(matches!(row.scan_status.as_str(), "success" | "failed"));
+            }
+        }
+        let mut changed_malicious = 0;
+        for row in rows.iter().filter(|r| r.latest_scan_time > BASE) {
+            assert_eq!(
+                row.severity_level,
+                data::severity_level(&row.scan_status, row.vul_num),
+                "{row:?}"
+            );
+            if row.scan_status == "failed" {
+                assert!(!row.scan_failed_desc.is_empty());
+                assert_eq!(row.vul_num + row.malicious_file_num, 0);
+            } else {
+                assert!(row.scan_failed_desc.is_empty());
+                changed_malicious += usize::from(row.malicious_file_num > 0);
+            }
+        }
+        assert!(changed_malicious > 0);
+    }
+
+    #[test]
+    fn the_clock_offset_shifts_every_change() {
+        for offset in [3_600_000i64, -90_000] {
+            let sim = Simulator::new(SimConfig {
+                images: 100,
+                base_time_ms: BASE,
+                clock_offset_ms: offset,
+                ..SimConfig::default()
+            });
+            let row = sim.images()[0].clone();
+            let before = super::super::now_ms() + offset;
+            let rescanned = sim.rescan(row.id, 1, 0, 0).unwrap();
+            let pushed = sim.push(&row.namespace, &row.image_type);
+            let marked = sim.set_malicious("ns", "img", "1.0", "private_image", "0", 2);
+            let after = super::super::now_ms() + offset;
+            for t in [
+                rescanned.latest_scan_time,
+                pushed.latest_update_time,
+                marked.latest_scan_time,
+            ] {
+                // + 3: the clock adds 1 ms per change when the wall clock stands still.
+                assert!(before <= t && t <= after + 3, "{before} {t} {after}");
+            }
+            let clock = sim.clock_ms();
+            assert!(
+                clock >= marked.latest_scan_time && clock <= super::super::now_ms() + offset + 3
+            );
+            assert!(sim.churn_log().iter().all(|e| e.at_ms >= before));
+        }
+    }
+
+    #[tokio::test]
+    async fn index_lag_hides_fresh_rows_from_filtered_listings_only() {
+        let sim = Simulator::new(SimConfig {
+            images: 300,
+            base_time_ms: BASE,
+            tokens: vec!["tok".to_string()],
+            index_lag: Duration::from_secs(60),
+            ..SimConfig::default()
+        });
+        let row = private_row(&sim);
+        let rescanned = sim.rescan(row.id, 5, 0, 0).unwrap();
+        let t = rescanned.latest_scan_time;
+        let filtered = format!("{PRIVATE}&start_latest_scan_time={t}");
+        for (ids, total) in both(&sim, &filtered).await {
+            assert_eq!((ids, total), (vec![], 0), "the index has not seen it yet");
+        }
+        let pushed = sim.push(&row.namespace, "private_image");
+        let by_update = format!(
+            "{PRIVATE}&start_latest_update_time={}",
+            pushed.latest_update_time
+        );
+        for (ids, total) in both(&sim, &by_update).await {
+            assert_eq!((ids, total), (vec![], 0));
+        }
+        // Listings without a start filter are never behind.
+        let plain = format!("{PRIVATE}&namespace={}", row.namespace);
+        let ended = format!("{PRIVATE}&end_latest_scan_time={t}");
+        for query in [plain.as_str(), ended.as_str(), PRIVATE] {
+            for (ids, total) in both(&sim, query).await {
+                assert!(ids.contains(&row.id), "{query}");
+                assert_eq!(ids.len() as u64, total);
+            }
+        }
+        for (ids, _) in both(&sim, &plain).await {
+            assert!(ids.contains(&pushed.id));
+        }
+        // A change older than the lag is indexed.
+        let old_time = sim.clock_ms() - 61_000;
+        sim.add_image(SimImage {
+            id: 99_999,
+            latest_scan_time: old_time,
+            latest_update_time: old_time - 1000,
+            ..rescanned.clone()
+        });
+        let old = format!("{PRIVATE}&start_latest_scan_time={}", old_time);
+        for (ids, total) in both(&sim, &old).await {
+            assert_eq!((ids, total), (vec![99_999], 1));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_churn_task_keeps_the_configured_rate_in_tokio_time() {
+        use super::super::{Churn, ChurnKind};
+        let sim = Simulator::new(SimConfig {
+            images: 1000,
+            base_time_ms: BASE,
+            churn: Some(Churn::new(30, Duration::from_secs(60))),
+            ..SimConfig::default()
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let started = Instant::now();
+        let stop = tokio::time::sleep(Duration::from_secs(600) + Duration::from_millis(500));
+        // A second server of the same simulator starts no second task.
+        let second = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (first, other) = tokio::join!(
+            sim.clone().serve(listener, stop),
+            sim.clone()
+                .serve(second, tokio::time::sleep(Duration::from_secs(300)))
+        );
+        first.unwrap();
+        other.unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(600));
+        let log = sim.churn_log();
+        // Ten minutes at 30 a minute: 100 ticks of 3.
+        assert_eq!(log.len(), 300, "{}", log.len());
+        let kinds: HashSet<ChurnKind> = log.iter().map(|e| e.kind).collect();
+        assert!(kinds.contains(&ChurnKind::Rescan) && kinds.contains(&ChurnKind::Push));
+        // The task stopped with the server.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(sim.churn_log().len(), 300);
     }
 }
