@@ -775,7 +775,10 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
 /// Runs every lane once and prints or writes the exposition (without
 /// `process_*` series: the output is meant for node_exporter's textfile
 /// collector, which exports its own); returns whether every scope succeeded.
-pub async fn run_once(config: Config, output: Option<&Path>) -> Result<bool, Error> {
+pub async fn run_once(mut config: Config, output: Option<&Path>) -> Result<bool, Error> {
+    // One sweep per scope is as fresh as it gets: no changes lane, no table
+    // kept, no watermark series in the output.
+    config.changes_interval = Duration::ZERO;
     let exporter = Exporter::new(config)?;
     exporter.log_plan();
     let ok = exporter.run_once().await;

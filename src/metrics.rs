@@ -343,7 +343,7 @@ impl Metrics {
         let poll_interval = GaugeVec::new(
             Opts::new(
                 "hss_swr_poll_interval_seconds",
-                "Configured interval between the starts of a lane's runs (poll_interval for sweeps, malicious_interval); 0 when the lane is off.",
+                "Configured interval between the starts of a lane's runs (poll_interval for sweeps, malicious_interval, changes_interval); 0 when the lane is off. The changes lane's rounds are stretched when its calls for every scope do not fit the budget (logged at start).",
             ),
             &["lane"],
         )?;

@@ -169,6 +169,8 @@ pub struct ScopeHandle {
     malicious: Mutex<LaneStatus>,
     changes: Mutex<LaneStatus>,
     table: Mutex<ImageTable>,
+    /// Notified when the image table becomes complete (a first sweep).
+    table_ready: tokio::sync::Notify,
     watermarks: Mutex<Watermarks>,
     published: RwLock<Option<Arc<Snapshot>>>,
     published_malicious: RwLock<Option<Arc<MaliciousSnapshot>>>,
@@ -199,6 +201,7 @@ impl ScopeHandle {
             malicious: Mutex::new(LaneStatus::default()),
             changes: Mutex::new(LaneStatus::default()),
             table: Mutex::new(ImageTable::empty(keep_names)),
+            table_ready: tokio::sync::Notify::new(),
             watermarks: Mutex::new(Watermarks::default()),
             published: RwLock::new(None),
             published_malicious: RwLock::new(None),
@@ -260,6 +263,24 @@ impl ScopeHandle {
     /// The scope's image table.
     pub fn table(&self) -> MutexGuard<'_, ImageTable> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until the image table is complete (a first sweep has built it).
+    pub async fn table_complete(&self) {
+        loop {
+            let ready = self.table_ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if self.table().is_complete() {
+                return;
+            }
+            ready.await;
+        }
+    }
+
+    /// Wakes whoever waits in [`table_complete`](Self::table_complete).
+    pub fn announce_table(&self) {
+        self.table_ready.notify_waiters();
     }
 
     /// A copy of the changes lane's watermarks.

@@ -67,7 +67,8 @@ pub struct Settings {
 }
 
 /// The malicious listing runs as a check every this many changes rounds
-/// once a scope's image table is complete (before that, every
+/// once a scope's image table is complete (before that, and whenever
+/// `malicious_interval` is shorter than the changes round, every
 /// `malicious_interval`).
 pub const MALICIOUS_CHECK_EVERY: u32 = 10;
 
@@ -456,6 +457,7 @@ pub async fn sweep_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
                 w.update_since_ms.get_or_insert(since);
                 w.rounds = 0;
             });
+            handle.announce_table();
         }
         None
     } else {
@@ -761,12 +763,16 @@ pub async fn run_lane_once(lane: Lane, handle: &ScopeHandle, ctx: &LaneContext) 
 /// The time from the start of one run of `lane` to the start of the next.
 pub fn lane_interval(lane: Lane, handle: &ScopeHandle, settings: &Settings) -> Duration {
     match lane {
+        // Once the table is complete the changes lane detects, and the
+        // malicious listing becomes a check every few rounds, unless
+        // `malicious_interval` asks for it more often than the changes round.
         Lane::Malicious
             if handle.changes_lane
                 && !settings.changes_round.is_zero()
+                && settings.malicious_interval >= settings.changes_round
                 && handle.table().is_complete() =>
         {
-            (settings.changes_round * MALICIOUS_CHECK_EVERY).max(settings.malicious_interval)
+            settings.changes_round * MALICIOUS_CHECK_EVERY
         }
         Lane::Malicious => settings.malicious_interval,
         Lane::Sweep => settings.poll_interval,
@@ -809,6 +815,13 @@ pub async fn run_lane(
     cancel: CancellationToken,
 ) {
     loop {
+        if lane == Lane::Changes {
+            // Its first round comes as soon as the first sweep is complete.
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = handle.table_complete() => {}
+            }
+        }
         let started = Instant::now();
         tokio::select! {
             () = cancel.cancelled() => return,

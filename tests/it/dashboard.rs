@@ -95,7 +95,9 @@ fn metric_filters(name: &str) -> Option<&'static [&'static str]> {
         | "hss_swr_polls_total"
         | "hss_swr_poll_failures_total"
         | "hss_swr_duplicate_rows_total"
-        | "hss_swr_total_changes_total" => SCOPE,
+        | "hss_swr_total_changes_total"
+        | "hss_swr_rows_applied_total"
+        | "hss_swr_changes_watermark_age_seconds" => SCOPE,
         "hss_swr_api_requests_total"
         | "hss_swr_api_request_duration_seconds_bucket"
         | "hss_swr_api_request_duration_seconds_sum"
@@ -659,6 +661,8 @@ fn dashboard_covers_the_spec() {
         "hss_swr_images_by_severity",
         "hss_swr_target_info",
         "hss_swr_poll_interval_seconds",
+        "hss_swr_changes_watermark_age_seconds",
+        "hss_swr_rows_applied_total",
     ] {
         if !all.contains(metric) {
             problems.push(format!("no query uses {metric}"));

@@ -389,6 +389,7 @@ page_size: 50
 concurrency: 2
 poll_interval: 1s
 malicious_interval: 500ms
+changes_interval: 0
 stale_after: 1h
 {extra}
 credentials: {{access_key: {AK}, secret_key: {SK}}}

@@ -15,8 +15,9 @@ const FIXTURE: &str = "tests/it/golden/metrics.txt";
 
 /// Families whose values depend on the clock, the build or the process
 /// rather than on the data: left out of the comparison.
-const VOLATILE: [&str; 6] = [
+const VOLATILE: [&str; 7] = [
     "hss_swr_last_success_timestamp_seconds",
+    "hss_swr_changes_watermark_age_seconds",
     "hss_swr_poll_duration_seconds",
     "hss_swr_api_request_duration_seconds",
     "hss_swr_api_budget_wait_seconds_total",

@@ -106,8 +106,21 @@ async fn new_and_growing_malicious_images_are_counted() {
 
 #[tokio::test]
 async fn the_malicious_lane_is_fresher_than_the_last_sweep() {
+    malicious_lane_is_fresher(false).await;
+    malicious_lane_is_fresher(true).await;
+}
+
+/// A malicious listing after a sweep: its figures win over the sweep's. With
+/// the changes lane, the listing's rows also go into the image table, so the
+/// image's namespace has all its gauges at once.
+async fn malicious_lane_is_fresher(changes_lane: bool) {
     let sim = start_simulator(sim_config(900, 4)).await;
-    let yaml = config_yaml(&sim.endpoint, "", "    image_types: [private_image]\n");
+    let extra = if changes_lane {
+        ""
+    } else {
+        "changes_interval: 0\n"
+    };
+    let yaml = config_yaml(&sim.endpoint, extra, "    image_types: [private_image]\n");
     let exporter = Exporter::new(parse_config(&yaml)).unwrap();
     assert!(exporter.run_once().await);
     sim.sim
@@ -123,12 +136,29 @@ async fn the_malicious_lane_is_fresher_than_the_last_sweep() {
         exposition.value("hss_swr_malicious_files", &[("namespace", "fresh-ns")]),
         2.0
     );
-    assert!(
-        exposition
-            .find("hss_swr_vulnerabilities", &[("namespace", "fresh-ns")])
-            .is_empty(),
-        "the other gauges wait for the next sweep"
-    );
+    let vulnerabilities = exposition.find("hss_swr_vulnerabilities", &[("namespace", "fresh-ns")]);
+    if changes_lane {
+        let row = sim
+            .sim
+            .images()
+            .into_iter()
+            .find(|i| i.namespace == "fresh-ns")
+            .unwrap();
+        assert_eq!(vulnerabilities.len(), 1, "the row is in the image table");
+        assert_eq!(vulnerabilities[0].value, row.vul_num as f64);
+        assert_eq!(
+            exposition.value(
+                "hss_swr_images",
+                &[("namespace", "fresh-ns"), ("scan_status", "success")]
+            ),
+            1.0
+        );
+    } else {
+        assert!(
+            vulnerabilities.is_empty(),
+            "the other gauges wait for the next sweep"
+        );
+    }
     assert_eq!(
         exposition.value(DETECTED, &[("namespace", "fresh-ns")]),
         1.0

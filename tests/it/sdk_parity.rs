@@ -39,9 +39,17 @@ fn every_lane_error(exporter: &Exporter) -> Vec<String> {
         .list()
         .iter()
         .flat_map(|scope| {
+            // The changes lane makes no call before a first complete sweep.
+            assert_eq!(
+                scope
+                    .lane_status(hss_swr_exporter::collect::Lane::Changes)
+                    .runs,
+                0
+            );
             scope
                 .lanes()
                 .iter()
+                .filter(|lane| **lane != hss_swr_exporter::collect::Lane::Changes)
                 .map(|lane| scope.lane_status(*lane).last_error.unwrap_or_default())
                 .collect::<Vec<_>>()
         })
@@ -166,6 +174,8 @@ async fn a_wrong_iam_password_costs_one_failed_login_while_the_daemon_runs() {
             .unwrap()
             .iter()
             .flat_map(|s| s["lanes"].as_array().unwrap().clone())
+            // The changes lane makes no call before a first complete sweep.
+            .filter(|l| l["lane"] != "changes")
             .map(|l| l["runs"].as_u64().unwrap_or(0))
             .min()
             .unwrap_or(0);
