@@ -6,6 +6,7 @@
 mod common;
 
 mod apis;
+mod changes;
 mod cli;
 mod credentials;
 mod dashboard;
