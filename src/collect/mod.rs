@@ -218,7 +218,7 @@ impl ScopeHandle {
         {
             let mut mine = self.table();
             let mut theirs = old.table();
-            if mine.keeps_names() == theirs.keeps_names() {
+            if self.changes_lane && mine.keeps_names() == theirs.keeps_names() {
                 let keep_names = theirs.keeps_names();
                 *mine = std::mem::replace(&mut *theirs, ImageTable::empty(keep_names));
                 mine.abort_sweep();

@@ -100,30 +100,52 @@ impl Names {
 #[derive(Debug, Default, Clone)]
 struct Strings {
     namespaces: Vec<NamespaceKey>,
-    namespace_index: HashMap<NamespaceKey, u32>,
+    /// Namespace index by a hash of its key, so a row is looked up without
+    /// copying its strings; a collision falls back to a scan.
+    namespace_index: HashMap<u64, u32>,
     texts: Vec<Box<str>>,
     text_index: HashMap<Box<str>, u16>,
 }
 
+fn namespace_hash(instance_name: &str, registry_name: &str, namespace: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (instance_name, registry_name, namespace).hash(&mut hasher);
+    hasher.finish()
+}
+
 impl Strings {
-    fn namespace(&mut self, key: &NamespaceKey) -> u32 {
-        if let Some(i) = self.namespace_index.get(key) {
-            return *i;
+    fn find_namespace(&mut self, instance_name: &str, registry_name: &str, namespace: &str) -> u32 {
+        let same = |k: &NamespaceKey| {
+            k.namespace == namespace
+                && k.registry_name == registry_name
+                && k.instance_name == instance_name
+        };
+        let hash = namespace_hash(instance_name, registry_name, namespace);
+        if let Some(i) = self.namespace_index.get(&hash) {
+            if same(&self.namespaces[*i as usize]) {
+                return *i;
+            }
+            // A hash collision: rare enough for a scan.
+            if let Some(i) = self.namespaces.iter().position(same) {
+                return u32::try_from(i).unwrap_or(u32::MAX);
+            }
         }
         let i = u32::try_from(self.namespaces.len()).unwrap_or(u32::MAX);
-        self.namespaces.push(key.clone());
-        self.namespace_index.insert(key.clone(), i);
+        self.namespaces.push(NamespaceKey {
+            instance_name: instance_name.to_string(),
+            registry_name: registry_name.to_string(),
+            namespace: namespace.to_string(),
+        });
+        self.namespace_index.entry(hash).or_insert(i);
         i
     }
 
+    fn namespace(&mut self, key: &NamespaceKey) -> u32 {
+        self.find_namespace(&key.instance_name, &key.registry_name, &key.namespace)
+    }
+
     fn namespace_of(&mut self, row: &Row) -> u32 {
-        // Looked up without building a key first: most rows hit.
-        let key = NamespaceKey {
-            instance_name: row.instance_name.clone(),
-            registry_name: row.registry_name.clone(),
-            namespace: row.namespace.clone(),
-        };
-        self.namespace(&key)
+        self.find_namespace(&row.instance_name, &row.registry_name, &row.namespace)
     }
 
     /// Interned `text` + 1; 0 for none.
@@ -160,11 +182,10 @@ impl Strings {
             .map(|k| k.instance_name.len() + k.registry_name.len() + k.namespace.len())
             .sum();
         let texts: usize = self.texts.iter().map(|t| t.len()).sum();
-        // Each namespace key is held twice (list and index), with the index's
-        // own slot; each text likewise.
-        2 * keys
-            + self.namespaces.capacity() * std::mem::size_of::<NamespaceKey>()
-            + self.namespace_index.capacity() * (std::mem::size_of::<NamespaceKey>() + 8)
+        // Namespace keys are held once, with an index slot each; texts twice
+        // (list and index).
+        keys + self.namespaces.capacity() * std::mem::size_of::<NamespaceKey>()
+            + self.namespace_index.capacity() * 13
             + 2 * texts
             + self.texts.capacity() * 16
             + self.text_index.capacity() * 24
