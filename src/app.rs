@@ -118,6 +118,29 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
 }
 
+/// Everything a scope's lanes depend on: a reload that leaves it equal keeps
+/// the scope's lanes running (a sweep in progress included).
+#[derive(Debug, Clone, PartialEq)]
+struct LaneKey {
+    target: crate::config::Target,
+    settings: Settings,
+    client: ClientSettings,
+    stale_after: Duration,
+    state_file: Option<std::path::PathBuf>,
+    malicious_lane: bool,
+    changes_lane: bool,
+}
+
+/// A scope's handle and what its lanes share.
+type ScopeLanes = (Arc<ScopeHandle>, LaneContext);
+
+/// The running lanes of one scope.
+#[derive(Debug)]
+struct Running {
+    cancel: CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+}
+
 /// The whole pipeline for one configuration.
 pub struct Exporter {
     config: Config,
@@ -125,6 +148,10 @@ pub struct Exporter {
     metrics: Arc<Metrics>,
     budgets: Budgets,
     lanes: Vec<(Arc<ScopeHandle>, LaneContext)>,
+    /// What each entry of `lanes` depends on.
+    keys: Vec<LaneKey>,
+    /// The lanes started by [`spawn`](Self::spawn), per scope.
+    running: std::sync::Mutex<std::collections::HashMap<Scope, Running>>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -141,7 +168,7 @@ impl Exporter {
         let budgets = Budgets::new(config.api_rate_limit);
         let scopes = ScopeSet::new(Vec::new());
         let metrics = Arc::new(Metrics::new(Arc::clone(&scopes), config.image_metrics)?);
-        let lanes = build_lanes(&config, &scopes, &metrics, &budgets)?;
+        let (lanes, keys) = build_lanes(&config, &scopes, &metrics, &budgets)?;
         announce_apis(&config, &metrics);
         scopes.replace(lanes.iter().map(|(h, _)| Arc::clone(h)).collect());
         if let Some((file, _)) = lanes.first().and_then(|(_, c)| c.state.clone()) {
@@ -154,16 +181,67 @@ impl Exporter {
             metrics,
             budgets,
             lanes,
+            keys,
+            running: std::sync::Mutex::default(),
         })
     }
 
-    /// Switches to `config` (after a reload): scopes that are still
-    /// configured keep their data, lane status and detection counters; the
-    /// budget keeps counting the calls already made. Call it only while no
-    /// lane runs; start the lanes again with [`spawn`](Self::spawn).
-    pub fn apply(&mut self, config: Config) -> Result<(), Error> {
-        let lanes = build_lanes(&config, &self.scopes, &self.metrics, &self.budgets)?;
+    fn running(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Scope, Running>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Switches to `config` (after a reload). A scope whose target and lane
+    /// settings are unchanged keeps its lanes running, a sweep in progress
+    /// included. The lanes of a changed scope are stopped (and waited for);
+    /// its new lanes take over its data, lane status, image table and
+    /// detection counters. Removed scopes stop. The budget keeps counting the
+    /// calls already made. Returns the scopes whose lanes are to be started
+    /// (with [`spawn_scopes`](Self::spawn_scopes)).
+    pub async fn apply(&mut self, config: Config) -> Result<Vec<Scope>, Error> {
+        let (mut lanes, keys) = build_lanes(&config, &self.scopes, &self.metrics, &self.budgets)?;
+        let mut start = Vec::new();
+        for (i, (handle, context)) in lanes.iter_mut().enumerate() {
+            let old = self
+                .lanes
+                .iter()
+                .zip(&self.keys)
+                .find(|((old, _), _)| old.scope == handle.scope);
+            match old {
+                Some(((old, old_context), old_key)) if *old_key == keys[i] => {
+                    // Unchanged: the running lanes go on with their handle.
+                    *handle = Arc::clone(old);
+                    *context = old_context.clone();
+                }
+                _ => start.push(handle.scope.clone()),
+            }
+        }
+        // Stop the lanes of every scope that is not kept, before their data
+        // is carried over, so that no stopped lane writes to it afterwards.
+        let stopping: Vec<Running> = {
+            let mut running = self.running();
+            let kept: Vec<&Scope> = lanes
+                .iter()
+                .map(|(h, _)| &h.scope)
+                .filter(|s| !start.contains(s))
+                .collect();
+            let stop: Vec<Scope> = running
+                .keys()
+                .filter(|s| !kept.contains(s))
+                .cloned()
+                .collect();
+            stop.iter().filter_map(|s| running.remove(s)).collect()
+        };
+        for run in stopping {
+            run.cancel.cancel();
+            run.tracker.close();
+            run.tracker.wait().await;
+        }
         for (handle, _) in &lanes {
+            if !start.contains(&handle.scope) {
+                continue;
+            }
             if let Some((old, _)) = self.lanes.iter().find(|(old, _)| old.scope == handle.scope) {
                 handle.carry_over(old);
             }
@@ -174,8 +252,9 @@ impl Exporter {
         self.scopes
             .replace(lanes.iter().map(|(h, _)| Arc::clone(h)).collect());
         self.lanes = lanes;
+        self.keys = keys;
         self.config = config;
-        Ok(())
+        Ok(start)
     }
 
     /// The configuration in use.
@@ -274,17 +353,41 @@ impl Exporter {
     /// Starts every lane; they stop when `cancel` fires.
     pub fn spawn(&self, cancel: &CancellationToken) -> tokio::task::JoinSet<()> {
         let mut tasks = tokio::task::JoinSet::new();
-        for (handle, context) in &self.lanes {
+        let all: Vec<Scope> = self.lanes.iter().map(|(h, _)| h.scope.clone()).collect();
+        self.spawn_scopes(cancel, &mut tasks, &all);
+        tasks
+    }
+
+    /// Starts the lanes of `scopes` into `tasks`; they stop when `cancel`
+    /// fires, or when a reload stops their scope.
+    pub fn spawn_scopes(
+        &self,
+        cancel: &CancellationToken,
+        tasks: &mut tokio::task::JoinSet<()>,
+        scopes: &[Scope],
+    ) {
+        let mut running = self.running();
+        for (handle, context) in self.lanes.iter().filter(|(h, _)| scopes.contains(&h.scope)) {
+            let scope_cancel = cancel.child_token();
+            let tracker = tokio_util::task::TaskTracker::new();
             for lane in handle.lanes() {
-                tasks.spawn(scheduler::run_lane(
+                tasks.spawn(tracker.track_future(scheduler::run_lane(
                     *lane,
                     Arc::clone(handle),
                     context.clone(),
-                    cancel.clone(),
-                ));
+                    scope_cancel.clone(),
+                )));
+            }
+            if let Some(old) = running.insert(
+                handle.scope.clone(),
+                Running {
+                    cancel: scope_cancel,
+                    tracker,
+                },
+            ) {
+                old.cancel.cancel();
             }
         }
-        tasks
     }
 
     /// Runs one run of `lane` in every scope that has it, together; returns
@@ -349,7 +452,7 @@ fn build_lanes(
     scopes: &Arc<ScopeSet>,
     metrics: &Metrics,
     budgets: &Budgets,
-) -> Result<Vec<(Arc<ScopeHandle>, LaneContext)>, Error> {
+) -> Result<(Vec<ScopeLanes>, Vec<LaneKey>), Error> {
     let http = hss::client::http_client(config.request_timeout)?;
     let api = metrics.api();
     let client_settings = ClientSettings {
@@ -382,6 +485,7 @@ fn build_lanes(
         )
     });
     let mut lanes: Vec<(Arc<ScopeHandle>, LaneContext)> = Vec::new();
+    let mut keys = Vec::new();
     for target in &config.targets {
         api.init_target(&target.name);
         let client: Arc<dyn ImageSource> = Arc::new(hss::Client::new(
@@ -423,11 +527,31 @@ fn build_lanes(
                     changes_lane,
                     config.image_metrics,
                 );
+                keys.push(LaneKey {
+                    // The target as this scope sees it: the other image types
+                    // and enterprise projects of the target are other scopes.
+                    target: crate::config::Target {
+                        image_types: vec![*image_type],
+                        enterprise_project_ids: vec![enterprise_project_id.clone()],
+                        ..target.clone()
+                    },
+                    // The sweeps' share of the budget only feeds a log line;
+                    // a scope more or less elsewhere restarts nothing here.
+                    settings: Settings {
+                        sweep_calls_per_second: 0.0,
+                        ..context.settings
+                    },
+                    client: client_settings,
+                    stale_after: config.stale_after,
+                    state_file: config.state_file.clone(),
+                    malicious_lane,
+                    changes_lane,
+                });
                 lanes.push((handle, context.clone()));
             }
         }
     }
-    Ok(lanes)
+    Ok((lanes, keys))
 }
 
 /// The scopes whose targets poll `listing`.
@@ -740,18 +864,17 @@ async fn reload(
         tracing::info!(path = %path.display(), "{summary}");
         return Ok(summary);
     }
-    generation.cancel();
-    while lanes.join_next().await.is_some() {}
-    let applied = exporter.apply(config);
-    *generation = CancellationToken::new();
-    *lanes = exporter.spawn(generation);
-    match applied {
-        Ok(()) => {
+    match exporter.apply(config).await {
+        Ok(start) => {
+            exporter.spawn_scopes(generation, lanes, &start);
+            // Reap the tasks of stopped scopes.
+            while lanes.try_join_next().is_some() {}
             let summary = format!(
-                "configuration reloaded: {} target(s), {} scope(s), budget {}",
+                "configuration reloaded: {} target(s), {} scope(s), budget {}; {} scope(s) (re)started, the others kept running",
                 exporter.config().targets.len(),
                 exporter.config().scope_count(),
-                exporter.config().api_rate_limit
+                exporter.config().api_rate_limit,
+                start.len()
             );
             tracing::info!(path = %path.display(), "{summary}");
             exporter.log_plan();

@@ -74,7 +74,7 @@ async fn a_valid_reload_keeps_the_kept_scopes_and_an_invalid_one_changes_nothing
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.text().await.unwrap(),
-        "configuration reloaded: 1 target(s), 2 scope(s), budget 1000/1s\n"
+        "configuration reloaded: 1 target(s), 2 scope(s), budget 1000/1s; 1 scope(s) (re)started, the others kept running\n"
     );
     let scopes = exporter.scopes.clone();
     eventually("the new scope has run", || {
@@ -90,21 +90,40 @@ async fn a_valid_reload_keeps_the_kept_scopes_and_an_invalid_one_changes_nothing
         1.0,
         "counters survive a reload"
     );
-    // The kept scope's lanes restart under the new configuration; its run
-    // count goes on from where it was (a fresh scope would stay at 1, with
-    // poll_interval at one hour).
-    let mut polls = 0.0;
-    for _ in 0..300 {
-        polls = scrape(&url).await.value(
-            "hss_swr_polls_total",
-            &[("image_type", "private_image"), ("lane", "sweep")],
-        );
-        if polls >= 2.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(polls, 2.0, "lane history survives a reload");
+    // The kept scope's lanes were not restarted: its sweep (every hour) ran
+    // once, while its malicious lane goes on.
+    let private = [("image_type", "private_image"), ("lane", "sweep")];
+    assert_eq!(exposition.value("hss_swr_polls_total", &private), 1.0);
+    let sweeps_of_private = sim
+        .sim
+        .stats()
+        .calls
+        .iter()
+        .filter(|c| {
+            c.offset == 0
+                && c.query.contains("image_type=private_image")
+                && !c.query.contains("has_malicious_file")
+                && !c.query.contains("start_latest")
+        })
+        .count();
+    assert_eq!(
+        sweeps_of_private, 1,
+        "the kept scope's sweep was not repeated"
+    );
+    let malicious = [("image_type", "private_image"), ("lane", "malicious")];
+    let runs = exposition.value("hss_swr_polls_total", &malicious);
+    eventually("the kept scope's malicious lane goes on", || {
+        scopes
+            .list()
+            .iter()
+            .find(|s| s.scope.image_type.as_str() == "private_image")
+            .is_some_and(|s| {
+                s.lane_status(hss_swr_exporter::collect::Lane::Malicious)
+                    .runs as f64
+                    >= runs + 2.0
+            })
+    })
+    .await;
     assert!(
         !exposition
             .find("hss_swr_vulnerabilities", &[("image_type", "shared_image")])
@@ -241,10 +260,10 @@ async fn a_reload_to_an_equal_configuration_restarts_nothing() {
     assert_eq!(after["runs"], 1, "the sweep lane was not restarted");
     assert_eq!(after["next_run"], before["next_run"]);
 
-    // A real change does restart the lanes: the sweep runs again at once.
-    // Two requests at the same time run one after the other: the first
-    // applies the change, the second finds it applied.
-    std::fs::write(&path, yaml.replace("1000/1s", "999/1s")).unwrap();
+    // A change of the scope's lane settings restarts its lanes: the sweep
+    // runs again at once. Two requests at the same time run one after the
+    // other: the first applies the change, the second finds it applied.
+    std::fs::write(&path, yaml.replace("poll_interval: 1h", "poll_interval: 59m")).unwrap();
     let post = || async {
         let response = http().post(format!("{url}/-/reload")).send().await.unwrap();
         (response.status(), response.text().await.unwrap())
@@ -302,5 +321,114 @@ async fn a_rotated_secret_file_is_a_change_not_an_unchanged_configuration() {
     assert!(answer.starts_with("configuration reloaded:"), "{answer}");
     assert!(!answer.contains(SK), "no secret in the answer");
     exporter.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Sweep calls (offset 0 of a full listing) of `image_type` the simulator
+/// has answered.
+fn sweeps_started(sim: &hss_swr_exporter::simulator::Simulator, image_type: &str) -> usize {
+    sim.stats()
+        .calls
+        .iter()
+        .filter(|c| {
+            c.offset == 0
+                && c.query.contains(&format!("image_type={image_type}"))
+                && !c.query.contains("has_malicious_file")
+                && !c.query.contains("start_latest")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_reload_keeps_a_sweep_in_progress_of_an_unchanged_scope() {
+    // A sweep of many small pages at 10 calls a second: caught mid-way.
+    let sim = start_simulator(sim_config(2000, 4)).await;
+    let dir = std::env::temp_dir().join(format!("hss-reload-keep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yml");
+    let extra = "api_rate_limit: 10/1s\npage_size: 10\nconcurrency: 1\n\
+                 malicious_interval: 0\nchanges_interval: 0\npoll_interval: 1h\n";
+    let write = |types: &str| {
+        std::fs::write(
+            &path,
+            config_yaml(
+                &sim.endpoint,
+                extra,
+                &format!("    image_types: [{types}]\n"),
+            ),
+        )
+        .unwrap();
+    };
+    write("private_image");
+    let exporter = start_exporter_with_lifecycle(&path).await;
+    let url = exporter.url.clone();
+    let pages = |sim: &hss_swr_exporter::simulator::Simulator| {
+        sim.stats()
+            .calls
+            .iter()
+            .filter(|c| c.query.contains("image_type=private_image"))
+            .count()
+    };
+    eventually("the sweep is under way", || pages(&sim.sim) >= 3).await;
+    assert_eq!(
+        scrape(&url)
+            .await
+            .find("hss_swr_polls_total", &[("lane", "sweep")])
+            .iter()
+            .map(|s| s.value)
+            .sum::<f64>(),
+        0.0,
+        "no sweep has finished yet"
+    );
+
+    // A second image type: the private_image sweep goes on where it was.
+    write("private_image, shared_image");
+    let response = http().post(format!("{url}/-/reload")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("1 scope(s) (re)started"),
+        "only the new scope starts"
+    );
+    let scopes = exporter.scopes.clone();
+    eventually("both scopes have swept", || {
+        scopes.list().len() == 2 && all_lanes_ran(&scopes)
+    })
+    .await;
+    assert_eq!(
+        sweeps_started(&sim.sim, "private_image"),
+        1,
+        "the sweep in progress was not thrown away"
+    );
+    let exposition = scrape(&url).await;
+    assert_matches_simulator(&exposition, &sim.sim, "private_image");
+    assert_matches_simulator(&exposition, &sim.sim, "shared_image");
+
+    // A change every scope depends on (the page size) restarts them all.
+    std::fs::write(
+        &path,
+        config_yaml(
+            &sim.endpoint,
+            &extra.replace("page_size: 10", "page_size: 200"),
+            "    image_types: [private_image, shared_image]\n",
+        ),
+    )
+    .unwrap();
+    let response = http().post(format!("{url}/-/reload")).send().await.unwrap();
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("2 scope(s) (re)started")
+    );
+    eventually("the restarted scopes swept again", || {
+        sweeps_started(&sim.sim, "private_image") == 2
+            && sweeps_started(&sim.sim, "shared_image") == 2
+    })
+    .await;
     std::fs::remove_dir_all(dir).unwrap();
 }

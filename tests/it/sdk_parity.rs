@@ -134,7 +134,7 @@ async fn a_reload_with_the_right_key_ends_the_hold() {
     assert!(!ok);
     assert_all_held(&exporter);
     let right = wrong.replace("not-the-secret", SK);
-    exporter.apply(parse_config(&right)).unwrap();
+    exporter.apply(parse_config(&right)).await.unwrap();
     assert!(
         exporter.run_once().await,
         "{:?}",
