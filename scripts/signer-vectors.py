@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Print AK/SK signing test vectors computed by the official Huawei Cloud Python SDK.
 
-The Rust signer (src/hss/auth/signer.rs) carries these vectors in its unit tests.
-The simulator's own verifier (src/simulator/auth.rs) checks the same vectors
+The Rust signer (crates/hss-api/src/signer.rs) carries these vectors in its unit tests.
+The simulator's own verifier (crates/hss-sim/src/auth.rs) checks the same vectors
 with its independent canonicalisation. Re-generate them with:
 
     python3 -m venv /tmp/sdk && /tmp/sdk/bin/pip install huaweicloudsdkcore

@@ -17,8 +17,8 @@
 //!   statistics, and the published snapshots.
 //! - [`metrics`]: snapshots and self-metrics rendered as Prometheus text.
 //! - [`web`]: the HTTP endpoints.
-//! - [`simulator`]: the built-in HSS API simulator used by tests, benchmarks and
-//!   the demo.
+//! - `simulator`: the built-in HSS API simulator (the `hss-sim` crate, with the
+//!   default `simulator` feature) used by tests, benchmarks and the demo.
 //! - [`app`]: wires the pieces together for each subcommand.
 //! - [`logging`] and [`fsutil`]: log line formats and atomic file writes,
 //!   beside the flow.
@@ -33,7 +33,8 @@ pub mod fsutil;
 pub mod hss;
 pub mod logging;
 pub mod metrics;
-pub mod simulator;
+#[cfg(feature = "simulator")]
+pub use hss_sim as simulator;
 pub mod web;
 
 /// The version of this build, from Cargo.

@@ -17,7 +17,9 @@ use anyhow::Context as _;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use hss_swr_exporter::config::{Config, DEFAULT_LISTEN_ADDRESS, DEFAULT_TELEMETRY_PATH};
-use hss_swr_exporter::{app, logging, simulator};
+#[cfg(feature = "simulator")]
+use hss_swr_exporter::simulator;
+use hss_swr_exporter::{app, logging};
 
 /// `--version`, in the form of the Prometheus tools.
 fn version_text() -> String {
@@ -129,8 +131,10 @@ enum Command {
         config: ConfigArgs,
     },
     /// Run the built-in HSS API simulator.
+    #[cfg(feature = "simulator")]
     Simulate(simulator::SimulateArgs),
     /// Run the simulator and the exporter together, serving metrics with no cloud account.
+    #[cfg(feature = "simulator")]
     Demo {
         #[command(flatten)]
         web: WebArgs,
@@ -154,7 +158,9 @@ fn parse() -> Cli {
         None => return cli,
         Some(Command::Once { .. }) => ("once", &[CONFIG_IDS]),
         Some(Command::CheckConfig { .. }) => ("check-config", &[CONFIG_IDS]),
+        #[cfg(feature = "simulator")]
         Some(Command::Simulate(_)) => ("simulate", &[]),
+        #[cfg(feature = "simulator")]
         Some(Command::Demo { .. }) => ("demo", &[WEB_IDS]),
     };
     for id in CONFIG_IDS.iter().chain(WEB_IDS).chain(DAEMON_IDS) {
@@ -175,14 +181,16 @@ fn parse() -> Cli {
         }
     }
     let sub = subcommand_matches(&matches);
+    #[cfg_attr(not(feature = "simulator"), allow(unused_variables))]
     let sub_given =
         |id: &str| sub.is_some_and(|m| m.value_source(id) == Some(ValueSource::CommandLine));
     match &mut cli.command {
-        Some(Command::Once { config, .. } | Command::CheckConfig { config }) => {
-            if config.config_file.is_none() {
-                config.config_file = cli.config.config_file.clone();
-            }
+        Some(Command::Once { config, .. } | Command::CheckConfig { config })
+            if config.config_file.is_none() =>
+        {
+            config.config_file = cli.config.config_file.clone();
         }
+        #[cfg(feature = "simulator")]
         Some(Command::Demo { web }) => {
             if given("listen_address") && !sub_given("listen_address") {
                 web.listen_address = cli.web.listen_address.clone();
@@ -194,7 +202,7 @@ fn parse() -> Cli {
                 web.web_config_file = cli.web.web_config_file.clone();
             }
         }
-        Some(Command::Simulate(_)) | None => {}
+        _ => {}
     }
     cli
 }
@@ -249,6 +257,7 @@ fn main() -> ExitCode {
     logging::init(cli.log.log_level, cli.log.log_format);
     let web = match &cli.command {
         None => Some(&cli.web),
+        #[cfg(feature = "simulator")]
         Some(Command::Demo { web }) => Some(web),
         Some(_) => None,
     };
@@ -322,10 +331,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(code) => Ok(code),
         },
+        #[cfg(feature = "simulator")]
         Some(Command::Simulate(args)) => {
             simulator::run(args, app::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "simulator")]
         Some(Command::Demo { web }) => {
             let listener = app::bind(&web.listen_address).await?;
             app::run_demo(

@@ -1,4 +1,4 @@
-//! Fuzz target: the listing page parser, `hss::model::parse_page`, on any
+//! Fuzz target: the listing page parser, `hss_api::model::parse_page`, on any
 //! bytes. It must never panic, and a body it accepts must have the shape of a
 //! page: a JSON object whose `data_list`, when present and not null, is an
 //! array, with one row per object in it and every other entry counted as an
@@ -18,7 +18,7 @@
 
 use std::fmt;
 
-use hss_swr_exporter::hss::model::parse_page;
+use hss_api::model::parse_page;
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};

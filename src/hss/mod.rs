@@ -12,7 +12,7 @@ pub mod budget;
 pub mod client;
 pub mod http;
 pub mod iam;
-pub mod model;
+pub use hss_api::model;
 
 pub use budget::{Budget, BudgetRecord, Priority};
 pub use client::{ApiObserver, Client, ClientSettings, Error, ListQuery};

@@ -263,7 +263,11 @@ async fn a_reload_to_an_equal_configuration_restarts_nothing() {
     // A change of the scope's lane settings restarts its lanes: the sweep
     // runs again at once. Two requests at the same time run one after the
     // other: the first applies the change, the second finds it applied.
-    std::fs::write(&path, yaml.replace("poll_interval: 1h", "poll_interval: 59m")).unwrap();
+    std::fs::write(
+        &path,
+        yaml.replace("poll_interval: 1h", "poll_interval: 59m"),
+    )
+    .unwrap();
     let post = || async {
         let response = http().post(format!("{url}/-/reload")).send().await.unwrap();
         (response.status(), response.text().await.unwrap())

@@ -10,7 +10,7 @@
 pub mod aksk;
 pub mod iam_token;
 pub mod metadata;
-pub mod signer;
+pub use hss_api::signer;
 pub mod token_file;
 
 use std::future::Future;

@@ -1518,8 +1518,8 @@ async fn malicious_endpoint(State(sim): State<Simulator>, body: Bytes) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hss::auth::signer;
     use axum::http::{HeaderMap, Request};
+    use hss_api::signer;
     use serde_json::Value;
     use std::collections::HashSet;
     use tower::ServiceExt;
@@ -2814,8 +2814,8 @@ mod tests {
 
         let stats = sim.stats();
         let (old, new) = (
-            stats.calls_to(crate::simulator::API_SWR_REPOSITORY),
-            stats.calls_to(crate::simulator::API_REGISTRY_IMAGES),
+            stats.calls_to(crate::API_SWR_REPOSITORY),
+            stats.calls_to(crate::API_REGISTRY_IMAGES),
         );
         assert_eq!((old.len(), new.len()), (7, 7));
         assert!(

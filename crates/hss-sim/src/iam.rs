@@ -683,10 +683,10 @@ impl Simulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hss::auth::signer;
-    use crate::simulator::auth::{MSG_SIGNATURE, MSG_TOKEN_BAD};
-    use crate::simulator::{MSG_SECURITY_TOKEN_EXPIRED, MSG_TOKEN_EXPIRED};
+    use crate::auth::{MSG_SIGNATURE, MSG_TOKEN_BAD};
+    use crate::{MSG_SECURITY_TOKEN_EXPIRED, MSG_TOKEN_EXPIRED};
     use axum::body::Bytes;
+    use hss_api::signer;
     use serde_json::Value;
     use tower::ServiceExt;
 

@@ -7,7 +7,7 @@
 //! on it. The signature is recomputed from what arrived with the gateway's
 //! own `SDK-HMAC-SHA256` canonicalisation ([`sdk_hmac`] below), written from
 //! reference/hss-api.md section 5 and the Python SDK's `signer.py`, apart
-//! from the exporter's signer (`crate::hss::auth::signer`): both are held to
+//! from the exporter's signer (`hss_api::signer`): both are held to
 //! the official SDK's vectors on their own, so a mistake in one is not copied
 //! into the other and hidden. Verification here is pure: the
 //! [`Keyring`] holds what is accepted and is read, not changed, by
@@ -525,8 +525,8 @@ pub(crate) mod sdk_hmac {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hss::auth::signer::{self, SigningInput};
     use axum::http::Request;
+    use hss_api::signer::{self, SigningInput};
 
     fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
         let mut builder = Request::get(uri);
