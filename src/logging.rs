@@ -52,9 +52,11 @@ pub fn parse_level(s: &str) -> Result<Level, String> {
 
 /// Installs the global subscriber, writing to standard error.
 pub fn init(level: Level, format: Format) {
+    // The project's crates at the chosen level (the simulator is its own
+    // crate), every dependency at warn.
+    let level = level.as_str().to_ascii_lowercase();
     let filter = tracing_subscriber::EnvFilter::new(format!(
-        "warn,hss_swr_exporter={}",
-        level.as_str().to_ascii_lowercase()
+        "warn,hss_swr_exporter={level},hss_sim={level},hss_api={level}"
     ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
