@@ -1302,7 +1302,7 @@ impl Collector for LaneCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::aggregate::Aggregator;
+    use crate::collect::table::Aggregator;
     use crate::collect::{Lane, Scope};
     use crate::config::ImageType;
     use crate::hss::Row;

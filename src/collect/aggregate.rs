@@ -4,7 +4,7 @@
 //! Place in the data flow: the scheduler keeps each scope's images in an
 //! image table ([`super::table`]) and, after every change, publishes a
 //! [`Snapshot`] derived from it, which the metrics module reads. The
-//! [`Aggregator`] does the same for a listing that keeps no table. Rows are
+//! table's `Aggregator` does the same for a listing that keeps no table. Rows are
 //! deduplicated by `id`, or by namespace, name, version, digest and instance
 //! when the id is unreadable.
 //!
@@ -23,10 +23,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
-
-use super::detect::ImageKey;
-use super::table::{TableBuilder, row_key};
+pub use super::keys::{ImageKey, NamespaceKey, image_key, row_key};
 use crate::hss::Row;
 
 static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
@@ -54,19 +51,6 @@ pub const KNOWN_SCAN_STATUSES: [&str; 7] = [
 
 /// The `scan_status` label of rows that carry none.
 pub const MISSING_SCAN_STATUS: &str = "unknown";
-
-/// A namespace within a scope.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct NamespaceKey {
-    /// Enterprise-edition instance name; empty for the other image types.
-    pub instance_name: String,
-    /// The registry (registry-images API); empty under swr-repository. Two
-    /// Harbor registries can hold namespaces of the same name.
-    #[serde(default)]
-    pub registry_name: String,
-    /// The namespace (SWR organisation).
-    pub namespace: String,
-}
 
 /// What one namespace holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -197,18 +181,6 @@ impl MaliciousSnapshot {
     }
 }
 
-/// The detection key of a row.
-pub fn image_key(row: &Row) -> ImageKey {
-    ImageKey {
-        instance_name: row.instance_name.clone(),
-        registry_name: row.registry_name.clone(),
-        namespace: row.namespace.clone(),
-        image: row.image_name.clone(),
-        version: row.image_version.clone(),
-        digest: row.image_digest.clone(),
-    }
-}
-
 /// Numbers about a sweep itself, for `/status` and self-metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepCounts {
@@ -216,44 +188,6 @@ pub struct SweepCounts {
     pub rows: u64,
     /// Rows dropped as duplicates.
     pub duplicates: u64,
-}
-
-/// Collects the rows of one sweep into a snapshot: a [`TableBuilder`] whose
-/// table is turned into a snapshot at once, for callers that keep no table.
-#[derive(Debug)]
-pub struct Aggregator {
-    builder: TableBuilder,
-}
-
-impl Aggregator {
-    /// An empty aggregation; `image_series` keeps per-image data.
-    pub fn new(image_series: bool) -> Self {
-        Self {
-            builder: TableBuilder::new(image_series),
-        }
-    }
-
-    /// Adds one row (duplicates are dropped when the snapshot is made).
-    pub fn add(&mut self, row: &Row) {
-        self.builder.add(row);
-    }
-
-    /// The snapshot of everything added, with the sweep's counts, keeping at
-    /// most `max_image_series` per-image series (those with the most
-    /// malicious files, then the most vulnerabilities).
-    pub fn finish_counted(
-        self,
-        finished_at: SystemTime,
-        max_image_series: usize,
-    ) -> (Snapshot, SweepCounts) {
-        let (table, counts) = self.builder.finish();
-        (table.snapshot(finished_at, max_image_series), counts)
-    }
-
-    /// [`finish_counted`](Self::finish_counted) without the counts.
-    pub fn finish(self, finished_at: SystemTime, max_image_series: usize) -> Snapshot {
-        self.finish_counted(finished_at, max_image_series).0
-    }
 }
 
 /// The namespaces a scope publishes under `max_namespaces`, and how many are
@@ -306,6 +240,8 @@ pub fn cap_namespaces<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The statistics are derived through the image table, as published.
+    use crate::collect::table::Aggregator;
 
     fn row(id: Option<u64>, ns: &str, status: &str, vul: u64, mal: u64, unsafe_: u64) -> Row {
         Row {

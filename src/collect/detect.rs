@@ -24,37 +24,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::Scope;
-use super::aggregate::NamespaceKey;
+pub use super::keys::ImageKey;
+use super::keys::NamespaceKey;
 use crate::hss::{Budget, BudgetRecord};
-
-/// One image version, as detection tells images apart.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ImageKey {
-    /// Enterprise-edition instance name; empty otherwise.
-    pub instance_name: String,
-    /// The registry (registry-images API); empty otherwise.
-    #[serde(default)]
-    pub registry_name: String,
-    /// Namespace.
-    pub namespace: String,
-    /// Image name.
-    pub image: String,
-    /// Version.
-    pub version: String,
-    /// Digest.
-    pub digest: String,
-}
-
-impl ImageKey {
-    /// The namespace the image lives in.
-    pub fn namespace_key(&self) -> NamespaceKey {
-        NamespaceKey {
-            instance_name: self.instance_name.clone(),
-            registry_name: self.registry_name.clone(),
-            namespace: self.namespace.clone(),
-        }
-    }
-}
 
 /// A new malicious image, or one with more malicious files than before.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod detect;
+pub mod keys;
 pub mod scheduler;
 pub mod source;
 pub mod table;

@@ -30,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::aggregate::{MaliciousSnapshot, Snapshot};
 use super::detect::{ImageKey, StateFile, scope_id};
-use super::table::{TableBuilder, row_key};
+use super::keys::row_key;
+use super::table::TableBuilder;
 use super::{Error, Lane, LaneStatus, ScopeHandle, ScopeSet};
 use crate::collect::source::ImageSource;
 use crate::hss::{ListQuery, Page, Priority, Row};

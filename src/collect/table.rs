@@ -27,19 +27,16 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::SystemTime;
 
 use super::aggregate::{
-    ImageSeries, KNOWN_SCAN_STATUSES, MISSING_SCAN_STATUS, NamespaceKey, NamespaceStats, Snapshot,
-    SweepCounts, next_snapshot_id,
+    ImageSeries, KNOWN_SCAN_STATUSES, MISSING_SCAN_STATUS, NamespaceStats, Snapshot, SweepCounts,
+    next_snapshot_id,
 };
-use super::detect::ImageKey;
+pub use super::keys::row_key;
+use super::keys::{ImageKey, NamespaceKey};
 use crate::hss::Row;
 
 /// Ids remembered while a sweep runs, at most: beyond that the sweep's own
 /// rows win and the next sweep corrects what it missed.
 pub const MAX_TOUCHED: usize = 1_000_000;
-
-/// Ids of rows without a readable id: a hash of what identifies the image,
-/// with the top bit set (API ids are positive 63-bit numbers).
-const COMPOSITE_BIT: u64 = 1 << 63;
 
 /// Texts (scan statuses, failure reasons, severities) a table interns at
 /// most; further ones are counted under [`OVERFLOW_TEXT`].
@@ -189,27 +186,6 @@ impl Strings {
             + 2 * texts
             + self.texts.capacity() * 16
             + self.text_index.capacity() * 24
-    }
-}
-
-/// The key a row is stored under: its id, else a hash of what identifies it.
-pub fn row_key(row: &Row) -> u64 {
-    match row.id {
-        Some(id) => id & !COMPOSITE_BIT,
-        None => {
-            let mut hasher = DefaultHasher::new();
-            (
-                &row.namespace,
-                &row.image_name,
-                &row.image_version,
-                &row.image_digest,
-                &row.instance_id,
-                &row.instance_name,
-                &row.registry_name,
-            )
-                .hash(&mut hasher);
-            hasher.finish() | COMPOSITE_BIT
-        }
     }
 }
 
@@ -694,6 +670,44 @@ impl ImageTable {
             })
             .collect();
         (series, dropped)
+    }
+}
+
+/// Collects the rows of one sweep into a snapshot: a [`TableBuilder`] whose
+/// table is turned into a snapshot at once, for callers that keep no table.
+#[derive(Debug)]
+pub struct Aggregator {
+    builder: TableBuilder,
+}
+
+impl Aggregator {
+    /// An empty aggregation; `image_series` keeps per-image data.
+    pub fn new(image_series: bool) -> Self {
+        Self {
+            builder: TableBuilder::new(image_series),
+        }
+    }
+
+    /// Adds one row (duplicates are dropped when the snapshot is made).
+    pub fn add(&mut self, row: &Row) {
+        self.builder.add(row);
+    }
+
+    /// The snapshot of everything added, with the sweep's counts, keeping at
+    /// most `max_image_series` per-image series (those with the most
+    /// malicious files, then the most vulnerabilities).
+    pub fn finish_counted(
+        self,
+        finished_at: SystemTime,
+        max_image_series: usize,
+    ) -> (Snapshot, SweepCounts) {
+        let (table, counts) = self.builder.finish();
+        (table.snapshot(finished_at, max_image_series), counts)
+    }
+
+    /// [`finish_counted`](Self::finish_counted) without the counts.
+    pub fn finish(self, finished_at: SystemTime, max_image_series: usize) -> Snapshot {
+        self.finish_counted(finished_at, max_image_series).0
     }
 }
 
