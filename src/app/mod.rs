@@ -496,6 +496,8 @@ fn build_lanes(
     });
     let mut lanes: Vec<(Arc<ScopeHandle>, LaneContext)> = Vec::new();
     let mut keys = Vec::new();
+    // Each API's scopes take turns asking for pushes.
+    let mut position = [0u64; 2];
     for target in &config.targets {
         api.init_target(&target.name);
         let client: Arc<dyn ImageSource> = Arc::new(hss::Client::new(
@@ -537,6 +539,9 @@ fn build_lanes(
                     changes_lane,
                     config.image_metrics,
                 );
+                let turn = &mut position[usize::from(target.api == ListingApi::RegistryImages)];
+                let handle = handle.staggered(*turn);
+                *turn += 1;
                 keys.push(LaneKey {
                     // The target as this scope sees it: the other image types
                     // and enterprise projects of the target are other scopes.

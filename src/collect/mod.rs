@@ -166,6 +166,9 @@ pub struct ScopeHandle {
     pub malicious_lane: bool,
     /// Whether the changes lane runs.
     pub changes_lane: bool,
+    /// Which rounds this scope's changes lane asks for pushes in: scopes
+    /// take turns, so their update-time queries do not all fall in one round.
+    pub stagger: u64,
     sweep: Mutex<LaneStatus>,
     malicious: Mutex<LaneStatus>,
     changes: Mutex<LaneStatus>,
@@ -184,6 +187,15 @@ impl ScopeHandle {
         Self::with_lanes(scope, stale_after, malicious_lane, false, false)
     }
 
+    /// This handle, asking for pushes in the rounds of `stagger`'s parity
+    /// (the scope's position among those sharing a budget).
+    pub fn staggered(mut self: Arc<Self>, stagger: u64) -> Arc<Self> {
+        if let Some(handle) = Arc::get_mut(&mut self) {
+            handle.stagger = stagger;
+        }
+        self
+    }
+
     /// A scope with nothing published yet; `keep_names` keeps every image's
     /// names in the table (for per-image series).
     pub fn with_lanes(
@@ -198,6 +210,7 @@ impl ScopeHandle {
             stale_after,
             malicious_lane,
             changes_lane,
+            stagger: 0,
             sweep: Mutex::new(LaneStatus::default()),
             malicious: Mutex::new(LaneStatus::default()),
             changes: Mutex::new(LaneStatus::default()),

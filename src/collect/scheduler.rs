@@ -570,10 +570,17 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
         s.running_since = Some(SystemTime::now())
     });
     let mut rows: Vec<Row> = Vec::new();
+    // Once the changes lane detects, this listing is a check and gives way
+    // to the scan-time queries.
+    let priority = if handle.changes_lane && handle.table().is_complete() {
+        Priority::Medium
+    } else {
+        Priority::High
+    };
     let result = list_all(
         ctx.source.as_ref(),
         &template(handle, settings, Some(true)),
-        Priority::High,
+        priority,
         due,
         settings.concurrency,
         |page| rows.extend(page.rows),
@@ -630,15 +637,24 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
 /// scope's first complete sweep there is no table to stand behind: the round
 /// makes no call and returns `None`.
 pub async fn changes_once(handle: &ScopeHandle, ctx: &LaneContext) -> Option<bool> {
+    changes_at(handle, ctx, None).await
+}
+
+/// [`changes_once`] with its scan-time query not before `due`, holding a
+/// budget reservation until then, so that sweep pages cannot take the slot
+/// detection needs.
+async fn changes_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant>) -> Option<bool> {
     if !handle.changes_lane || !handle.table().is_complete() {
         return None;
     }
     let settings = &ctx.settings;
-    let started = Instant::now();
+    let started = due.map_or_else(Instant::now, |due| due.max(Instant::now()));
     handle.update_lane(Lane::Changes, |s| s.running_since = Some(SystemTime::now()));
     let marks = handle.watermarks();
     let mut filters = vec![Filter::Scan];
-    if marks.rounds.is_multiple_of(2) {
+    // Every other round; scopes take turns (`stagger`), so a round's calls
+    // stay near the average rather than all update queries at once.
+    if marks.rounds == 0 || (marks.rounds + handle.stagger).is_multiple_of(2) {
         filters.push(Filter::Update);
     }
     let mut applied = 0;
@@ -659,11 +675,16 @@ pub async fn changes_once(handle: &ScopeHandle, ctx: &LaneContext) -> Option<boo
             Filter::Scan => query.scanned_since_ms = since.0,
             Filter::Update => query.updated_since_ms = since.1,
         }
+        // The scan-time query is what detection waits for: it goes first.
+        let priority = match filter {
+            Filter::Scan => Priority::High,
+            Filter::Update => Priority::Medium,
+        };
         let result = list_all(
             ctx.source.as_ref(),
             &query,
-            Priority::High,
-            None,
+            priority,
+            (filter == Filter::Scan).then_some(due).flatten(),
             settings.concurrency,
             |page| {
                 fetched += page.rows.len() as u64;
@@ -754,10 +775,21 @@ enum Filter {
 
 /// Runs one run of `lane`; returns whether it succeeded.
 pub async fn run_lane_once(lane: Lane, handle: &ScopeHandle, ctx: &LaneContext) -> bool {
+    run_lane_at(lane, handle, ctx, None).await
+}
+
+/// [`run_lane_once`] with the first call of the malicious and changes lanes
+/// not before `due` (holding a budget reservation until then).
+async fn run_lane_at(
+    lane: Lane,
+    handle: &ScopeHandle,
+    ctx: &LaneContext,
+    due: Option<Instant>,
+) -> bool {
     match lane {
-        Lane::Malicious => malicious_once(handle, ctx).await,
+        Lane::Malicious => malicious_at(handle, ctx, due).await,
         Lane::Sweep => sweep_once(handle, ctx).await,
-        Lane::Changes => changes_once(handle, ctx).await.unwrap_or(true),
+        Lane::Changes => changes_at(handle, ctx, due).await.unwrap_or(true),
     }
 }
 
@@ -784,10 +816,15 @@ pub fn lane_interval(lane: Lane, handle: &ScopeHandle, settings: &Settings) -> D
 /// Runs `lane` once and catches a panic in it: the run then counts as
 /// failed with the panic's message, so the lane shows `hss_swr_up 0` and the
 /// reason in `/status`, and its next run starts as usual.
-async fn run_lane_guarded(lane: Lane, handle: &ScopeHandle, ctx: &LaneContext) -> bool {
+async fn run_lane_guarded(
+    lane: Lane,
+    handle: &ScopeHandle,
+    ctx: &LaneContext,
+    due: Option<Instant>,
+) -> bool {
     use futures_util::FutureExt as _;
     let started = Instant::now();
-    let run = std::panic::AssertUnwindSafe(run_lane_once(lane, handle, ctx));
+    let run = std::panic::AssertUnwindSafe(run_lane_at(lane, handle, ctx, due));
     match run.catch_unwind().await {
         Ok(ok) => ok,
         Err(panic) => {
@@ -815,18 +852,24 @@ pub async fn run_lane(
     ctx: LaneContext,
     cancel: CancellationToken,
 ) {
+    // The malicious and changes lanes book their next round's first call up
+    // to one budget window ahead (`reservation_lead`): sweep pages cannot
+    // take the slot, so a round starts on time however busy the budget is.
+    let books = matches!(lane, Lane::Malicious | Lane::Changes);
+    let mut due: Option<Instant> = None;
     loop {
-        if lane == Lane::Changes {
+        if lane == Lane::Changes && !handle.table().is_complete() {
             // Its first round comes as soon as the first sweep is complete.
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = handle.table_complete() => {}
             }
+            due = None;
         }
-        let started = Instant::now();
+        let started = due.map_or_else(Instant::now, |due| due.max(Instant::now()));
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = run_lane_guarded(lane, &handle, &ctx) => {}
+            _ = run_lane_guarded(lane, &handle, &ctx, due) => {}
         }
         let interval = lane_interval(lane, &handle, &ctx.settings);
         let next = started
@@ -835,10 +878,18 @@ pub async fn run_lane(
             .max(Instant::now());
         let wait = next - Instant::now();
         handle.update_lane(lane, |s| s.next_run = Some(SystemTime::now() + wait));
+        let wake = if books {
+            next.checked_sub(ctx.settings.reservation_lead.min(interval))
+                .unwrap_or(next)
+                .max(Instant::now())
+        } else {
+            next
+        };
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep_until(next) => {}
+            () = tokio::time::sleep_until(wake) => {}
         }
+        due = books.then_some(next);
     }
 }
 
@@ -1621,5 +1672,72 @@ mod tests {
             changes_round(Duration::ZERO, 30, 5.0 / 60.0),
             Duration::ZERO
         );
+    }
+
+    /// The changes lane books its round's first call a window ahead: while
+    /// sweeps keep the budget saturated, its scan-time queries still go out
+    /// every round on the dot.
+    #[tokio::test(start_paused = true)]
+    async fn changes_rounds_start_on_time_while_sweeps_saturate_the_budget() {
+        let budget = Budget::new(RateLimit {
+            calls: 5,
+            window: Duration::from_secs(60),
+        });
+        let rows = (1..=20_000)
+            .map(|i| {
+                timed(
+                    i,
+                    &format!("ns-{}", i % 40),
+                    1,
+                    0,
+                    SERVER_NOW - 3_600_000 - i as i64,
+                )
+            })
+            .collect();
+        let source = Arc::new(FakeSource {
+            rows: Mutex::new(rows),
+            latency: Duration::from_millis(300),
+            budget: Some(budget),
+            ..FakeSource::default()
+        });
+        let h = changes_handle();
+        let c = ctx(&source, changes_settings());
+        assert!(sweep_once(&h, &c).await, "the table is complete");
+        let cancel = CancellationToken::new();
+        let lanes: Vec<_> = [Lane::Sweep, Lane::Changes]
+            .into_iter()
+            .map(|lane| tokio::spawn(run_lane(lane, Arc::clone(&h), c.clone(), cancel.clone())))
+            .collect();
+        tokio::time::sleep(Duration::from_secs(15 * 60)).await;
+        cancel.cancel();
+        for lane in lanes {
+            lane.await.unwrap();
+        }
+        let queries = source.queries.lock().unwrap().clone();
+        let calls = source.calls.lock().unwrap().clone();
+        let scans: Vec<Instant> = queries
+            .iter()
+            .zip(&calls)
+            .filter(|(q, _)| q.scanned_since_ms.is_some() && q.offset == 0)
+            .map(|(_, c)| c.3)
+            .collect();
+        assert!(scans.len() >= 14, "{} rounds", scans.len());
+        let sweep_pages = queries
+            .iter()
+            .filter(|q| q.scanned_since_ms.is_none() && q.updated_since_ms.is_none())
+            .count();
+        assert!(
+            sweep_pages > 20,
+            "sweeps used the rest of the budget: {sweep_pages}"
+        );
+        // The first round waited for the slots the first sweep had used, so
+        // the second one follows at once; from then on, every round is on time.
+        for pair in scans[1..].windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_millis(59_500) && gap <= Duration::from_millis(60_500),
+                "a round started {gap:?} after the one before"
+            );
+        }
     }
 }

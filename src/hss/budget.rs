@@ -40,10 +40,13 @@ use crate::config::RateLimit;
 /// Who is asking: the lower rank goes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
-    /// The malicious lane: small, frequent, latency matters.
+    /// The malicious lane and the changes lane's scan-time queries: small,
+    /// frequent, detection waits for them.
     High = 0,
+    /// The changes lane's update-time queries and the malicious check.
+    Medium = 1,
     /// Sweep pages.
-    Low = 1,
+    Low = 2,
 }
 
 /// The shared budget of one API.
