@@ -407,24 +407,28 @@ impl ImageTable {
         for row in rows {
             let id = row_key(row);
             let entry = entry_of(row, &mut self.strings);
-            match self.find(id) {
+            let changed = match self.find(id) {
                 Ok(i) => {
-                    if self.rows[i].1 != entry {
-                        self.rows[i].1 = entry;
-                        applied += 1;
-                    }
+                    let changed = self.rows[i].1 != entry;
+                    self.rows[i].1 = entry;
+                    changed
                 }
                 Err(_) => {
                     fresh.push((id, entry));
-                    applied += 1;
+                    true
                 }
-            }
+            };
             if self.keep_names || entry.malicious_files > 0 {
                 self.names.insert(id, Names::of(row));
             } else {
                 self.names.remove(&id);
             }
-            self.touch(id);
+            if changed {
+                // Rows the overlap reads again change nothing a running
+                // sweep needs to keep.
+                applied += 1;
+                self.touch(id);
+            }
         }
         self.merge(fresh);
         applied
@@ -478,7 +482,9 @@ impl ImageTable {
             if !self.keep_names {
                 self.names.remove(id);
             }
-            self.touch(*id);
+            // Not remembered for a running sweep: an image the listing left
+            // out may be gone, and must not be carried back into the table
+            // a sweep builds without it.
         }
         cleared.len() as u64
     }
@@ -882,5 +888,16 @@ mod tests {
         let names: Vec<&str> = snap.image_series.iter().map(|s| s.image.as_str()).collect();
         assert_eq!(names, ["img-2", "img-1"]);
         assert_eq!(snap.image_series_dropped, 1);
+    }
+
+    #[test]
+    fn a_sweep_drops_a_deleted_image_the_malicious_check_cleared_while_it_ran() {
+        let mut table = built(&[row(1, "a", 0, 2, 10), row(2, "a", 1, 0, 10)]);
+        table.begin_sweep();
+        // Image 1 is deleted: the check no longer lists it.
+        table.clear_malicious_except(&HashSet::new());
+        let swept = built(&[row(2, "a", 1, 0, 10)]);
+        table.replace(swept);
+        assert_eq!(table.len(), 1, "the deleted image stays gone");
     }
 }
