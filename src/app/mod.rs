@@ -180,6 +180,7 @@ impl Exporter {
         let metrics = Arc::new(Metrics::new(Arc::clone(&scopes), config.image_metrics)?);
         let (lanes, keys) = build_lanes(&config, &scopes, &metrics, &budgets)?;
         announce_apis(&config, &metrics);
+        reserve_slots(&config, &budgets);
         scopes.replace(lanes.iter().map(|(h, _)| Arc::clone(h)).collect());
         if let Some((file, _)) = lanes.first().and_then(|(_, c)| c.state.clone()) {
             restore_baselines(&file, &lanes);
@@ -257,6 +258,7 @@ impl Exporter {
             }
         }
         self.budgets.set_limit(config.api_rate_limit);
+        reserve_slots(&config, &self.budgets);
         self.metrics.set_image_metrics(config.image_metrics);
         announce_apis(&config, &self.metrics);
         self.scopes
@@ -567,6 +569,18 @@ fn build_lanes(
         }
     }
     Ok((lanes, keys))
+}
+
+/// Keeps one slot of every budget window per scope whose malicious or
+/// changes lane must run on time, out of reach of sweep pages.
+fn reserve_slots(config: &Config, budgets: &Budgets) {
+    let lanes = !config.changes_interval.is_zero() || !config.malicious_interval.is_zero();
+    for api in ListingApi::ALL {
+        let scopes = if lanes { scopes_of(config, api) } else { 0 };
+        budgets
+            .get(api)
+            .set_reserve(u32::try_from(scopes).unwrap_or(u32::MAX));
+    }
 }
 
 /// The scopes whose targets poll `listing`.

@@ -53,6 +53,9 @@ pub enum Priority {
 #[derive(Debug)]
 pub struct Budget {
     limit: Mutex<RateLimit>,
+    /// Slots of any window that sweep pages ([`Priority::Low`]) leave to the
+    /// other callers (at most the limit less one).
+    reserve: std::sync::atomic::AtomicU32,
     state: Mutex<State>,
     changed: Notify,
 }
@@ -116,6 +119,7 @@ impl Budget {
     pub fn new(limit: RateLimit) -> Arc<Self> {
         Arc::new(Self {
             limit: Mutex::new(limit),
+            reserve: std::sync::atomic::AtomicU32::new(0),
             state: Mutex::new(State::default()),
             changed: Notify::new(),
         })
@@ -198,6 +202,16 @@ impl Budget {
     /// already made keep counting against the window.
     pub fn set_limit(&self, limit: RateLimit) {
         *self.limit.lock().unwrap_or_else(PoisonError::into_inner) = limit;
+        self.changed.notify_waiters();
+    }
+
+    /// Keeps `slots` of every window for the lanes that must run on time
+    /// (one per scope's round): sweep pages may hold at most the limit less
+    /// `slots` (and always at least one), so a round's first calls find a
+    /// free slot instead of waiting a window for one a sweep page took.
+    pub fn set_reserve(&self, slots: u32) {
+        self.reserve
+            .store(slots, std::sync::atomic::Ordering::Relaxed);
         self.changed.notify_waiters();
     }
 
@@ -294,6 +308,14 @@ impl Budget {
             // Nothing proves yet that the server's window has room.
             return Decision::WaitForChange;
         }
+        // Sweep pages leave the reserved slots to the lanes.
+        let reserve = if ticket.0 == Priority::Low {
+            (self.reserve.load(std::sync::atomic::Ordering::Relaxed) as usize)
+                .min(limit.saturating_sub(1))
+        } else {
+            0
+        };
+        let limit = limit - reserve;
         if in_window < limit {
             // Grant only while every reservation still finds a slot when it
             // comes due.
@@ -489,6 +511,36 @@ mod tests {
         let elapsed = grants[22] - start;
         assert!(elapsed >= Duration::from_secs(240), "{elapsed:?}");
         assert!(elapsed <= Duration::from_secs(242), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sweep_pages_leave_the_reserved_slots_to_the_lanes() {
+        let budget = Budget::new(limit(5, 60));
+        budget.set_reserve(3);
+        // Sweep pages get two slots of the window, not five.
+        for _ in 0..2 {
+            budget.acquire(Priority::Low).await.0.finish();
+        }
+        let b = Arc::clone(&budget);
+        let sweep = tokio::spawn(async move { b.acquire(Priority::Low).await.1 });
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            !sweep.is_finished(),
+            "a third sweep page waits for the window"
+        );
+        // The lanes' calls find their three slots at once.
+        for _ in 0..3 {
+            let (permit, waited) = budget.acquire(Priority::High).await;
+            assert_eq!(waited, Duration::ZERO);
+            permit.finish();
+        }
+        // The waiting page goes when the first two leave the window.
+        assert_eq!(sweep.await.unwrap(), Duration::from_secs(60));
+        // A reserve as large as the limit still leaves sweeps one slot.
+        let budget = Budget::new(limit(5, 60));
+        budget.set_reserve(9);
+        let (_, waited) = budget.acquire(Priority::Low).await;
+        assert_eq!(waited, Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
