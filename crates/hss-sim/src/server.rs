@@ -804,6 +804,14 @@ impl Simulator {
 
     /// The server's clock now, epoch ms: the wall clock plus
     /// [`SimConfig::clock_offset_ms`], never before the last change.
+    /// Whether row `id` exists now.
+    fn has_row(&self, id: u64) -> bool {
+        self.snapshot()
+            .1
+            .binary_search_by_key(&id, |r| r.id)
+            .is_ok()
+    }
+
     pub fn clock_ms(&self) -> i64 {
         self.inner.clock.peek()
     }
@@ -838,11 +846,7 @@ impl Simulator {
         malicious_file_num: i64,
     ) -> Option<SimImage> {
         let mut state = self.churn_state();
-        let exists = self
-            .snapshot()
-            .1
-            .binary_search_by_key(&id, |r| r.id)
-            .is_ok();
+        let exists = self.has_row(id);
         let now = self.inner.clock.next();
         let at = SystemTime::now();
         self.modify_if(exists, |rows| {
@@ -879,11 +883,7 @@ impl Simulator {
     /// [`super::ChurnKind::Delete`]. False when there is no such row.
     pub fn delete(&self, id: u64) -> bool {
         let mut state = self.churn_state();
-        let exists = self
-            .snapshot()
-            .1
-            .binary_search_by_key(&id, |r| r.id)
-            .is_ok();
+        let exists = self.has_row(id);
         let now = self.inner.clock.next();
         let at = SystemTime::now();
         self.modify_if(exists, |rows| state.delete(rows, id, now, at))
