@@ -564,13 +564,16 @@ impl Metrics {
         let mut out = Vec::with_capacity(scopes.len());
         let mut keys = Vec::with_capacity(scopes.len());
         for handle in &scopes {
-            let sweep = handle.snapshot();
-            let malicious = handle.malicious_snapshot();
+            // One view: the snapshots and the detector come from one
+            // publication.
+            let view = handle.view();
+            let sweep = handle.serving_snapshot(&view);
+            let malicious = handle.serving_malicious(&view);
             let sweep_key = sweep.as_ref().map(|s| s.id);
             let malicious_key = (
                 sweep_key,
                 malicious.as_ref().map(|m| m.id),
-                handle.detector_generation(),
+                view.detector.generation,
             );
             let entry = cache
                 .entry(handle.scope.clone())
@@ -588,7 +591,7 @@ impl Metrics {
             // The malicious key covers the sweep too, so the cap (decided
             // over everything the scope knows) is current after this.
             if entry.malicious_key != malicious_key {
-                let detector = handle.detector();
+                let detector = &view.detector;
                 let mut known: Vec<&NamespaceKey> = Vec::new();
                 if let Some(sweep) = &sweep {
                     known.extend(sweep.namespaces.keys());
@@ -608,7 +611,7 @@ impl Metrics {
                     handle,
                     sweep.as_deref(),
                     malicious.as_deref(),
-                    &detector,
+                    detector,
                     &entry.cap,
                 ));
             }
@@ -1240,8 +1243,10 @@ impl Collector for LaneCollector {
             (0..LANE_FAMILIES.len()).map(|_| Vec::new()).collect();
         let mut ages = Vec::new();
         for scope in self.scopes.list() {
+            // One view: every lane's status from one publication.
+            let view = scope.view();
             for lane in scope.lanes() {
-                let status = scope.lane_status(*lane);
+                let status = view.lane(*lane);
                 let labels = with(scope_labels(&scope), "lane", lane.as_str());
                 if status.runs > 0 {
                     per_family[0].push(gauge(labels.clone(), if status.up { 1.0 } else { 0.0 }));
@@ -1266,7 +1271,7 @@ impl Collector for LaneCollector {
                 }
             }
             if scope.changes_lane {
-                let marks = scope.watermarks();
+                let marks = view.watermarks;
                 let now = seconds_since_epoch(SystemTime::now());
                 for (filter, since) in [
                     ("scan", marks.scan_since_ms),
@@ -1330,7 +1335,7 @@ mod tests {
             s.last_success_at = Some(tokio::time::Instant::now());
             s.last_duration = Some(Duration::from_millis(1500));
         });
-        handle.publish(Some(Arc::new(agg.finish(SystemTime::now(), 100))));
+        handle.commit(|p| p.snapshot = Some(Arc::new(agg.finish(SystemTime::now(), 100))));
         let metrics =
             Metrics::new(ScopeSet::new(vec![Arc::clone(&handle)]), image_metrics).unwrap();
         (metrics, handle)
@@ -1549,8 +1554,8 @@ mod tests {
 
         // A namespace the detector knows but no sweep has (restored state)
         // counts among what the scope knows: "0" sorts first.
-        handle.update_detector(|d| {
-            d.detected.insert(
+        handle.commit(|p| {
+            p.detector_mut().detected.insert(
                 NamespaceKey {
                     instance_name: String::new(),
                     registry_name: String::new(),
@@ -1558,7 +1563,7 @@ mod tests {
                 },
                 1,
             );
-            d.generation += 1;
+            p.detector_mut().generation += 1;
         });
         let text = metrics.render();
         assert_eq!(dropped(&text).as_deref(), Some("3"), "{text}");
@@ -1582,7 +1587,7 @@ mod tests {
     #[test]
     fn stale_or_unpublished_scopes_have_no_namespace_series() {
         let (metrics, handle) = published(&[row("a", 3, 1)], false);
-        handle.publish(None);
+        handle.commit(|p| p.snapshot = None);
         let text = metrics.render();
         assert!(!text.contains("hss_swr_vulnerabilities"));
         assert!(text.contains("hss_swr_up{"));

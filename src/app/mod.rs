@@ -642,7 +642,7 @@ fn restore_baselines(file: &StateFile, lanes: &[(Arc<ScopeHandle>, LaneContext)]
             let mut restored = 0;
             for (handle, _) in lanes {
                 if let Some(state) = states.remove(&scope_id(&handle.scope)) {
-                    handle.update_detector(|d| *d = state);
+                    handle.commit(|p| p.detector = Arc::new(state));
                     restored += 1;
                 }
             }

@@ -4,8 +4,9 @@
 //! [`scheduler`] runs the lanes of every scope, asking an [`ImageSource`] (the
 //! HSS client) for pages; [`aggregate`] turns rows into namespace statistics
 //! and the immutable [`Snapshot`] a sweep publishes. Each [`ScopeHandle`] holds
-//! one scope's published snapshot and lane status, which the metrics and web
-//! modules read without ever calling the API.
+//! one scope's image table and what it publishes ([`Published`]: snapshots,
+//! lane status, detector, watermarks; changed in one step), which the metrics
+//! and web modules read without ever calling the API.
 
 pub mod aggregate;
 pub mod detect;
@@ -88,6 +89,15 @@ impl Lane {
     /// Every lane.
     pub const ALL: [Lane; 3] = [Lane::Malicious, Lane::Sweep, Lane::Changes];
 
+    /// The lane's position in [`Lane::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::Malicious => 0,
+            Self::Sweep => 1,
+            Self::Changes => 2,
+        }
+    }
+
     /// The `lane` label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -154,8 +164,51 @@ pub struct LaneStatus {
     pub next_run: Option<SystemTime>,
 }
 
-/// One scope's shared state: its lanes' status, their published results and
-/// the detector.
+/// What a scrape reads of one scope: the published results, the lanes'
+/// status, the detector and the changes lane's watermarks. It changes in one
+/// step ([`ScopeHandle::commit`]): a lane's run publishes its result, its
+/// status and what detection made of it together, so a scrape never sees a
+/// new figure with an old status or an old detection count.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    /// The image table's (or, without the changes lane, the last sweep's)
+    /// published snapshot.
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// The last malicious-lane result.
+    pub malicious: Option<Arc<MaliciousSnapshot>>,
+    /// Each lane's status, by [`Lane::index`].
+    pub lanes: [LaneStatus; 3],
+    /// The detector.
+    pub detector: Arc<DetectorState>,
+    /// Where the changes lane stands.
+    pub watermarks: Watermarks,
+}
+
+impl Published {
+    /// A lane's status.
+    pub fn lane(&self, lane: Lane) -> &LaneStatus {
+        &self.lanes[lane.index()]
+    }
+
+    /// A lane's status, to change.
+    pub fn lane_mut(&mut self, lane: Lane) -> &mut LaneStatus {
+        &mut self.lanes[lane.index()]
+    }
+
+    /// The detector, to change.
+    pub fn detector_mut(&mut self) -> &mut DetectorState {
+        Arc::make_mut(&mut self.detector)
+    }
+
+    fn fresh(&self, lane: Lane, stale_after: Duration) -> bool {
+        self.lane(lane)
+            .last_success_at
+            .is_some_and(|at| at.elapsed() <= stale_after)
+    }
+}
+
+/// One scope's shared state: what it publishes ([`Published`], changed in
+/// one step), its image table and the table's readiness.
 #[derive(Debug)]
 pub struct ScopeHandle {
     /// Which scope.
@@ -169,16 +222,10 @@ pub struct ScopeHandle {
     /// Which rounds this scope's changes lane asks for pushes in: scopes
     /// take turns, so their update-time queries do not all fall in one round.
     pub stagger: u64,
-    sweep: Mutex<LaneStatus>,
-    malicious: Mutex<LaneStatus>,
-    changes: Mutex<LaneStatus>,
     table: Mutex<ImageTable>,
     /// Notified when the image table becomes complete (a first sweep).
     table_ready: tokio::sync::Notify,
-    watermarks: Mutex<Watermarks>,
-    published: RwLock<Option<Arc<Snapshot>>>,
-    published_malicious: RwLock<Option<Arc<MaliciousSnapshot>>>,
-    detector: Mutex<DetectorState>,
+    published: RwLock<Arc<Published>>,
 }
 
 impl ScopeHandle {
@@ -211,15 +258,9 @@ impl ScopeHandle {
             malicious_lane,
             changes_lane,
             stagger: 0,
-            sweep: Mutex::new(LaneStatus::default()),
-            malicious: Mutex::new(LaneStatus::default()),
-            changes: Mutex::new(LaneStatus::default()),
             table: Mutex::new(ImageTable::empty(keep_names)),
             table_ready: tokio::sync::Notify::new(),
-            watermarks: Mutex::new(Watermarks::default()),
-            published: RwLock::new(None),
-            published_malicious: RwLock::new(None),
-            detector: Mutex::new(DetectorState::default()),
+            published: RwLock::new(Arc::new(Published::default())),
         })
     }
 
@@ -229,6 +270,7 @@ impl ScopeHandle {
     /// data and counters. The table stays with `old` when the two keep image
     /// names differently; the next sweep builds this one's.
     pub fn carry_over(&self, old: &ScopeHandle) {
+        let mut taken = (*old.view()).clone();
         {
             let mut mine = self.table();
             let mut theirs = old.table();
@@ -236,32 +278,15 @@ impl ScopeHandle {
                 let keep_names = theirs.keeps_names();
                 *mine = std::mem::replace(&mut *theirs, ImageTable::empty(keep_names));
                 mine.abort_sweep();
-                *self
-                    .watermarks
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = old.watermarks();
+            } else {
+                taken.watermarks = Watermarks::default();
             }
         }
-        for lane in Lane::ALL {
-            let mut status = old.lane_status(lane);
+        for status in &mut taken.lanes {
             status.running_since = None;
             status.next_run = None;
-            *self.lane(lane) = status;
         }
-        self.publish(
-            old.published
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        );
-        self.publish_malicious(
-            old.published_malicious
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        );
-        let detector = old.detector();
-        self.update_detector(|d| *d = detector);
+        self.commit(|p| *p = taken);
     }
 
     /// The lanes this scope runs.
@@ -297,117 +322,86 @@ impl ScopeHandle {
         self.table_ready.notify_waiters();
     }
 
-    /// A copy of the changes lane's watermarks.
-    pub fn watermarks(&self) -> Watermarks {
-        *self
-            .watermarks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Changes the changes lane's watermarks.
-    pub fn update_watermarks<T>(&self, change: impl FnOnce(&mut Watermarks) -> T) -> T {
-        change(
-            &mut self
-                .watermarks
-                .lock()
+    /// What the scope publishes, as one consistent value: read it once and
+    /// take every figure of the scope from it.
+    pub fn view(&self) -> Arc<Published> {
+        Arc::clone(
+            &self
+                .published
+                .read()
                 .unwrap_or_else(PoisonError::into_inner),
         )
     }
 
-    fn lane(&self, lane: Lane) -> MutexGuard<'_, LaneStatus> {
-        match lane {
-            Lane::Malicious => &self.malicious,
-            Lane::Sweep => &self.sweep,
-            Lane::Changes => &self.changes,
-        }
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
+    /// Changes what the scope publishes in one step: readers see all of
+    /// `change` or none of it.
+    pub fn commit<T>(&self, change: impl FnOnce(&mut Published) -> T) -> T {
+        let mut published = self
+            .published
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        change(Arc::make_mut(&mut published))
     }
 
-    fn fresh(&self, lane: Lane) -> bool {
-        self.lane(lane)
-            .last_success_at
-            .is_some_and(|at| at.elapsed() <= self.stale_after)
-    }
-
-    /// The last malicious-lane result, unless it is older than `stale_after`.
-    pub fn malicious_snapshot(&self) -> Option<Arc<MaliciousSnapshot>> {
-        if !self.fresh(Lane::Malicious) {
+    /// The snapshot of `view` to serve: `None` unless the sweep or the
+    /// changes lane has succeeded within `stale_after`.
+    pub fn serving_snapshot(&self, view: &Published) -> Option<Arc<Snapshot>> {
+        if !(view.fresh(Lane::Sweep, self.stale_after)
+            || self.changes_lane && view.fresh(Lane::Changes, self.stale_after))
+        {
             return None;
         }
-        self.published_malicious
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        view.snapshot.clone()
     }
 
-    /// Replaces the published malicious-lane result in one step.
-    pub fn publish_malicious(&self, snapshot: Option<Arc<MaliciousSnapshot>>) {
-        *self
-            .published_malicious
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = snapshot;
-    }
-
-    /// A copy of the detector's state.
-    pub fn detector(&self) -> DetectorState {
-        self.detector
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The detector's generation: it moves whenever the state changes, so
-    /// readers can tell without copying the state.
-    pub fn detector_generation(&self) -> u64 {
-        self.detector
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .generation
-    }
-
-    /// Changes the detector's state.
-    pub fn update_detector<T>(&self, change: impl FnOnce(&mut DetectorState) -> T) -> T {
-        change(&mut self.detector.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// A copy of a lane's status.
-    pub fn lane_status(&self, lane: Lane) -> LaneStatus {
-        self.lane(lane).clone()
-    }
-
-    /// Changes a lane's status.
-    pub fn update_lane(&self, lane: Lane, change: impl FnOnce(&mut LaneStatus)) {
-        change(&mut self.lane(lane));
-    }
-
-    /// Whether a lane has finished a run, so `/metrics` holds something of
-    /// the scope. The malicious lane runs first and fast, so a large registry
-    /// is ready within a minute, not after its first hour-long sweep.
-    pub fn has_run(&self) -> bool {
-        self.lanes().iter().any(|lane| self.lane(*lane).runs > 0)
+    /// The malicious-lane result of `view` to serve: `None` when it is older
+    /// than `stale_after`.
+    pub fn serving_malicious(&self, view: &Published) -> Option<Arc<MaliciousSnapshot>> {
+        if !view.fresh(Lane::Malicious, self.stale_after) {
+            return None;
+        }
+        view.malicious.clone()
     }
 
     /// The last published state of the image table (a complete sweep, and
     /// the changes applied since), unless neither the sweep nor the changes
     /// lane has succeeded within `stale_after`.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        if !(self.fresh(Lane::Sweep) || self.changes_lane && self.fresh(Lane::Changes)) {
-            return None;
-        }
-        self.published
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.serving_snapshot(&self.view())
     }
 
-    /// Replaces the published snapshot in one step.
-    pub fn publish(&self, snapshot: Option<Arc<Snapshot>>) {
-        *self
-            .published
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = snapshot;
+    /// The last malicious-lane result, unless it is older than `stale_after`.
+    pub fn malicious_snapshot(&self) -> Option<Arc<MaliciousSnapshot>> {
+        self.serving_malicious(&self.view())
+    }
+
+    /// A copy of the detector's state.
+    pub fn detector(&self) -> DetectorState {
+        (*self.view().detector).clone()
+    }
+
+    /// A copy of the changes lane's watermarks.
+    pub fn watermarks(&self) -> Watermarks {
+        self.view().watermarks
+    }
+
+    /// A copy of a lane's status.
+    pub fn lane_status(&self, lane: Lane) -> LaneStatus {
+        self.view().lane(lane).clone()
+    }
+
+    /// Changes a lane's status (alone: a run's end goes through
+    /// [`commit`](Self::commit) with its result).
+    pub fn update_lane(&self, lane: Lane, change: impl FnOnce(&mut LaneStatus)) {
+        self.commit(|p| change(p.lane_mut(lane)));
+    }
+
+    /// Whether a lane has finished a run, so `/metrics` holds something of
+    /// the scope. The malicious lane runs first and fast, so a large registry
+    /// is ready within a minute, not after its first hour-long sweep.
+    pub fn has_run(&self) -> bool {
+        let view = self.view();
+        self.lanes().iter().any(|lane| view.lane(*lane).runs > 0)
     }
 }
 

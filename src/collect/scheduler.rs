@@ -29,10 +29,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::aggregate::{MaliciousSnapshot, Snapshot};
-use super::detect::{ImageKey, StateFile, scope_id};
+use super::detect::{Detection, ImageKey, StateFile, scope_id};
 use super::keys::row_key;
 use super::table::TableBuilder;
-use super::{Error, Lane, LaneStatus, ScopeHandle, ScopeSet};
+use super::{Error, Lane, Published, ScopeHandle, ScopeSet};
 use crate::collect::source::ImageSource;
 use crate::hss::{ListQuery, Page, Priority, Row};
 
@@ -245,117 +245,107 @@ fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Derives the scope's snapshot from its image table and publishes it; then
-/// feeds the table's malicious images to detection. Only for a complete
-/// table.
-async fn publish_table(handle: &ScopeHandle, ctx: &LaneContext) -> Arc<Snapshot> {
-    let snapshot = Arc::new(
-        handle
-            .table()
-            .snapshot(SystemTime::now(), ctx.settings.max_image_series),
-    );
-    handle.publish(Some(Arc::clone(&snapshot)));
-    detect(handle, &snapshot.malicious_images, ctx).await;
-    snapshot
+/// How a run ended, for its lane's status.
+enum Outcome {
+    Succeeded,
+    /// Failed, with the message for the status and the log.
+    Failed(String),
 }
 
-/// Records a successful run in the lane's status.
-fn succeeded(
+/// What the end of a run changed, for the logs and the state file after
+/// its commit.
+struct Ended {
+    lane: Lane,
+    /// The lane was down and this run succeeded.
+    recovered: bool,
+    failure: Option<String>,
+    detections: Vec<Detection>,
+    detector_changed: bool,
+}
+
+/// Ends a run of `lane` in one step: `change` publishes the run's results
+/// (and returns the detections, when it fed the detector), and the lane's
+/// status records the outcome. A scrape sees all of it or none of it.
+fn end_run(
     handle: &ScopeHandle,
     lane: Lane,
     duration: Duration,
-    change: impl FnOnce(&mut LaneStatus),
-) -> bool {
-    let mut was_down = false;
-    handle.update_lane(lane, |s| {
-        was_down = s.runs > 0 && !s.up;
+    outcome: Outcome,
+    change: impl FnOnce(&mut Published) -> Vec<Detection>,
+) -> Ended {
+    handle.commit(|p| {
+        let generation = p.detector.generation;
+        let detections = change(p);
+        let detector_changed = p.detector.generation != generation;
+        let now = SystemTime::now();
+        let s = p.lane_mut(lane);
+        let was_down = s.runs > 0 && !s.up;
         s.runs += 1;
-        s.up = true;
         s.running_since = None;
-        s.last_run_end = Some(SystemTime::now());
+        s.last_run_end = Some(now);
         s.last_duration = Some(duration);
-        s.last_success = s.last_run_end;
-        s.last_success_at = Some(Instant::now());
-        s.last_error = None;
-        change(s);
-    });
-    if was_down {
-        let scope = &handle.scope;
+        let failure = match outcome {
+            Outcome::Succeeded => {
+                s.up = true;
+                s.last_success = Some(now);
+                s.last_success_at = Some(Instant::now());
+                s.last_error = None;
+                None
+            }
+            Outcome::Failed(message) => {
+                s.failures += 1;
+                s.up = false;
+                s.last_error = Some(message.clone());
+                Some(message)
+            }
+        };
+        Ended {
+            lane,
+            recovered: was_down && failure.is_none(),
+            failure,
+            detections,
+            detector_changed,
+        }
+    })
+}
+
+/// Feeds a complete listing of the scope's malicious images to the detector.
+fn observe(p: &mut Published, images: &[(ImageKey, u64)]) -> Vec<Detection> {
+    p.detector_mut().observe(images.iter().cloned())
+}
+
+/// Publishes the snapshot of a complete image table into `p` and feeds its
+/// malicious images to detection.
+fn publish_table(p: &mut Published, snapshot: &Arc<Snapshot>) -> Vec<Detection> {
+    p.snapshot = Some(Arc::clone(snapshot));
+    observe(p, &snapshot.malicious_images)
+}
+
+/// Logs what the end of a run changed (a failure, a recovery, every
+/// detection) and writes the state file when the detector changed.
+async fn report(handle: &ScopeHandle, ctx: &LaneContext, ended: Ended) {
+    let scope = &handle.scope;
+    let lane = ended.lane.as_str();
+    if let Some(message) = &ended.failure {
+        tracing::warn!(
+            target_name = %scope.target,
+            enterprise_project_id = %scope.enterprise_project_id,
+            image_type = %scope.image_type,
+            lane,
+            error = %message,
+            "lane run failed; the previous result stays published"
+        );
+    }
+    if ended.recovered {
         tracing::info!(
             target_name = %scope.target,
             enterprise_project_id = %scope.enterprise_project_id,
             image_type = %scope.image_type,
-            lane = lane.as_str(),
+            lane,
             "lane recovered"
         );
     }
-    was_down
-}
-
-/// Records a failed run in the lane's status and logs it once.
-fn failed(
-    handle: &ScopeHandle,
-    lane: Lane,
-    duration: Duration,
-    error: &Error,
-    change: impl FnOnce(&mut LaneStatus),
-) {
-    record_failure(handle, lane, duration, error.to_string(), change);
-}
-
-/// Records a failed run with `message` in the lane's status, and logs it.
-fn record_failure(
-    handle: &ScopeHandle,
-    lane: Lane,
-    duration: Duration,
-    message: String,
-    change: impl FnOnce(&mut LaneStatus),
-) {
-    let scope = &handle.scope;
-    tracing::warn!(
-        target_name = %scope.target,
-        enterprise_project_id = %scope.enterprise_project_id,
-        image_type = %scope.image_type,
-        lane = lane.as_str(),
-        error = %message,
-        "lane run failed; the previous result stays published"
-    );
-    handle.update_lane(lane, |s| {
-        s.runs += 1;
-        s.failures += 1;
-        s.up = false;
-        s.running_since = None;
-        s.last_run_end = Some(SystemTime::now());
-        s.last_duration = Some(duration);
-        s.last_error = Some(message);
-        change(s);
-    });
-}
-
-/// Writes every scope's detector state, with the budgets' calls of the last
-/// window, to the state file.
-pub async fn save_state(
-    file: &StateFile,
-    scopes: &ScopeSet,
-) -> Result<(), super::detect::StateError> {
-    let states = scopes
-        .list()
-        .iter()
-        .map(|h| (scope_id(&h.scope), h.detector()))
-        .collect();
-    file.save(states).await
-}
-
-/// Feeds a complete listing of the scope's malicious images to its detector,
-/// logs every detection, and persists the state when it changed.
-async fn detect(handle: &ScopeHandle, images: &[(ImageKey, u64)], ctx: &LaneContext) {
-    let (detections, changed) = handle.update_detector(|state| {
-        let generation = state.generation;
-        let detections = state.observe(images.iter().cloned());
-        (detections, state.generation != generation)
-    });
-    let scope = &handle.scope;
-    for d in &detections {
+    for d in &ended.detections {
         tracing::warn!(
             target_name = %scope.target,
             enterprise_project_id = %scope.enterprise_project_id,
@@ -370,12 +360,26 @@ async fn detect(handle: &ScopeHandle, images: &[(ImageKey, u64)], ctx: &LaneCont
             "new malicious image detected"
         );
     }
-    if changed
+    if ended.detector_changed
         && let Some((file, scopes)) = &ctx.state
         && let Err(error) = save_state(file, scopes).await
     {
         tracing::warn!(%error, "cannot write the state file; detections since start will be counted again after a restart");
     }
+}
+
+/// Writes every scope's detector state, with the budgets' calls of the last
+/// window, to the state file.
+pub async fn save_state(
+    file: &StateFile,
+    scopes: &ScopeSet,
+) -> Result<(), super::detect::StateError> {
+    let states = scopes
+        .list()
+        .iter()
+        .map(|h| (scope_id(&h.scope), h.detector()))
+        .collect();
+    file.save(states).await
 }
 
 /// Runs one sweep of a scope and publishes it; returns whether it succeeded.
@@ -425,80 +429,77 @@ pub async fn sweep_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
                 handle.table().abort_sweep();
             }
             let received = builder.received();
-            failed(handle, Lane::Sweep, duration, &error, |s| {
-                s.last_pages = received.div_ceil(u64::from(settings.page_size).max(1));
+            let failure = Outcome::Failed(error.to_string());
+            let ended = end_run(handle, Lane::Sweep, duration, failure, |p| {
+                p.lane_mut(Lane::Sweep).last_pages =
+                    received.div_ceil(u64::from(settings.page_size).max(1));
+                if handle.serving_snapshot(p).is_none() {
+                    // Free the memory of a result that is no longer served.
+                    p.snapshot = None;
+                }
+                Vec::new()
             });
-            if handle.snapshot().is_none() {
-                // Free the memory of a result that is no longer served.
-                handle.publish(None);
-            }
+            report(handle, ctx, ended).await;
             return false;
         }
     };
     let (table, counts) = builder.finish();
     let images = table.len() as u64;
     let first = handle.lane_status(Lane::Sweep).last_success.is_none();
-    let snapshot = if handle.changes_lane {
-        let first_table = {
-            let mut current = handle.table();
-            let first_table = !current.is_complete();
-            current.replace(table);
-            first_table
-        };
-        if first_table {
-            // The changes lane's first query reaches back to before this
-            // sweep started, so nothing changed during it is missed: to the
-            // earlier of the exporter's clock less FIRST_LOOKBACK and the
-            // newest server timestamp on the first page (for a server clock
-            // that is behind).
-            let local = epoch_ms(started_wall) - duration_ms(FIRST_LOOKBACK);
-            let since = first_page_newest.map_or(local, |newest| newest.min(local));
-            handle.update_watermarks(|w| {
+    let record = |p: &mut Published, namespaces: u64| {
+        let s = p.lane_mut(Lane::Sweep);
+        s.last_pages = stats.pages;
+        s.last_images = images;
+        s.last_namespaces = namespaces;
+        s.duplicate_rows += counts.duplicates;
+        s.total_changes += stats.total_changes;
+    };
+    let (snapshot, ended) = if handle.changes_lane {
+        // The table stays locked until the result is published, so the
+        // changes lane starts from the watermarks set here.
+        let mut current = handle.table();
+        let first_table = !current.is_complete();
+        current.replace(table);
+        let snapshot = Arc::new(current.snapshot(SystemTime::now(), settings.max_image_series));
+        let namespaces = snapshot.namespaces.len() as u64;
+        let ended = end_run(handle, Lane::Sweep, duration, Outcome::Succeeded, |p| {
+            record(p, namespaces);
+            if first_table {
+                // The changes lane's first query reaches back to before this
+                // sweep started, so nothing changed during it is missed: to
+                // the earlier of the exporter's clock less FIRST_LOOKBACK and
+                // the newest server timestamp on the first page (for a server
+                // clock that is behind).
+                let local = epoch_ms(started_wall) - duration_ms(FIRST_LOOKBACK);
+                let since = first_page_newest.map_or(local, |newest| newest.min(local));
+                let w = &mut p.watermarks;
                 w.scan_since_ms.get_or_insert(since);
                 w.update_since_ms.get_or_insert(since);
                 w.rounds = 0;
-            });
+            }
+            publish_table(p, &snapshot)
+        });
+        drop(current);
+        if first_table {
             handle.announce_table();
         }
-        None
+        (snapshot, ended)
     } else {
-        Some(Arc::new(
-            table.snapshot(SystemTime::now(), settings.max_image_series),
-        ))
-    };
-    // Status first, then the snapshot: a scrape in between sees the old
-    // snapshot as fresh, never the new one as stale.
-    let namespaces_of = |s: &Snapshot| s.namespaces.len() as u64;
-    let snapshot = match snapshot {
-        Some(snapshot) => {
-            if !handle.malicious_lane {
-                detect(handle, &snapshot.malicious_images, ctx).await;
+        let snapshot = Arc::new(table.snapshot(SystemTime::now(), settings.max_image_series));
+        let namespaces = snapshot.namespaces.len() as u64;
+        let ended = end_run(handle, Lane::Sweep, duration, Outcome::Succeeded, |p| {
+            record(p, namespaces);
+            p.snapshot = Some(Arc::clone(&snapshot));
+            if handle.malicious_lane {
+                Vec::new()
+            } else {
+                observe(p, &snapshot.malicious_images)
             }
-            let namespaces = namespaces_of(&snapshot);
-            succeeded(handle, Lane::Sweep, duration, |s| {
-                s.last_pages = stats.pages;
-                s.last_images = images;
-                s.last_namespaces = namespaces;
-                s.duplicate_rows += counts.duplicates;
-                s.total_changes += stats.total_changes;
-            });
-            handle.publish(Some(Arc::clone(&snapshot)));
-            snapshot
-        }
-        None => {
-            succeeded(handle, Lane::Sweep, duration, |s| {
-                s.last_pages = stats.pages;
-                s.last_images = images;
-                s.duplicate_rows += counts.duplicates;
-                s.total_changes += stats.total_changes;
-            });
-            let snapshot = publish_table(handle, ctx).await;
-            let namespaces = namespaces_of(&snapshot);
-            handle.update_lane(Lane::Sweep, |s| s.last_namespaces = namespaces);
-            snapshot
-        }
+        });
+        (snapshot, ended)
     };
-    let namespaces = namespaces_of(&snapshot);
+    report(handle, ctx, ended).await;
+    let namespaces = snapshot.namespaces.len() as u64;
     if stats.total_changes > 0 {
         tracing::info!(
             target_name = %scope.target,
@@ -556,14 +557,20 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
     let started = due.map_or_else(Instant::now, |due| due.max(Instant::now()));
     if handle.snapshot().is_some_and(|s| s.images == 0) {
         // The last sweep found nothing at all, so nothing can be malicious.
-        let empty = MaliciousSnapshot::from_rows(std::iter::empty::<&Row>(), SystemTime::now());
-        detect(handle, &empty.images, ctx).await;
-        succeeded(handle, Lane::Malicious, started.elapsed(), |s| {
+        let empty = Arc::new(MaliciousSnapshot::from_rows(
+            std::iter::empty::<&Row>(),
+            SystemTime::now(),
+        ));
+        let duration = started.elapsed();
+        let ended = end_run(handle, Lane::Malicious, duration, Outcome::Succeeded, |p| {
+            let s = p.lane_mut(Lane::Malicious);
             s.last_pages = 0;
             s.last_images = 0;
             s.last_namespaces = 0;
+            p.malicious = Some(Arc::clone(&empty));
+            observe(p, &empty.images)
         });
-        handle.publish_malicious(Some(Arc::new(empty)));
+        report(handle, ctx, ended).await;
         return true;
     }
     handle.update_lane(Lane::Malicious, |s| {
@@ -590,44 +597,53 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
     let stats = match result {
         Ok(stats) => stats,
         Err(error) => {
-            failed(handle, Lane::Malicious, duration, &error, |_| {});
+            let failure = Outcome::Failed(error.to_string());
+            let ended = end_run(handle, Lane::Malicious, duration, failure, |_| Vec::new());
+            report(handle, ctx, ended).await;
             return false;
         }
     };
-    let snapshot = MaliciousSnapshot::from_rows(&rows, SystemTime::now());
+    let snapshot = Arc::new(MaliciousSnapshot::from_rows(&rows, SystemTime::now()));
     let malicious_rows = rows.iter().filter(|r| r.malicious_file_num > 0).count() as u64;
     let duplicates = malicious_rows - snapshot.images.len() as u64;
-    // With a complete image table, the listing is a check of it: its rows
-    // are upserted, and images it left out have no malicious files any more.
-    let applied = if handle.changes_lane && handle.table().is_complete() {
-        let ids: std::collections::HashSet<u64> = rows
-            .iter()
-            .filter(|r| r.malicious_file_num > 0)
-            .map(row_key)
-            .collect();
-        let mut table = handle.table();
-        let applied = table.upsert(rows.iter().filter(|r| r.malicious_file_num > 0));
-        Some(applied + table.clear_malicious_except(&ids))
-    } else {
-        None
-    };
-    if applied.is_none() {
-        detect(handle, &snapshot.images, ctx).await;
-    }
     let images = snapshot.images.len() as u64;
     let namespaces = snapshot.namespaces.len() as u64;
-    succeeded(handle, Lane::Malicious, duration, |s| {
+    let record = |p: &mut Published, applied: u64| {
+        let s = p.lane_mut(Lane::Malicious);
         s.last_pages = stats.pages;
         s.last_images = images;
         s.last_namespaces = namespaces;
         s.duplicate_rows += duplicates;
         s.total_changes += stats.total_changes;
-        s.rows_applied += applied.unwrap_or(0);
-    });
-    handle.publish_malicious(Some(Arc::new(snapshot)));
-    if applied.is_some() {
-        publish_table(handle, ctx).await;
-    }
+        s.rows_applied += applied;
+        p.malicious = Some(Arc::clone(&snapshot));
+    };
+    let ended = {
+        let mut table = handle.table();
+        if handle.changes_lane && table.is_complete() {
+            // With a complete image table, the listing is a check of it: its
+            // rows are upserted, images it left out have no malicious files any
+            // more, and detection goes by the table.
+            let ids: std::collections::HashSet<u64> = rows
+                .iter()
+                .filter(|r| r.malicious_file_num > 0)
+                .map(row_key)
+                .collect();
+            let applied = table.upsert(rows.iter().filter(|r| r.malicious_file_num > 0))
+                + table.clear_malicious_except(&ids);
+            let current = Arc::new(table.snapshot(SystemTime::now(), settings.max_image_series));
+            end_run(handle, Lane::Malicious, duration, Outcome::Succeeded, |p| {
+                record(p, applied);
+                publish_table(p, &current)
+            })
+        } else {
+            end_run(handle, Lane::Malicious, duration, Outcome::Succeeded, |p| {
+                record(p, 0);
+                observe(p, &snapshot.images)
+            })
+        }
+    };
+    report(handle, ctx, ended).await;
     true
 }
 
@@ -708,13 +724,23 @@ async fn changes_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant
                 // Rows applied so far stay (they are true); the watermarks
                 // do not move, so the next round asks for them again.
                 let duration = started.elapsed();
-                failed(handle, Lane::Changes, duration, &error, |s| {
-                    s.last_pages = pages;
-                    s.rows_applied += applied;
-                });
-                if applied > 0 {
-                    publish_table(handle, ctx).await;
-                }
+                let ended = {
+                    let table = handle.table();
+                    let current = (applied > 0).then(|| {
+                        Arc::new(table.snapshot(SystemTime::now(), settings.max_image_series))
+                    });
+                    let failure = Outcome::Failed(error.to_string());
+                    end_run(handle, Lane::Changes, duration, failure, |p| {
+                        let s = p.lane_mut(Lane::Changes);
+                        s.last_pages = pages;
+                        s.rows_applied += applied;
+                        match &current {
+                            Some(snapshot) => publish_table(p, snapshot),
+                            None => Vec::new(),
+                        }
+                    })
+                };
+                report(handle, ctx, ended).await;
                 return Some(false);
             }
         }
@@ -734,24 +760,27 @@ async fn changes_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant
             }
         }
     }
-    handle.update_watermarks(|w| {
-        w.scan_since_ms = since.0;
-        w.update_since_ms = since.1;
-        w.newest_scan_ms = newest.0;
-        w.newest_update_ms = newest.1;
-        w.rounds += 1;
-    });
     let duration = started.elapsed();
-    succeeded(handle, Lane::Changes, duration, |s| {
-        s.last_pages = pages;
-        s.last_images = fetched;
-        s.rows_applied += applied;
-        s.total_changes += total_changes;
-    });
-    let snapshot = publish_table(handle, ctx).await;
-    handle.update_lane(Lane::Changes, |s| {
-        s.last_namespaces = snapshot.namespaces.len() as u64;
-    });
+    let ended = {
+        let table = handle.table();
+        let snapshot = Arc::new(table.snapshot(SystemTime::now(), settings.max_image_series));
+        end_run(handle, Lane::Changes, duration, Outcome::Succeeded, |p| {
+            let w = &mut p.watermarks;
+            w.scan_since_ms = since.0;
+            w.update_since_ms = since.1;
+            w.newest_scan_ms = newest.0;
+            w.newest_update_ms = newest.1;
+            w.rounds += 1;
+            let s = p.lane_mut(Lane::Changes);
+            s.last_pages = pages;
+            s.last_images = fetched;
+            s.rows_applied += applied;
+            s.total_changes += total_changes;
+            s.last_namespaces = snapshot.namespaces.len() as u64;
+            publish_table(p, &snapshot)
+        })
+    };
+    report(handle, ctx, ended).await;
     tracing::debug!(
         target_name = %handle.scope.target,
         enterprise_project_id = %handle.scope.enterprise_project_id,
@@ -837,7 +866,9 @@ async fn run_lane_guarded(
                 "internal error: the lane run panicked ({}); it runs again at its next interval",
                 crate::hss::http::cut(&what, 256)
             );
-            record_failure(handle, lane, started.elapsed(), message, |_| {});
+            let failure = Outcome::Failed(message);
+            let ended = end_run(handle, lane, started.elapsed(), failure, |_| Vec::new());
+            report(handle, ctx, ended).await;
             false
         }
     }
@@ -1189,6 +1220,52 @@ mod tests {
             Some("page at offset 0: HTTP 403: HSS.0013: insufficient permissions")
         );
         assert!(status.last_success.is_some());
+    }
+
+    /// A scrape reads a scope's result, lane status and detections as one
+    /// value: a reader running beside the sweeps never sees a snapshot from
+    /// one run with the status or the detection count of another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_scrape_sees_a_run_with_its_status_and_detections_together() {
+        const RUNS: u64 = 150;
+        let source = Arc::new(FakeSource::default());
+        let h = handle_with(false);
+        let c = ctx(&source, settings());
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (h, done) = (Arc::clone(&h), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut views = 0u64;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let view = h.view();
+                    if let Some(snapshot) = &view.snapshot {
+                        let runs = view.lane(Lane::Sweep).runs;
+                        let detected: u64 = view.detector.detected.values().sum();
+                        assert_eq!(snapshot.images, runs, "images vs runs");
+                        assert_eq!(detected, runs - 1, "detections vs runs");
+                        views += 1;
+                    }
+                }
+                views
+            })
+        };
+        for run in 1..=RUNS {
+            // Run k lists k images, every one malicious: the first run is
+            // the baseline, and every later one detects one new image.
+            *source.rows.lock().unwrap() = rows(run, 3)
+                .into_iter()
+                .map(|r| Row {
+                    malicious_file_num: 1,
+                    ..r
+                })
+                .collect();
+            assert!(sweep_once(&h, &c).await);
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let views = reader.join().expect("the reader saw an inconsistent view");
+        assert!(views > 0);
+        assert_eq!(h.lane_status(Lane::Sweep).runs, RUNS);
+        assert_eq!(h.detector().detected.values().sum::<u64>(), RUNS - 1);
     }
 
     #[tokio::test(start_paused = true)]

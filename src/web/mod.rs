@@ -31,7 +31,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::collect::{Lane, LaneStatus, ScopeHandle, ScopeSet};
+use crate::collect::{Lane, LaneStatus, Published, ScopeSet};
 use crate::hss::Budget;
 use crate::metrics::{CONTENT_TYPE, Metrics};
 
@@ -294,11 +294,11 @@ fn lane_state(status: &LaneStatus) -> &'static str {
     }
 }
 
-fn lane_json(scope: &ScopeHandle, lane: Lane) -> Value {
-    let s = scope.lane_status(lane);
+fn lane_json(view: &Published, lane: Lane) -> Value {
+    let s = view.lane(lane);
     json!({
         "lane": lane.as_str(),
-        "state": lane_state(&s),
+        "state": lane_state(s),
         "running": s.running_since.is_some(),
         "runs": s.runs,
         "failures": s.failures,
@@ -321,12 +321,14 @@ async fn status(State(state): State<Arc<WebState>>) -> Response {
         .list()
         .iter()
         .map(|scope| {
+            // One view: the scope's lanes and data from one publication.
+            let view = scope.view();
             json!({
                 "target": scope.scope.target,
                 "enterprise_project_id": scope.scope.enterprise_project_id,
                 "image_type": scope.scope.image_type.as_str(),
-                "serving_data": scope.snapshot().is_some(),
-                "lanes": scope.lanes().iter().map(|lane| lane_json(scope, *lane)).collect::<Vec<_>>(),
+                "serving_data": scope.serving_snapshot(&view).is_some(),
+                "lanes": scope.lanes().iter().map(|lane| lane_json(&view, *lane)).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -378,8 +380,9 @@ fn escape(text: &str) -> String {
 async fn landing(State(state): State<Arc<WebState>>) -> Html<String> {
     let mut rows = String::new();
     for scope in state.scopes.list() {
+        let view = scope.view();
         for lane in scope.lanes() {
-            let s = scope.lane_status(*lane);
+            let s = view.lane(*lane);
             let _ = write!(
                 rows,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{state}\">{state}</td>\
@@ -392,7 +395,7 @@ async fn landing(State(state): State<Arc<WebState>>) -> Html<String> {
                 s.last_images,
                 s.last_namespaces,
                 escape(s.last_error.as_deref().unwrap_or("")),
-                state = lane_state(&s),
+                state = lane_state(s),
             );
         }
     }
