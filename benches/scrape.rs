@@ -99,6 +99,10 @@ struct Figures {
     plain_first_ms: Vec<f64>,
     plain_ms: Vec<f64>,
     gzip_ms: Vec<f64>,
+    /// The same, from curl in its own process on one keep-alive connection
+    /// (empty when curl is not installed).
+    curl_plain_ms: Vec<f64>,
+    curl_gzip_ms: Vec<f64>,
     /// `Metrics::render` alone, in this process: after the cache was
     /// cleared, and from the cache.
     render_cold_ms: Vec<f64>,
@@ -127,6 +131,29 @@ async fn timed(client: &reqwest::Client, url: &str, gzip: bool) -> (f64, usize) 
     assert_eq!(encoded, gzip, "gzip only when asked for");
     let body = response.bytes().await.expect("body");
     (started.elapsed().as_secs_f64() * 1000.0, body.len())
+}
+
+/// `n` scrapes by curl, in its own process, on one keep-alive connection:
+/// the client a user (or another exporter's harness) runs. Empty when curl
+/// is not installed.
+async fn curl_times(url: &str, gzip: bool, n: usize) -> Vec<f64> {
+    let mut command = std::process::Command::new("curl");
+    command.args(["-s", "--http1.1", "-w", "%{time_total} %{size_download}\\n"]);
+    if gzip {
+        // Ask for gzip and keep the body as sent, as Prometheus does.
+        command.args(["-H", "Accept-Encoding: gzip"]);
+    }
+    for _ in 0..n {
+        command.args(["-o", "/dev/null", url]);
+    }
+    let Ok(Ok(output)) = tokio::task::spawn_blocking(move || command.output()).await else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|seconds| seconds * 1000.0)
+        .collect()
 }
 
 async fn measure(namespaces: usize) -> Figures {
@@ -204,6 +231,8 @@ targets:
         gzip_ms.push(ms);
         gzip_bytes = bytes;
     }
+    let curl_plain_ms = curl_times(&url, false, CACHED_SCRAPES).await;
+    let curl_gzip_ms = curl_times(&url, true, CACHED_SCRAPES).await;
     let mut render_cold_ms = Vec::new();
     let mut render_cached_ms = Vec::new();
     for _ in 0..FIRST_SCRAPES {
@@ -227,6 +256,8 @@ targets:
         plain_first_ms,
         plain_ms,
         gzip_ms,
+        curl_plain_ms,
+        curl_gzip_ms,
     }
 }
 
@@ -287,6 +318,15 @@ fn main() {
         let (gzip, gzip95) = (percentile(&f.gzip_ms, 0.5), percentile(&f.gzip_ms, 0.95));
         let (plain, plain95) = (percentile(&f.plain_ms, 0.5), percentile(&f.plain_ms, 0.95));
         let first = percentile(&f.first_ms, 0.5);
+        if !f.curl_plain_ms.is_empty() && !f.curl_gzip_ms.is_empty() {
+            println!(
+                "2,000 namespaces x 3 image types, scraped by curl (own process, keep-alive): plain median {:.2} ms (p95 {:.2}), gzip median {:.2} ms (p95 {:.2})",
+                percentile(&f.curl_plain_ms, 0.5),
+                percentile(&f.curl_plain_ms, 0.95),
+                percentile(&f.curl_gzip_ms, 0.5),
+                percentile(&f.curl_gzip_ms, 0.95),
+            );
+        }
         println!(
             "2,000 namespaces x 3 image types: gzip scrape (what Prometheus asks for) median {gzip:.2} ms (p95 {gzip95:.2}), \
              target < {GZIP_TARGET_MS} ms: {}; plain scrape median {plain:.2} ms (p95 {plain95:.2}), target < {PLAIN_TARGET_MS} ms: {}; \

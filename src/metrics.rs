@@ -11,9 +11,9 @@
 //! `name{labels} value` lines streamed through a small buffer into one gzip
 //! member per family and scope, with no object per sample. A scope's members
 //! are made once per published result and reused until it publishes again;
-//! the exposition keeps only that compressed form (what Prometheus asks for),
-//! and a plain request is answered by inflating it piece by piece as it is
-//! sent. A namespace that vanished from the last sweep, or a scope
+//! the exposition keeps that compressed form (what Prometheus asks for), and
+//! the plain text only while plain scrapes come (inflated by the first one
+//! after a publication, dropped a minute after the last). A namespace that vanished from the last sweep, or a scope
 //! whose data went stale, simply has no series.
 //!
 //! Bounds: a scope publishes at most `max_namespaces` namespaces, the first
@@ -198,16 +198,21 @@ struct Part {
 /// asks for. It is a series of gzip members (a header and the parts of each
 /// scope for every family); gzip members may follow one another in one
 /// stream, so a gzip scrape sends the compressed self-metrics and then these
-/// bytes as they are. The plain text is never kept: a plain scrape inflates
-/// it piece by piece as it is sent ([`NamespaceText::plain_pieces`]).
+/// bytes as they are. The plain text is made only when a plain scrape asks
+/// for it, and kept for the next ones until no plain scrape has come for
+/// [`PLAIN_KEEP`] ([`NamespaceText::forget_idle_plain`]) or a publication
+/// replaces this text: a deployment scraped by Prometheus alone never holds
+/// it.
 #[derive(Debug)]
 pub struct NamespaceText {
     gzip: bytes::Bytes,
     plain_len: usize,
+    /// The plain text, and when a plain scrape last took it.
+    plain: Mutex<Option<(bytes::Bytes, std::time::Instant)>>,
 }
 
-/// Size of the pieces a plain scrape is sent in.
-const PLAIN_PIECE: usize = 256 * 1024;
+/// How long the plain text is kept after the last plain scrape.
+pub const PLAIN_KEEP: Duration = Duration::from_secs(60);
 
 impl NamespaceText {
     /// The text as gzip members, compressed once per publication.
@@ -215,67 +220,49 @@ impl NamespaceText {
         self.gzip.clone()
     }
 
-    /// The plain text, inflated whole (for `once` and tests).
+    /// The plain text, inflated whole, without keeping it (for `once` and
+    /// tests).
     pub fn text(&self) -> bytes::Bytes {
-        let mut out = bytes::BytesMut::with_capacity(self.plain_len);
-        for piece in self.plain_pieces() {
-            out.extend_from_slice(&piece);
+        use std::io::Read as _;
+        let mut out = Vec::with_capacity(self.plain_len);
+        if let Err(error) = flate2::read::MultiGzDecoder::new(&self.gzip[..]).read_to_end(&mut out)
+        {
+            // Our own members: cannot happen short of a bug.
+            tracing::error!(%error, "inflating the cached exposition failed");
         }
-        out.freeze()
+        bytes::Bytes::from(out)
     }
 
-    /// The plain text in pieces of at most 256 KiB, each inflated when it
-    /// is taken: a plain scrape holds one piece at a time, not the text.
-    pub fn plain_pieces(&self) -> PlainPieces {
-        use bytes::Buf as _;
-        PlainPieces {
-            decoder: Some(flate2::read::MultiGzDecoder::new(
-                self.gzip.clone().reader(),
-            )),
+    /// The plain text for a plain scrape: inflated by the first one after a
+    /// publication, then kept for the next ones (see [`PLAIN_KEEP`]).
+    pub fn plain(&self) -> bytes::Bytes {
+        let mut kept = self.plain.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if let Some((text, used)) = &mut *kept {
+            *used = now;
+            return text.clone();
         }
+        let text = self.text();
+        *kept = Some((text.clone(), now));
+        text
+    }
+
+    /// Drops the kept plain text when no plain scrape has taken it for
+    /// `idle`; returns whether a plain text is still kept.
+    pub fn forget_idle_plain(&self, idle: Duration) -> bool {
+        let mut kept = self.plain.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept
+            .as_ref()
+            .is_some_and(|(_, used)| used.elapsed() >= idle)
+        {
+            *kept = None;
+        }
+        kept.is_some()
     }
 
     /// Length of the plain text in bytes.
     pub fn plain_len(&self) -> usize {
         self.plain_len
-    }
-}
-
-/// The pieces of [`NamespaceText::plain_pieces`].
-pub struct PlainPieces {
-    decoder: Option<flate2::read::MultiGzDecoder<bytes::buf::Reader<bytes::Bytes>>>,
-}
-
-impl std::fmt::Debug for PlainPieces {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PlainPieces").finish_non_exhaustive()
-    }
-}
-
-impl Iterator for PlainPieces {
-    type Item = bytes::Bytes;
-
-    fn next(&mut self) -> Option<bytes::Bytes> {
-        use std::io::Read as _;
-        let decoder = self.decoder.as_mut()?;
-        let mut piece = vec![0; PLAIN_PIECE];
-        let mut filled = 0;
-        while filled < piece.len() {
-            match decoder.read(&mut piece[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(error) => {
-                    // Our own members: cannot happen short of a bug.
-                    tracing::error!(%error, "inflating the cached exposition failed");
-                    break;
-                }
-            }
-        }
-        if filled < piece.len() {
-            self.decoder = None;
-        }
-        piece.truncate(filled);
-        (filled > 0).then(|| bytes::Bytes::from(piece))
     }
 }
 
@@ -490,8 +477,10 @@ impl Metrics {
     /// Renders what changed since the last call (the namespace text and its
     /// gzip), so scrapes find it ready. The daemon calls it every second in
     /// the background: the cost of a publication stays off the scrape path.
+    /// It also drops the plain text when no plain scrape has come for
+    /// [`PLAIN_KEEP`].
     pub fn prerender(&self) {
-        let _ = self.namespace_text();
+        self.namespace_text().forget_idle_plain(PLAIN_KEEP);
     }
 
     /// The exporter's own metrics (registry: API calls, lanes, process, build
@@ -550,6 +539,7 @@ impl Metrics {
         let text = Arc::new(NamespaceText {
             gzip: bytes::Bytes::from(joined),
             plain_len,
+            plain: Mutex::new(None),
         });
         *assembled = Some((keys, Arc::clone(&text)));
         text
@@ -1439,23 +1429,32 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_scrape_takes_the_text_in_bounded_pieces() {
+    fn the_plain_text_is_kept_only_while_plain_scrapes_come() {
         let rows: Vec<Row> = (0..300)
             .map(|i| row(&format!("namespace-{i:04}"), i, 0))
             .collect();
         let (metrics, _) = published(&rows, false);
         let text = metrics.namespace_text();
-        let pieces: Vec<bytes::Bytes> = text.plain_pieces().collect();
-        assert!(pieces.len() >= 2, "{} bytes in one piece", text.plain_len());
         assert!(
-            pieces
-                .iter()
-                .all(|p| !p.is_empty() && p.len() <= PLAIN_PIECE)
+            !text.forget_idle_plain(PLAIN_KEEP),
+            "nothing kept before a plain scrape"
         );
-        let joined: Vec<u8> = pieces.concat();
-        assert_eq!(joined.len(), text.plain_len(), "Content-Length is exact");
-        assert_eq!(&joined[..], &text.text()[..]);
-        assert!(std::str::from_utf8(&joined).unwrap().ends_with("} 0\n"));
+        let first = text.plain();
+        assert_eq!(first.len(), text.plain_len(), "Content-Length is exact");
+        assert_eq!(first, text.text());
+        assert!(std::str::from_utf8(&first).unwrap().ends_with("} 0\n"));
+        let second = text.plain();
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "the second scrape reuses the text"
+        );
+        assert!(
+            text.forget_idle_plain(PLAIN_KEEP),
+            "kept while scrapes come"
+        );
+        assert!(!text.forget_idle_plain(Duration::ZERO), "dropped when idle");
+        assert_eq!(text.plain(), first, "made again on demand");
     }
 
     /// Every line of an exposition is a comment or a sample with a value.

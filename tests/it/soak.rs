@@ -1,12 +1,14 @@
 //! A bounded soak: the exporter daemon (lanes and web server, in this
 //! process) against a simulator of 10,000 images in a separate process
 //! (so that the simulator's data and call log are not in the measurement),
-//! with a fast quota and sweeps back to back, scraped all the time. After
+//! with a fast quota and sweeps back to back, scraped all the time, and its
+//! configuration reloaded every 1.4 s (one image type dropped and added
+//! back in turn, so a reload stops a scope, starts one and keeps two). After
 //! a warm-up, resident memory must grow by less than 5 % and the number of
 //! open file descriptors must stay flat.
 //!
 //! It runs for minutes, so it is ignored by a plain `cargo test`;
-//! `scripts/check-robustness` runs it: `scripts/test` as a 30 s smoke (the
+//! `scripts/check-robustness` runs it: `scripts/test` as a 20 s smoke (the
 //! daemon serves throughout, every figure is right, no call failed or was
 //! throttled, descriptors stay flat; RSS is printed, not judged), and
 //! `scripts/test --long` for the full 150 s, which also holds RSS growth
@@ -14,7 +16,7 @@
 //!
 //! ```sh
 //! cargo test --test it soak:: -- --ignored --nocapture              # 150 s
-//! HSS_SOAK_SECONDS=30 cargo test --test it soak:: -- --ignored --nocapture    # smoke
+//! HSS_SOAK_SECONDS=20 cargo test --test it soak:: -- --ignored --nocapture    # smoke
 //! HSS_SOAK_SECONDS=1800 cargo test --test it soak:: -- --ignored --nocapture
 //! ```
 
@@ -49,6 +51,8 @@ const WINDOW_SAMPLES: usize = 40;
 /// fewer is fine (idle pooled connections close).
 const FD_SLACK: i64 = 5;
 const MAX_RSS_GROWTH: f64 = 0.05;
+/// How often the configuration is reloaded: 100 reloads in the full soak.
+const RELOAD_EVERY: Duration = Duration::from_millis(1400);
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -144,6 +148,10 @@ fn p90(values: impl Iterator<Item = u64>) -> u64 {
     v[(v.len() - 1) * 9 / 10]
 }
 
+fn stop_flag() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     at: Duration,
@@ -172,20 +180,58 @@ async fn memory_and_descriptors_stay_flat_over_many_sweeps() {
     };
 
     let (_sim, endpoint) = start_simulator_process().await;
-    let yaml = config_yaml(
-        &endpoint,
-        "api_rate_limit: 100/1s
+    let settings = "api_rate_limit: 100/1s
 poll_interval: 1s
 malicious_interval: 300ms
 image_metrics: true
-",
-        "",
+";
+    let all_types = config_yaml(&endpoint, settings, "");
+    let two_types = config_yaml(
+        &endpoint,
+        settings,
+        "    image_types: [private_image, shared_image]\n",
     );
-    let exporter = start_exporter(&yaml).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yml");
+    std::fs::write(&path, &all_types).unwrap();
+    let exporter = start_exporter_with_lifecycle(&path).await;
     let scopes = exporter.scopes.clone();
     let started = Instant::now();
 
     eventually("every lane has run", || all_lanes_ran(&scopes)).await;
+    // An operator: reloads, one image type dropped and added back in turn.
+    let reloads = Arc::new(AtomicU64::new(0));
+    let reloader = {
+        let (stop, reloads, url) = (stop_flag(), reloads.clone(), exporter.url.clone());
+        let (path, all_types, two_types) = (path.clone(), all_types.clone(), two_types);
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let client = http();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(RELOAD_EVERY).await;
+                    let yaml = if n.is_multiple_of(2) {
+                        &two_types
+                    } else {
+                        &all_types
+                    };
+                    std::fs::write(&path, yaml).unwrap();
+                    let response = client.post(format!("{url}/-/reload")).send().await.unwrap();
+                    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+                    n += 1;
+                    reloads.store(n, Ordering::Relaxed);
+                }
+                // End with every image type, as at the start.
+                if !n.is_multiple_of(2) {
+                    std::fs::write(&path, &all_types).unwrap();
+                    let response = client.post(format!("{url}/-/reload")).send().await.unwrap();
+                    assert_eq!(response.status(), 200);
+                }
+            }
+        });
+        (stop, task)
+    };
     // Prometheus and an operator: plain and gzip scrapes, /status, readiness.
     let stop = Arc::new(AtomicBool::new(false));
     let scrapes = Arc::new(AtomicU64::new(0));
@@ -237,10 +283,11 @@ image_metrics: true
         if at >= next_report {
             let recent = &samples[samples.len().saturating_sub(20)..];
             println!(
-                "soak t={:>4}s  sweeps {:>5}  scrapes {:>5}  rss {:>6}..{:>6} KiB  fds {}",
+                "soak t={:>4}s  sweeps {:>5}  scrapes {:>5}  reloads {:>4}  rss {:>6}..{:>6} KiB  fds {}",
                 at.as_secs(),
                 sweeps(),
                 scrapes.load(Ordering::Relaxed),
+                reloads.load(Ordering::Relaxed),
                 recent.iter().map(|s| s.rss_kib).min().unwrap_or(0),
                 recent.iter().map(|s| s.rss_kib).max().unwrap_or(0),
                 sample.fds
@@ -250,6 +297,13 @@ image_metrics: true
     }
     stop.store(true, Ordering::Relaxed);
     scraper.await.unwrap();
+    reloader.0.store(true, Ordering::Relaxed);
+    reloader.1.await.unwrap();
+    eventually(
+        "every lane of every scope has run after the last reload",
+        || all_lanes_ran(&scopes),
+    )
+    .await;
 
     // The work was done and is still right.
     let exposition = scrape(&exporter.url).await;
@@ -288,11 +342,12 @@ image_metrics: true
     let end_fds = end.iter().map(|s| s.fds).max().unwrap();
     let growth = end_rss as f64 / base_rss as f64 - 1.0;
     println!(
-        "soak {seconds} s ({} s warm-up), {sweeps_done} sweeps of 3 scopes holding {} images, {} scrapes: \
+        "soak {seconds} s ({} s warm-up), {sweeps_done} sweeps of 3 scopes holding {} images, {} scrapes, {} reloads: \
          RSS {base_rss} -> {end_rss} KiB ({:+.2} %), fds {base_fds} -> {end_fds}",
         warm_up.as_secs(),
         listed_images(),
         scrapes.load(Ordering::Relaxed),
+        reloads.load(Ordering::Relaxed),
         growth * 100.0
     );
     assert!(
