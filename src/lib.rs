@@ -11,8 +11,10 @@
 //! ```
 //!
 //! - [`config`]: the YAML schema, defaults, `${ENV}` expansion and validation.
-//! - [`hss`]: the API client: lenient row model, the shared request budget,
-//!   credential kinds and the AK/SK signer, calls with retries and paging.
+//! - [`hss`]: the API client: its own settings types (which `config` fills in
+//!   and re-exports, so `hss` never reads `config`), lenient row model, the
+//!   shared request budget, credential kinds and the AK/SK signer, calls with
+//!   retries and paging.
 //! - [`collect`]: scopes and lanes, aggregation of rows into namespace
 //!   statistics, and the published snapshots.
 //! - [`metrics`]: snapshots and self-metrics rendered as Prometheus text.

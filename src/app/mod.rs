@@ -502,10 +502,11 @@ fn build_lanes(
     let mut position = [0u64; 2];
     for target in &config.targets {
         api.init_target(&target.name);
+        let target_settings = target_settings(target);
         let client: Arc<dyn ImageSource> = Arc::new(hss::Client::new(
-            target,
+            &target_settings,
             http.clone(),
-            hss::auth::from_config(&target.credentials, &http, target),
+            hss::auth::from_config(&target.credentials, &http, &target_settings),
             Arc::clone(budgets.get(target.api)),
             api.clone(),
             client_settings,
@@ -569,6 +570,18 @@ fn build_lanes(
         }
     }
     Ok((lanes, keys))
+}
+
+/// What the HSS client of a configured target needs to know about it.
+fn target_settings(target: &crate::config::Target) -> hss::TargetSettings {
+    hss::TargetSettings {
+        name: target.name.clone(),
+        region: target.region.clone(),
+        project_id: target.project_id.clone(),
+        endpoint: target.endpoint.clone(),
+        iam_endpoint: target.iam_endpoint.clone(),
+        api: target.api,
+    }
 }
 
 /// Keeps one slot of every budget window per scope whose malicious or

@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::config::RateLimit;
+use super::settings::RateLimit;
 
 /// Who is asking: the lower rank goes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::auth::{AuthError, Credential, OutgoingRequest};
 use super::budget::{Budget, Priority};
 use super::model::{ModelError, Page, parse_page_limited};
-use crate::config::ImageType;
+use super::settings::{ImageType, ListingApi, TargetSettings};
 
 /// First backoff before a retry; doubles each attempt.
 pub const RETRY_BASE: Duration = Duration::from_secs(1);
@@ -242,7 +242,7 @@ pub struct Client {
     endpoint: Url,
     iam_endpoint: Url,
     region: String,
-    api: crate::config::ListingApi,
+    api: ListingApi,
     /// Configured, or looked up through IAM before the first call.
     project_id: Arc<tokio::sync::Mutex<Option<String>>>,
     credential: Arc<dyn Credential>,
@@ -283,7 +283,7 @@ pub fn http_client(request_timeout: Duration) -> Result<reqwest::Client, Error> 
 impl Client {
     /// A client for one target.
     pub fn new(
-        target: &crate::config::Target,
+        target: &TargetSettings,
         http: reqwest::Client,
         credential: Arc<dyn Credential>,
         budget: Arc<Budget>,

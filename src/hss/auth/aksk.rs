@@ -8,7 +8,7 @@
 use std::time::SystemTime;
 
 use super::{AuthError, BoxFuture, Credential, OutgoingRequest, signer};
-use crate::config::Secret;
+use crate::hss::settings::Secret;
 
 /// Signs every call with an access key and secret key.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::{AuthError, BoxFuture, Credential, OutgoingRequest};
-use crate::config::Secret;
+use crate::hss::settings::Secret;
 
 /// How the token is scoped.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::aksk::sign_request;
 use super::{AuthError, BoxFuture, Credential, OutgoingRequest};
-use crate::config::Secret;
+use crate::hss::settings::Secret;
 
 /// The default metadata endpoint of ECS and CCE nodes.
 pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{CredentialsConfig, Target};
+use super::settings::{CredentialsConfig, TargetSettings};
 
 /// How long nothing is sent with credentials that were refused: more than 5
 /// failed authentications in a row lock an AK/SK or an IAM user for 5
@@ -121,7 +121,7 @@ pub trait Credential: Send + Sync + std::fmt::Debug {
 pub fn from_config(
     config: &CredentialsConfig,
     http: &reqwest::Client,
-    target: &Target,
+    target: &TargetSettings,
 ) -> Arc<dyn Credential> {
     match config {
         CredentialsConfig::AkSk {

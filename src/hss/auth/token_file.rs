@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use super::{AuthError, BoxFuture, Credential, OutgoingRequest};
-use crate::config::Secret;
+use crate::hss::settings::Secret;
 
 /// What identifies one version of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
