@@ -125,6 +125,12 @@ pub async fn run_daemon_with(
     let mut generation = CancellationToken::new();
     exporter.log_plan();
     let mut lanes = exporter.spawn(&generation);
+    // The state file's one writer: lanes only signal it.
+    let stop_writer = CancellationToken::new();
+    let writer = {
+        let (state, stop) = (Arc::clone(&exporter.state), stop_writer.clone());
+        tokio::spawn(async move { state.run(stop).await })
+    };
     let address = listener.local_addr().map_err(io("listener address"))?;
     tracing::info!(%address, telemetry_path, "serving metrics");
     let mut state = exporter.web_state(telemetry_path);
@@ -173,6 +179,8 @@ pub async fn run_daemon_with(
     stop_server.cancel();
     let _ = prerender.await;
     while lanes.join_next().await.is_some() {}
+    stop_writer.cancel();
+    let _ = writer.await;
     exporter.persist().await;
     match server.await {
         Ok(result) => Ok(result?),

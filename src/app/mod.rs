@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::collect::detect::{StateFile, scope_id};
+use crate::collect::detect::{StateFile, StateSignal, StateWriter, scope_id};
 use crate::collect::scheduler::{self, LaneContext, Settings};
 use crate::collect::{ImageSource, Lane, Scope, ScopeHandle, ScopeSet};
 use crate::config::{Config, ListingApi, RateLimit};
@@ -162,6 +162,8 @@ pub struct Exporter {
     keys: Vec<LaneKey>,
     /// The lanes started by [`spawn`](Self::spawn), per scope.
     running: std::sync::Mutex<std::collections::HashMap<Scope, Running>>,
+    /// The state file's one writer.
+    state: Arc<StateWriter>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -178,11 +180,13 @@ impl Exporter {
         let budgets = Budgets::new(config.api_rate_limit);
         let scopes = ScopeSet::new(Vec::new());
         let metrics = Arc::new(Metrics::new(Arc::clone(&scopes), config.image_metrics)?);
-        let (lanes, keys) = build_lanes(&config, &scopes, &metrics, &budgets)?;
+        let state = StateWriter::new(Arc::clone(&scopes));
+        let (lanes, keys) = build_lanes(&config, &metrics, &budgets, &state.signal())?;
         announce_apis(&config, &metrics);
         reserve_slots(&config, &budgets);
         scopes.replace(lanes.iter().map(|(h, _)| Arc::clone(h)).collect());
-        if let Some((file, _)) = lanes.first().and_then(|(_, c)| c.state.clone()) {
+        state.set_file(state_file(&config, &budgets));
+        if let Some(file) = state.file() {
             restore_baselines(&file, &lanes);
             budgets.restore(&file);
         }
@@ -194,6 +198,7 @@ impl Exporter {
             lanes,
             keys,
             running: std::sync::Mutex::default(),
+            state,
         })
     }
 
@@ -211,7 +216,8 @@ impl Exporter {
     /// calls already made. Returns the scopes whose lanes are to be started
     /// (with [`spawn_scopes`](Self::spawn_scopes)).
     pub async fn apply(&mut self, config: Config) -> Result<Vec<Scope>, Error> {
-        let (mut lanes, keys) = build_lanes(&config, &self.scopes, &self.metrics, &self.budgets)?;
+        let (mut lanes, keys) =
+            build_lanes(&config, &self.metrics, &self.budgets, &self.state.signal())?;
         let mut start = Vec::new();
         for (i, (handle, context)) in lanes.iter_mut().enumerate() {
             let old = self
@@ -263,6 +269,9 @@ impl Exporter {
         announce_apis(&config, &self.metrics);
         self.scopes
             .replace(lanes.iter().map(|(h, _)| Arc::clone(h)).collect());
+        if config.state_file != self.config.state_file {
+            self.state.set_file(state_file(&config, &self.budgets));
+        }
         self.lanes = lanes;
         self.keys = keys;
         self.config = config;
@@ -417,6 +426,7 @@ impl Exporter {
         while let Some(result) = tasks.join_next().await {
             all &= result.unwrap_or(false);
         }
+        self.state.flush().await;
         all
     }
 
@@ -441,6 +451,7 @@ impl Exporter {
         while let Some(result) = tasks.join_next().await {
             all &= result.unwrap_or(false);
         }
+        self.state.flush().await;
         all
     }
 
@@ -448,10 +459,7 @@ impl Exporter {
     /// window), when one is configured: at shutdown, so the next process
     /// knows what this one sent.
     pub async fn persist(&self) {
-        let Some((file, scopes)) = self.lanes.first().and_then(|(_, c)| c.state.clone()) else {
-            return;
-        };
-        if let Err(error) = scheduler::save_state(&file, &scopes).await {
+        if let Err(error) = self.state.save().await {
             tracing::warn!(%error, "cannot write the state file at shutdown");
         }
     }
@@ -461,9 +469,9 @@ impl Exporter {
 /// context) per target, enterprise project and image type.
 fn build_lanes(
     config: &Config,
-    scopes: &Arc<ScopeSet>,
     metrics: &Metrics,
     budgets: &Budgets,
+    state: &StateSignal,
 ) -> Result<(Vec<ScopeLanes>, Vec<LaneKey>), Error> {
     let http = hss::client::http_client(config.request_timeout)?;
     let api = metrics.api();
@@ -490,12 +498,6 @@ fn build_lanes(
         };
         (rate - lanes_per_second).max(rate / 100.0)
     };
-    let state = config.state_file.as_ref().map(|path| {
-        (
-            Arc::new(StateFile::new(path.clone()).with_budgets(budgets.named())),
-            Arc::clone(scopes),
-        )
-    });
     let mut lanes: Vec<(Arc<ScopeHandle>, LaneContext)> = Vec::new();
     let mut keys = Vec::new();
     // Each API's scopes take turns asking for pushes.
@@ -645,6 +647,14 @@ fn announce_apis(config: &Config, metrics: &Metrics) {
              and figures, namespace series gain the registry_name label"
         );
     }
+}
+
+/// The state file `config` names, saving `budgets`' calls with every write.
+fn state_file(config: &Config, budgets: &Budgets) -> Option<Arc<StateFile>> {
+    config
+        .state_file
+        .as_ref()
+        .map(|path| Arc::new(StateFile::new(path.clone()).with_budgets(budgets.named())))
 }
 
 /// Loads the baselines the state file holds into the matching scopes; a

@@ -10,7 +10,8 @@
 //! appears with malicious files, or when its malicious file count rises. The
 //! first listing after start only sets the baseline, unless the
 //! [`StateFile`] held one; the file is written atomically (write, fsync,
-//! rename) whenever the malicious set changes, and a corrupt or unreadable
+//! rename) whenever the malicious set changes, by its one writer
+//! ([`StateWriter`]: lanes only signal it), and a corrupt or unreadable
 //! file is reported and replaced by a fresh baseline, never a crash. The file
 //! also carries the request budgets' calls of the last window (written with
 //! every save and at shutdown), so a restarted process does not draw 429s
@@ -23,9 +24,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::Scope;
 pub use super::keys::ImageKey;
 use super::keys::NamespaceKey;
+use super::{Scope, ScopeSet};
 use crate::hss::{Budget, BudgetRecord};
 
 /// A new malicious image, or one with more malicious files than before.
@@ -214,6 +215,110 @@ struct CountEntry {
 }
 
 const FILE_VERSION: u32 = 1;
+
+/// What a lane holds of the state file: a way to say that its scope's
+/// detector changed. The [`StateWriter`] it came from does the writing.
+#[derive(Debug, Clone, Default)]
+pub struct StateSignal(Arc<Signal>);
+
+#[derive(Debug, Default)]
+struct Signal {
+    dirty: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl StateSignal {
+    /// A detector changed: the state file is written soon.
+    pub fn changed(&self) {
+        self.0
+            .dirty
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.0.wake.notify_one();
+    }
+
+    fn take(&self) -> bool {
+        self.0
+            .dirty
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+}
+
+/// The state file's one writer: lanes only signal that a detector changed
+/// ([`StateSignal::changed`]); the daemon runs [`StateWriter::run`], which
+/// writes every scope's state after each signal, and one-off runs call
+/// [`StateWriter::flush`]. With no file configured, signals are ignored.
+#[derive(Debug)]
+pub struct StateWriter {
+    file: std::sync::Mutex<Option<Arc<StateFile>>>,
+    scopes: Arc<ScopeSet>,
+    signal: StateSignal,
+}
+
+impl StateWriter {
+    /// A writer of `scopes`' states, with no file yet.
+    pub fn new(scopes: Arc<ScopeSet>) -> Arc<Self> {
+        Arc::new(Self {
+            file: std::sync::Mutex::new(None),
+            scopes,
+            signal: StateSignal::default(),
+        })
+    }
+
+    /// The signal lanes are given.
+    pub fn signal(&self) -> StateSignal {
+        self.signal.clone()
+    }
+
+    /// The file written to, if one is configured.
+    pub fn file(&self) -> Option<Arc<StateFile>> {
+        self.file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Writes to `file` from now on (none: writes nothing).
+    pub fn set_file(&self, file: Option<Arc<StateFile>>) {
+        *self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = file;
+    }
+
+    /// Writes every scope's detector state, with the budgets' calls of the
+    /// last window, to the file (when one is configured).
+    pub async fn save(&self) -> Result<(), StateError> {
+        let Some(file) = self.file() else {
+            return Ok(());
+        };
+        let states = self
+            .scopes
+            .list()
+            .iter()
+            .map(|h| (scope_id(&h.scope), h.detector()))
+            .collect();
+        file.save(states).await
+    }
+
+    /// Writes the file if a detector changed since the last write.
+    pub async fn flush(&self) {
+        if self.signal.take()
+            && let Err(error) = self.save().await
+        {
+            tracing::warn!(%error, "cannot write the state file; detections since start will be counted again after a restart");
+        }
+    }
+
+    /// Writes the file after every signal until `stop` is cancelled.
+    pub async fn run(&self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.signal.0.wake.notified() => self.flush().await,
+            }
+        }
+    }
+}
 
 /// Where detection state persists.
 #[derive(Debug)]

@@ -29,10 +29,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::aggregate::{MaliciousSnapshot, Snapshot};
-use super::detect::{Detection, ImageKey, StateFile, scope_id};
+use super::detect::{Detection, ImageKey, StateSignal};
 use super::keys::row_key;
 use super::table::TableBuilder;
-use super::{Error, Lane, Published, ScopeHandle, ScopeSet};
+use super::{Error, Lane, Published, ScopeHandle};
 use crate::collect::source::ImageSource;
 use crate::hss::{ListQuery, Page, Priority, Row};
 
@@ -206,8 +206,9 @@ pub struct LaneContext {
     pub source: Arc<dyn ImageSource>,
     /// How lanes run.
     pub settings: Settings,
-    /// Where detections persist, with the scopes whose state it holds.
-    pub state: Option<(Arc<StateFile>, Arc<ScopeSet>)>,
+    /// Says that this scope's detector changed, so the state file's writer
+    /// writes it.
+    pub state: StateSignal,
 }
 
 impl std::fmt::Debug for LaneContext {
@@ -322,8 +323,8 @@ fn publish_table(p: &mut Published, snapshot: &Arc<Snapshot>) -> Vec<Detection> 
 }
 
 /// Logs what the end of a run changed (a failure, a recovery, every
-/// detection) and writes the state file when the detector changed.
-async fn report(handle: &ScopeHandle, ctx: &LaneContext, ended: Ended) {
+/// detection) and signals the state file's writer when the detector changed.
+fn report(handle: &ScopeHandle, ctx: &LaneContext, ended: Ended) {
     let scope = &handle.scope;
     let lane = ended.lane.as_str();
     if let Some(message) = &ended.failure {
@@ -360,26 +361,9 @@ async fn report(handle: &ScopeHandle, ctx: &LaneContext, ended: Ended) {
             "new malicious image detected"
         );
     }
-    if ended.detector_changed
-        && let Some((file, scopes)) = &ctx.state
-        && let Err(error) = save_state(file, scopes).await
-    {
-        tracing::warn!(%error, "cannot write the state file; detections since start will be counted again after a restart");
+    if ended.detector_changed {
+        ctx.state.changed();
     }
-}
-
-/// Writes every scope's detector state, with the budgets' calls of the last
-/// window, to the state file.
-pub async fn save_state(
-    file: &StateFile,
-    scopes: &ScopeSet,
-) -> Result<(), super::detect::StateError> {
-    let states = scopes
-        .list()
-        .iter()
-        .map(|h| (scope_id(&h.scope), h.detector()))
-        .collect();
-    file.save(states).await
 }
 
 /// Runs one sweep of a scope and publishes it; returns whether it succeeded.
@@ -439,7 +423,7 @@ pub async fn sweep_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
                 }
                 Vec::new()
             });
-            report(handle, ctx, ended).await;
+            report(handle, ctx, ended);
             return false;
         }
     };
@@ -498,7 +482,7 @@ pub async fn sweep_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
         });
         (snapshot, ended)
     };
-    report(handle, ctx, ended).await;
+    report(handle, ctx, ended);
     let namespaces = snapshot.namespaces.len() as u64;
     if stats.total_changes > 0 {
         tracing::info!(
@@ -570,7 +554,7 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
             p.malicious = Some(Arc::clone(&empty));
             observe(p, &empty.images)
         });
-        report(handle, ctx, ended).await;
+        report(handle, ctx, ended);
         return true;
     }
     handle.update_lane(Lane::Malicious, |s| {
@@ -599,7 +583,7 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
         Err(error) => {
             let failure = Outcome::Failed(error.to_string());
             let ended = end_run(handle, Lane::Malicious, duration, failure, |_| Vec::new());
-            report(handle, ctx, ended).await;
+            report(handle, ctx, ended);
             return false;
         }
     };
@@ -643,7 +627,7 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
             })
         }
     };
-    report(handle, ctx, ended).await;
+    report(handle, ctx, ended);
     true
 }
 
@@ -740,7 +724,7 @@ async fn changes_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant
                         }
                     })
                 };
-                report(handle, ctx, ended).await;
+                report(handle, ctx, ended);
                 return Some(false);
             }
         }
@@ -780,7 +764,7 @@ async fn changes_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant
             publish_table(p, &snapshot)
         })
     };
-    report(handle, ctx, ended).await;
+    report(handle, ctx, ended);
     tracing::debug!(
         target_name = %handle.scope.target,
         enterprise_project_id = %handle.scope.enterprise_project_id,
@@ -868,7 +852,7 @@ async fn run_lane_guarded(
             );
             let failure = Outcome::Failed(message);
             let ended = end_run(handle, lane, started.elapsed(), failure, |_| Vec::new());
-            report(handle, ctx, ended).await;
+            report(handle, ctx, ended);
             false
         }
     }
@@ -1080,7 +1064,7 @@ mod tests {
         LaneContext {
             source: Arc::clone(source) as Arc<dyn ImageSource>,
             settings,
-            state: None,
+            state: StateSignal::default(),
         }
     }
 
