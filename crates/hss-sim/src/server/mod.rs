@@ -12,7 +12,7 @@
 //! limit is per API). Every listing call is recorded, refused ones included,
 //! so tests can check a client's budget per API.
 //! The IAM and metadata routes are handled in `iam.rs`, through the narrow
-//! [`IamHost`] this file implements; they share the gateway's keyring and
+//! `iam::IamHost` this file implements; they share the gateway's keyring and
 //! lockout with the listing but not its quota.
 //!
 //! - this file: [`Simulator`], the router and [`Simulator::serve`], the
