@@ -23,10 +23,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::MutexGuard;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand::RngExt;
@@ -35,7 +37,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::auth::Keyring;
-use super::server::{CONTENT_TYPE_JSON, Simulator};
+use super::gateway::{AUTH_LOCK, CONTENT_TYPE_JSON, MAX_AUTH_FAILURES, service_params};
 use super::{DEFAULT_PROJECT_ID, DEFAULT_PROJECT_NAME, Error, SimConfig};
 
 /// Route of the password token endpoint.
@@ -219,9 +221,9 @@ impl IamState {
     }
 
     /// Checks a password as IAM does, with its lockout: more than
-    /// [`MAX_AUTH_FAILURES`](super::server::MAX_AUTH_FAILURES) wrong
+    /// [`MAX_AUTH_FAILURES`] wrong
     /// passwords in a row lock the user for
-    /// [`AUTH_LOCK`](super::server::AUTH_LOCK), during which even the right
+    /// [`AUTH_LOCK`], during which even the right
     /// one is refused. The user's label when it passes, else the message.
     fn check_password(
         &mut self,
@@ -245,14 +247,25 @@ impl IamState {
             None => {
                 self.counters.password_failures += 1;
                 record.consecutive_failures += 1;
-                if record.consecutive_failures > super::server::MAX_AUTH_FAILURES {
+                if record.consecutive_failures > MAX_AUTH_FAILURES {
                     record.consecutive_failures = 0;
-                    record.locked_until = Some(now + super::server::AUTH_LOCK);
+                    record.locked_until = Some(now + AUTH_LOCK);
                     self.counters.user_lockouts += 1;
                 }
                 Err(MSG_WRONG_PASSWORD)
             }
         }
+    }
+
+    /// Replaces the projects of `GET /v3/projects` and of token scopes.
+    pub fn set_projects(&mut self, projects: Vec<SimProject>) {
+        self.projects = projects;
+    }
+
+    /// Whether the metadata service wants a session token before it hands
+    /// out keys.
+    pub fn set_requires_session_token(&mut self, required: bool) {
+        self.requires_session_token = required;
     }
 
     fn user(&self, domain: &str, name: &str, password: &str) -> Option<&IamUser> {
@@ -263,6 +276,23 @@ impl IamState {
                 && constant_time_eq(u.password.as_bytes(), password.as_bytes())
         })
     }
+}
+
+/// What the IAM routes need from the simulator that mounts them: this
+/// module's state, request ids, and the gateway's credential check (whose
+/// access key lockout the listings share). The simulator implements it, so
+/// that this module never names it.
+pub(super) trait IamHost: Clone + Send + Sync + 'static {
+    /// The keyring and IAM state (a lock never held across an await).
+    fn iam(&self) -> MutexGuard<'_, IamState>;
+
+    /// A fresh request id for the `X-Request-Id` header.
+    fn request_id(&self) -> String;
+
+    /// Checks a request's credentials as the gateway does, with the access
+    /// key lockout, outside the listing quota: `None` when they pass, else
+    /// the `APIG.0301` answer.
+    fn refusal(&self, parts: &Parts, body: &[u8]) -> Option<Response>;
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -296,14 +326,14 @@ fn wall_time(after: Duration) -> String {
     humantime::format_rfc3339_micros(SystemTime::now() + after).to_string()
 }
 
-fn with_request_id(mut response: Response, sim: &Simulator) -> Response {
+fn with_request_id(mut response: Response, sim: &impl IamHost) -> Response {
     if let Ok(value) = HeaderValue::from_str(&sim.request_id()) {
         response.headers_mut().insert("x-request-id", value);
     }
     response
 }
 
-fn json_answer(sim: &Simulator, status: StatusCode, value: &serde_json::Value) -> Response {
+fn json_answer(sim: &impl IamHost, status: StatusCode, value: &serde_json::Value) -> Response {
     let response = (
         status,
         [(
@@ -317,7 +347,7 @@ fn json_answer(sim: &Simulator, status: StatusCode, value: &serde_json::Value) -
 }
 
 /// A Keystone-style error: `{"error":{"code","message","title"}}`.
-fn keystone_error(sim: &Simulator, status: StatusCode, message: &str) -> Response {
+fn keystone_error(sim: &impl IamHost, status: StatusCode, message: &str) -> Response {
     let title = status.canonical_reason().unwrap_or("Error");
     json_answer(
         sim,
@@ -383,7 +413,7 @@ struct ProjectRef {
 }
 
 /// `POST /v3/auth/tokens[?nocatalog=true]`.
-pub(super) async fn auth_tokens(State(sim): State<Simulator>, request: Request) -> Response {
+pub(super) async fn auth_tokens<S: IamHost>(State(sim): State<S>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let bad = |message: &str| keystone_error(&sim, StatusCode::BAD_REQUEST, message);
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
@@ -402,7 +432,7 @@ pub(super) async fn auth_tokens(State(sim): State<Simulator>, request: Request) 
     let Some(scope) = auth.scope.and_then(|s| s.project) else {
         return bad("A project scope (scope.project.name or scope.project.id) is required.");
     };
-    let nocatalog = super::server::service_params(parts.uri.query().unwrap_or(""))
+    let nocatalog = service_params(parts.uri.query().unwrap_or(""))
         .iter()
         .any(|(key, value)| key == "nocatalog" && !value.is_empty());
     let user = &identity.user;
@@ -475,7 +505,7 @@ pub(super) async fn auth_tokens(State(sim): State<Simulator>, request: Request) 
 }
 
 /// `GET /v3/projects[?name=REGION]`.
-pub(super) async fn projects(State(sim): State<Simulator>, request: Request) -> Response {
+pub(super) async fn projects<S: IamHost>(State(sim): State<S>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
@@ -483,7 +513,7 @@ pub(super) async fn projects(State(sim): State<Simulator>, request: Request) -> 
     if let Some(refused) = sim.refusal(&parts, &body) {
         return refused;
     }
-    let params = super::server::service_params(parts.uri.query().unwrap_or(""));
+    let params = service_params(parts.uri.query().unwrap_or(""));
     let name = params
         .iter()
         .find(|(key, _)| key == "name")
@@ -535,7 +565,7 @@ pub(super) async fn projects(State(sim): State<Simulator>, request: Request) -> 
 
 /// `GET /v3/auth/projects`: the projects the caller's user can reach, which
 /// needs no IAM permission (the simulator's users reach every project).
-pub(super) async fn auth_projects(State(sim): State<Simulator>, request: Request) -> Response {
+pub(super) async fn auth_projects<S: IamHost>(State(sim): State<S>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
@@ -577,7 +607,10 @@ pub(super) async fn auth_projects(State(sim): State<Simulator>, request: Request
 }
 
 /// `PUT /meta-data/latest/api/token` with `X-Metadata-Token-Ttl-Seconds`.
-pub(super) async fn metadata_token(State(sim): State<Simulator>, headers: HeaderMap) -> Response {
+pub(super) async fn metadata_token<S: IamHost>(
+    State(sim): State<S>,
+    headers: HeaderMap,
+) -> Response {
     let max = MAX_SESSION_TTL.as_secs();
     let ttl = headers
         .get(TTL_HEADER)
@@ -609,7 +642,7 @@ pub(super) async fn metadata_token(State(sim): State<Simulator>, headers: Header
 }
 
 /// `GET /openstack/latest/securitykey`.
-pub(super) async fn security_key(State(sim): State<Simulator>, headers: HeaderMap) -> Response {
+pub(super) async fn security_key<S: IamHost>(State(sim): State<S>, headers: HeaderMap) -> Response {
     let now = Instant::now();
     let access = random_text(20, ALNUM_UPPER);
     let secret = random_text(40, ALNUM);
@@ -661,28 +694,10 @@ pub(super) async fn security_key(State(sim): State<Simulator>, headers: HeaderMa
     )
 }
 
-impl Simulator {
-    /// Replaces the projects of `GET /v3/projects` and of token scopes.
-    pub fn set_projects(&self, projects: Vec<SimProject>) {
-        self.iam().projects = projects;
-    }
-
-    /// Forgets every issued IAM token, as IAM does when a password changes:
-    /// their next use is answered 401 `APIG.0301` "decrypt token fail".
-    pub fn revoke_iam_tokens(&self) {
-        self.iam().keyring.revoke_tokens();
-    }
-
-    /// Whether the metadata service wants a session token before it hands
-    /// out keys (when not, `PUT /meta-data/latest/api/token` answers 404).
-    pub fn set_metadata_requires_session_token(&self, required: bool) {
-        self.iam().requires_session_token = required;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Simulator;
     use crate::auth::{MSG_SIGNATURE, MSG_TOKEN_BAD};
     use crate::{MSG_SECURITY_TOKEN_EXPIRED, MSG_TOKEN_EXPIRED};
     use axum::body::Bytes;

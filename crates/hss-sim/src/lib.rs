@@ -12,25 +12,28 @@
 //! documented error bodies, paging limits and filters. Both listings share
 //! all of that; what differs between them is [`Api`] alone.
 //!
-//! - this file: configuration ([`SimConfig`], [`Quota`], [`Faults`],
-//!   [`Scripted`]), the two listings ([`Api`]), call statistics ([`Stats`],
-//!   [`Call`], [`max_calls_in_window`]) and the `simulate` subcommand
+//! - this file: configuration ([`SimConfig`]), the two listings ([`Api`]),
+//!   call statistics ([`Stats`], [`Call`]) and the `simulate` subcommand
 //!   ([`SimulateArgs`], [`run`]);
 //! - [`churn`]: how the rows change over time ([`Churn`], [`ChurnEvent`])
 //!   and the server's clock ([`ServerClock`], [`SimConfig::clock_offset_ms`]);
 //! - [`data`]: the synthetic image rows ([`SimImage`], [`generate`]) and their
 //!   wire form;
 //! - [`server`]: the HTTP side ([`Simulator`]): routes, checks in the
-//!   gateway's order, faults;
+//!   gateway's order, the quota ([`Quota`], [`max_calls_in_window`]),
+//!   faults ([`Faults`], [`Scripted`]), listings and the rows' changes;
 //! - [`iam`]: the IAM side ([`IamUser`], [`SimProject`]): password tokens
 //!   (`POST /v3/auth/tokens`), project lookup (`GET /v3/projects`) and the
 //!   ECS/CCE metadata service's temporary keys
 //!   (`/openstack/latest/securitykey`);
-//! - `auth`: signature and token verification.
+//! - `auth`: signature and token verification;
+//! - `gateway`: what the listings and the IAM side share (the JSON content
+//!   type, query reading, the lockout's limits).
 
 mod auth;
 pub mod churn;
 pub mod data;
+mod gateway;
 pub mod iam;
 pub mod server;
 
@@ -40,8 +43,6 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
 pub use auth::{MSG_SECURITY_TOKEN_EXPIRED, MSG_TOKEN_EXPIRED};
 pub use churn::{
     CHURN_LOG_CAPACITY, Churn, ChurnEvent, ChurnKind, ChurnMix, ChurnSetting, ClockOffset,
@@ -49,7 +50,10 @@ pub use churn::{
 };
 pub use data::{EmptyDataList, SimImage, generate, severity_level};
 pub use iam::{IamUser, SimProject};
-pub use server::{MaliciousImage, Simulator};
+pub use server::{
+    DEFAULT_HANG, Faults, MaliciousImage, Quota, QuotaSetting, Scripted, Simulator,
+    max_calls_in_window,
+};
 
 /// Access key accepted by default (never a real credential).
 pub const DEFAULT_ACCESS_KEY: &str = "SIMULATORAK";
@@ -63,11 +67,6 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9930";
 /// The quota `simulate` enforces unless told otherwise: the documented HSS
 /// limit of 5 calls per minute per user and per source IP for one API.
 pub const DEFAULT_QUOTA: &str = "5/1m";
-
-/// How long a "hang" fault delays an answer when [`Faults::hang`] is unset:
-/// longer than any sensible client timeout.
-pub const DEFAULT_HANG: Duration = Duration::from_secs(60);
-
 /// Lifetime of an issued IAM token unless told otherwise (the documented
 /// 24 hours).
 pub const DEFAULT_IAM_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -250,163 +249,6 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A call quota: at most `calls` admitted calls in any `window` (a sliding
-/// window by arrival time). Written `5/1m`, `50/1s`, `5/100ms`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Quota {
-    /// Calls admitted per window; at least 1.
-    pub calls: u32,
-    /// Length of the sliding window; not zero.
-    pub window: Duration,
-}
-
-impl Quota {
-    /// The documented HSS per-user limit: 5 calls per minute.
-    pub const DOCUMENTED: Quota = Quota {
-        calls: 5,
-        window: Duration::from_secs(60),
-    };
-
-    /// The window as the gateway words it in `APIGW.0308` messages:
-    /// `1 minute`, `1 second`, `100 millisecond`.
-    pub fn gateway_time(&self) -> String {
-        let ms = self.window.as_millis();
-        if ms.is_multiple_of(3_600_000) {
-            format!("{} hour", ms / 3_600_000)
-        } else if ms.is_multiple_of(60_000) {
-            format!("{} minute", ms / 60_000)
-        } else if ms.is_multiple_of(1000) {
-            format!("{} second", ms / 1000)
-        } else {
-            format!("{ms} millisecond")
-        }
-    }
-}
-
-impl FromStr for Quota {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let fail = |reason: &str| Error::Quota {
-            input: s.to_string(),
-            reason: reason.to_string(),
-        };
-        let (calls, window) = s.trim().split_once('/').ok_or_else(|| fail("no '/'"))?;
-        let calls: u32 = calls
-            .trim()
-            .parse()
-            .map_err(|_| fail("the call count is not a whole number"))?;
-        if calls == 0 {
-            return Err(fail("the call count must be at least 1"));
-        }
-        let window = humantime::parse_duration(window.trim()).map_err(|e| fail(&e.to_string()))?;
-        if window.is_zero() {
-            return Err(fail("the window must not be zero"));
-        }
-        Ok(Quota { calls, window })
-    }
-}
-
-impl fmt::Display for Quota {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}",
-            self.calls,
-            humantime::format_duration(self.window)
-        )
-    }
-}
-
-/// A quota setting as given on the command line: a [`Quota`] or `none`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QuotaSetting(pub Option<Quota>);
-
-impl FromStr for QuotaSetting {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.trim().eq_ignore_ascii_case("none") {
-            Ok(QuotaSetting(None))
-        } else {
-            s.parse().map(|quota| QuotaSetting(Some(quota)))
-        }
-    }
-}
-
-impl fmt::Display for QuotaSetting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(quota) => quota.fmt(f),
-            None => f.write_str("none"),
-        }
-    }
-}
-
-/// Faults the simulator injects into listing answers. Rates are
-/// probabilities per call (0..=1), drawn after authentication and quota, in
-/// this order on one draw: fail, throttle, reset, malformed, hang.
-///
-/// As JSON (`POST /_sim/faults`) every field is optional and unknown fields
-/// are refused; `hang` is a humantime string such as `"45s"`.
-#[derive(Clone, Default, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Faults {
-    /// Probability of a 500 answer (`HSS.0000`).
-    pub fail_rate: f64,
-    /// Probability of a 429 answer (`APIGW.0308`), independent of the quota.
-    pub throttle_rate: f64,
-    /// Probability that the connection breaks mid-answer: status 200 and
-    /// headers are sent, then the body stream fails.
-    pub reset_rate: f64,
-    /// Probability of a 200 whose JSON body is cut off half-way.
-    pub malformed_rate: f64,
-    /// Probability that the answer is delayed by [`Faults::hang`].
-    pub hang_rate: f64,
-    /// How long a hang lasts; [`DEFAULT_HANG`] when unset.
-    #[serde(with = "humantime_opt")]
-    pub hang: Option<Duration>,
-    /// When set, 429 answers carry `Retry-After: N` (seconds).
-    pub retry_after: Option<u64>,
-    /// `enterprise_project_id` values answered 403 `HSS.0013`; they are also
-    /// left out of `all_granted_eps`.
-    pub forbidden_eps: Vec<String>,
-    /// Serve rows as loosely typed as the official example: numeric
-    /// strings, nulls, ids like `"1042(私有镜像举例)"`, missing empty strings.
-    pub loose_types: bool,
-    /// Added to `total_num` on every page after the first (`offset > 0`).
-    pub total_num_drift: i64,
-    /// Each page after the first starts with the last row of the page
-    /// before, as if one row had been inserted ahead of the listing before
-    /// each page: page `k` (`offset = k * limit`) starts `k` rows early. A
-    /// page never holds more than `limit` rows; the last page has room for
-    /// the shift as long as it is not full.
-    pub duplicate_rows: bool,
-    /// How a page without rows carries `data_list`: `array` (`[]`, the
-    /// default), `null`, or `missing` (left out).
-    pub empty_data_list: data::EmptyDataList,
-}
-
-/// Serde helpers for an optional humantime duration (`"45s"`).
-mod humantime_opt {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
-
-    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(d) => s.serialize_some(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|text| humantime::parse_duration(&text).map_err(D::Error::custom))
-            .transpose()
-    }
-}
-
 /// [`Api::name`] of the old listing, `GET /v5/{project_id}/image/swr-repository`.
 pub const API_SWR_REPOSITORY: &str = "swr-repository";
 
@@ -471,25 +313,6 @@ impl Api {
     }
 }
 
-/// A scripted answer for one of the next listing calls (see
-/// [`Simulator::fail_next`]); it replaces the random faults for that call.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scripted {
-    /// Answer this HTTP status with a plausible error body (429 uses the
-    /// `APIGW.0308` body, 500 `HSS.0000`, 401 `APIG.0301`, ...). 200 answers
-    /// normally.
-    Status(u16),
-    /// Status 200 and headers, then the body stream breaks.
-    Reset,
-    /// Status 200 with the JSON body cut off half-way.
-    Malformed,
-    /// Answer normally after this delay.
-    Hang(Duration),
-    /// Answer `302 Found` with this `Location`, as a hostile or misrouted
-    /// gateway would.
-    Redirect(String),
-}
-
 /// One listing request as the simulator received it.
 #[derive(Clone, Debug)]
 pub struct Call {
@@ -550,28 +373,6 @@ impl Stats {
             .cloned()
             .collect()
     }
-}
-
-/// The most calls whose arrival falls inside any window of length `window`
-/// (half-open: `[t, t + window)`). A client that keeps a `N/window` budget
-/// never makes this exceed `N`.
-pub fn max_calls_in_window(calls: &[Call], window: Duration) -> usize {
-    let mut times: Vec<tokio::time::Instant> = calls.iter().map(|c| c.at).collect();
-    times.sort_unstable();
-    let mut best = 0;
-    let mut end = 0;
-    for (start, &t) in times.iter().enumerate() {
-        // The busiest window can always be taken to start at a call.
-        let limit = t + window;
-        if end < start {
-            end = start;
-        }
-        while end < times.len() && times[end] < limit {
-            end += 1;
-        }
-        best = best.max(end - start);
-    }
-    best
 }
 
 fn parse_rate(text: &str) -> Result<f64, Error> {
@@ -849,78 +650,6 @@ pub async fn run(
 mod tests {
     use super::*;
     use clap::Parser;
-
-    #[test]
-    fn quota_parses_and_displays() {
-        let q: Quota = "5/1m".parse().unwrap();
-        assert_eq!(q, Quota::DOCUMENTED);
-        assert_eq!(q.to_string(), "5/1m");
-        assert_eq!(q.gateway_time(), "1 minute");
-        let q: Quota = "50/1s".parse().unwrap();
-        assert_eq!((q.calls, q.window), (50, Duration::from_secs(1)));
-        assert_eq!(q.gateway_time(), "1 second");
-        let q: Quota = " 5 / 100ms ".parse().unwrap();
-        assert_eq!(q.window, Duration::from_millis(100));
-        assert_eq!(q.to_string(), "5/100ms");
-        assert_eq!(q.gateway_time(), "100 millisecond");
-        for bad in ["5", "0/1m", "x/1m", "5/0s", "5/soon", "-1/1m"] {
-            assert!(
-                matches!(bad.parse::<Quota>(), Err(Error::Quota { .. })),
-                "{bad}"
-            );
-        }
-        assert_eq!("none".parse::<QuotaSetting>().unwrap(), QuotaSetting(None));
-        assert_eq!(QuotaSetting(None).to_string(), "none");
-    }
-
-    #[test]
-    fn faults_read_humantime_and_refuse_unknown_fields() {
-        let faults: Faults =
-            serde_json::from_str(r#"{"hang_rate": 0.5, "hang": "45s", "forbidden_eps": ["ep-x"]}"#)
-                .unwrap();
-        assert_eq!(faults.hang, Some(Duration::from_secs(45)));
-        assert_eq!(faults.forbidden_eps, vec!["ep-x"]);
-        assert_eq!(faults.fail_rate, 0.0);
-        let json = serde_json::to_value(&faults).unwrap();
-        assert_eq!(json["hang"], "45s");
-        assert!(serde_json::from_str::<Faults>(r#"{"fail_rat": 0.1}"#).is_err());
-        assert!(serde_json::from_str::<Faults>(r#"{"hang": "soon"}"#).is_err());
-    }
-
-    fn calls_at(offsets_ms: &[u64]) -> Vec<Call> {
-        let base = tokio::time::Instant::now();
-        offsets_ms
-            .iter()
-            .map(|ms| Call {
-                at: base + Duration::from_millis(*ms),
-                status: 200,
-                offset: 0,
-                limit: 200,
-                query: String::new(),
-                api: API_SWR_REPOSITORY,
-                path: String::new(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn max_calls_in_window_uses_half_open_windows() {
-        let minute = Duration::from_secs(60);
-        assert_eq!(max_calls_in_window(&[], minute), 0);
-        // Five calls at 12 s spacing then one exactly a minute after the first:
-        // the window [0, 60 s) holds five, [12 s, 72 s) holds five too.
-        let calls = calls_at(&[0, 12_000, 24_000, 36_000, 48_000, 60_000]);
-        assert_eq!(max_calls_in_window(&calls, minute), 5);
-        // One millisecond earlier and six fall inside one minute.
-        let calls = calls_at(&[0, 12_000, 24_000, 36_000, 48_000, 59_999]);
-        assert_eq!(max_calls_in_window(&calls, minute), 6);
-        // Order of the input does not matter.
-        let calls = calls_at(&[59_999, 0, 48_000, 12_000, 36_000, 24_000, 200_000]);
-        assert_eq!(max_calls_in_window(&calls, minute), 6);
-        // A token bucket's burst: 5 at the start, 5 just before the end.
-        let calls = calls_at(&[0, 1, 2, 3, 4, 59_000, 59_001, 59_002, 59_003, 59_004]);
-        assert_eq!(max_calls_in_window(&calls, minute), 10);
-    }
 
     #[tokio::test]
     async fn run_serves_until_shutdown() {
