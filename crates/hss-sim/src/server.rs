@@ -802,8 +802,6 @@ impl Simulator {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The server's clock now, epoch ms: the wall clock plus
-    /// [`SimConfig::clock_offset_ms`], never before the last change.
     /// Whether row `id` exists now.
     fn has_row(&self, id: u64) -> bool {
         self.snapshot()
@@ -812,6 +810,8 @@ impl Simulator {
             .is_ok()
     }
 
+    /// The server's clock now, epoch ms: the wall clock plus
+    /// [`SimConfig::clock_offset_ms`], never before the last change.
     pub fn clock_ms(&self) -> i64 {
         self.inner.clock.peek()
     }
