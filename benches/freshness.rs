@@ -14,9 +14,16 @@
 //!   image that turned malicious, the lag until
 //!   `hss_swr_malicious_images_detected_total` of its namespace counts it;
 //!   listing calls per round and 429s;
+//! - for every image that turned malicious: when its scope's next
+//!   scan-time and update-time queries reached the simulator and when
+//!   `/metrics` counted it, in rounds after the change;
 //! - at 15,000 images: deletes too, then churn stops and the benchmark waits
-//!   until every namespace's exported figures equal a full listing of the
-//!   simulator exactly (the deletes need a reconcile sweep);
+//!   until every scope has completed a sweep that started after the stop
+//!   (at most `HSS_BENCH_CONVERGENCE_CAP`, default 15 minutes: sweeps get
+//!   only the budget the changes lane leaves), then compares every
+//!   namespace's exported figures with a full listing of the simulator
+//!   (the deletes need that reconcile sweep); it also reports when they
+//!   first matched;
 //! - at 1,000,000 images: the image table's footprint per image and the
 //!   process's peak RSS, and the CPU of one reconcile sweep of 1,000,000
 //!   images done as the daemon does it (5,000 pages through the HTTP client
@@ -347,7 +354,11 @@ struct Detection {
     key: usize,
     /// The namespace's how-manieth new malicious image (1-based).
     nth: u64,
+    /// A rescan, or the first scan of a pushed image.
+    kind: Kind,
+    id: u64,
     at: Instant,
+    wall: std::time::SystemTime,
     lag: Option<f64>,
 }
 
@@ -510,7 +521,10 @@ impl Driver {
             truth.detections.push(Detection {
                 key,
                 nth,
+                kind,
+                id,
                 at,
+                wall: std::time::SystemTime::now(),
                 lag: None,
             });
         }
@@ -967,6 +981,44 @@ async fn freshness(images: usize, namespaces: usize, rounds: u32, converge: bool
         detect_lags.len() + not_detected,
         fmt_lags("detection", summary(&detect_lags))
     );
+    // Per detection: when the change was made, when the scope's next
+    // scan-time query (first page) and update-time query arrived at the
+    // simulator, and when /metrics counted it; all in rounds after the change.
+    {
+        let truth = truth.lock().expect("truth");
+        let all_calls = &stats.calls;
+        let rounds_after = |at: Instant, t: Instant| {
+            t.checked_duration_since(at)
+                .map_or(f64::NAN, |d| d.as_secs_f64() / round.as_secs_f64())
+        };
+        for d in &truth.detections {
+            let image_type = &truth.keys[d.key].0;
+            let of_scope = |filter: &str| -> Option<Instant> {
+                all_calls
+                    .iter()
+                    .filter(|c| {
+                        c.offset == 0
+                            && c.query.contains(filter)
+                            && c.query.contains(&format!("image_type={image_type}&"))
+                    })
+                    .map(|c| c.at.into_std())
+                    .find(|&t| t >= d.at)
+            };
+            let scan = of_scope("start_latest_scan_time");
+            let update = of_scope("start_latest_update_time");
+            println!(
+                "    detection id {} ({:?}, {image_type}, #{} of its namespace) at {:.2} rounds into the churn ({}): next scan query +{:.2}, next update query +{:.2}, counted +{}",
+                d.id,
+                d.kind,
+                d.nth,
+                (d.at - churn_start).as_secs_f64() / round.as_secs_f64(),
+                humantime::format_rfc3339_millis(d.wall),
+                scan.map_or(f64::NAN, |t| rounds_after(d.at, t)),
+                update.map_or(f64::NAN, |t| rounds_after(d.at, t)),
+                d.lag.map_or("never".to_string(), |l| format!("{l:.2}")),
+            );
+        }
+    }
 
     let convergence = if converge {
         // Deletes (one a tick, with rescans and pushes), then stop.
@@ -988,48 +1040,87 @@ async fn freshness(images: usize, namespaces: usize, rounds: u32, converge: bool
         };
         assert_eq!(mirrored, 0, "the benchmark's mirror equals the simulator");
         let deletes = truth.lock().expect("truth").deletes;
+        // A sweep that started after the stop: the one running at the stop
+        // (if any) must end first, then a whole one must run.
+        let need: Vec<u64> = scopes
+            .list()
+            .iter()
+            .map(|s| {
+                let status = s.lane_status(Lane::Sweep);
+                status.runs + if status.running_since.is_some() { 2 } else { 1 }
+            })
+            .collect();
+        let mut swept_at: Vec<Option<Duration>> = vec![None; need.len()];
         let mut mismatched = usize::MAX;
-        let mut converged = None;
+        let mut first_exact = None;
+        let mut after_sweeps: Option<(Duration, Vec<String>)> = None;
         let mut last_report = Instant::now();
         let cap = std::env::var("HSS_BENCH_CONVERGENCE_CAP")
             .ok()
             .and_then(|v| humantime::parse_duration(&v).ok())
             .unwrap_or(CONVERGENCE_CAP);
-        while stopped.elapsed() < cap {
-            let exported = scrape(&client, &url).await;
+        let differing_keys = |exported: &Exported| -> Vec<String> {
             let keys: std::collections::BTreeSet<&Key> =
                 want.keys().chain(exported.figures.keys()).collect();
-            let differing: Vec<&Key> = keys
-                .into_iter()
+            keys.into_iter()
                 .filter(|k| want.get(*k) != exported.figures.get(*k))
-                .collect();
-            mismatched = differing.len();
-            if (1..=3).contains(&mismatched) && last_report.elapsed() > Duration::from_secs(59) {
-                for key in &differing {
-                    println!(
-                        "    differs: {key:?}: simulator {:?}, exported {:?}",
-                        want.get(*key),
-                        exported.figures.get(*key)
-                    );
+                .map(|k| {
+                    format!(
+                        "{k:?}: simulator {:?}, exported {:?}",
+                        want.get(k),
+                        exported.figures.get(k)
+                    )
+                })
+                .collect()
+        };
+        while stopped.elapsed() < cap {
+            for (i, scope) in scopes.list().iter().enumerate() {
+                let status = scope.lane_status(Lane::Sweep);
+                if swept_at[i].is_none() && status.runs >= need[i] {
+                    swept_at[i] = Some(stopped.elapsed());
                 }
             }
-            if mismatched == 0 {
-                converged = Some(stopped.elapsed());
+            if swept_at.iter().all(Option::is_some) {
+                // The sweep's status is set just before its table is
+                // published: give it a moment.
+                tokio::time::sleep(round / 5).await;
+                let exported = scrape(&client, &url).await;
+                let at = stopped.elapsed();
+                let differing = differing_keys(&exported);
+                if differing.is_empty() && first_exact.is_none() {
+                    first_exact = Some(at);
+                }
+                after_sweeps = Some((at, differing));
                 break;
+            }
+            let exported = scrape(&client, &url).await;
+            let differing = differing_keys(&exported);
+            mismatched = differing.len();
+            if mismatched == 0 && first_exact.is_none() {
+                first_exact = Some(stopped.elapsed());
             }
             if last_report.elapsed() > Duration::from_secs(60) {
                 last_report = Instant::now();
                 println!(
-                    "    {:.0} s after the stop: {mismatched} namespace keys differ; sweeps completed per scope since the stop {:?}",
+                    "    {:.0} s after the stop: {mismatched} namespace keys differ; sweeps completed per scope since the stop {:?}; a sweep started after the stop done: {:?}",
                     stopped.elapsed().as_secs_f64(),
                     sweeps(&scopes)
                         .iter()
                         .zip(&sweeps_at_stop)
                         .map(|(a, b)| a - b)
+                        .collect::<Vec<_>>(),
+                    swept_at
+                        .iter()
+                        .map(|d| d.map(|d| format!("{:.0} s", d.as_secs_f64())))
                         .collect::<Vec<_>>()
                 );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if let Some((_, differing)) = &after_sweeps {
+            for line in differing.iter().take(10) {
+                println!("    differs after the sweeps: {line}");
+            }
         }
         let waited = stopped.elapsed().as_secs_f64() / round.as_secs_f64();
         let calls = sim.stats().calls;
@@ -1054,16 +1145,47 @@ async fn freshness(images: usize, namespaces: usize, rounds: u32, converge: bool
             .zip(&sweeps_at_stop)
             .map(|(a, b)| a - b)
             .collect();
-        Some(match converged {
-            Some(after) => format!(
-                "{deletes} deletes in {DELETE_ROUNDS} rounds, then stop: exact convergence {:.1} s ({:.0} rounds) after the stop; sweeps completed per scope in that time {completed:?} (last sweep durations: {}); {rates}",
-                after.as_secs_f64(),
-                after.as_secs_f64() / round.as_secs_f64(),
+        let exact = match first_exact {
+            Some(at) => format!(
+                "figures first equal to a full listing {:.1} s ({:.0} rounds) after the stop",
+                at.as_secs_f64(),
+                at.as_secs_f64() / round.as_secs_f64()
+            ),
+            None => "figures never equal to a full listing".to_string(),
+        };
+        let per_scope: Vec<String> = scopes
+            .list()
+            .iter()
+            .zip(&swept_at)
+            .map(|(s, d)| {
+                format!(
+                    "{} {}",
+                    s.scope.image_type,
+                    d.map_or("not within the cap".to_string(), |d| format!(
+                        "{:.0} s",
+                        d.as_secs_f64()
+                    ))
+                )
+            })
+            .collect();
+        Some(match after_sweeps {
+            Some((at, differing)) => format!(
+                "{deletes} deletes in {DELETE_ROUNDS} rounds, then stop: a sweep that started after the stop completed for every scope {:.1} s ({:.0} rounds) after the stop [{}]; then {} ({} namespace keys differ); {exact}; sweeps completed per scope {completed:?} (last sweep durations: {}); {rates}",
+                at.as_secs_f64(),
+                at.as_secs_f64() / round.as_secs_f64(),
+                per_scope.join(", "),
+                if differing.is_empty() {
+                    "EXACT: equal to a full listing"
+                } else {
+                    "NOT exact"
+                },
+                differing.len(),
                 last_sweep_durations(&scopes)
             ),
             None => format!(
-                "{deletes} deletes in {DELETE_ROUNDS} rounds, then stop: NOT converged within {:.0} s ({mismatched} namespace keys differ); sweeps completed per scope {completed:?} (last sweep durations: {}); {rates}",
+                "{deletes} deletes in {DELETE_ROUNDS} rounds, then stop: no sweep that started after the stop completed for every scope within {:.0} s [{}] ({mismatched} namespace keys differ at the cap); {exact}; sweeps completed per scope {completed:?} (last sweep durations: {}); {rates}",
                 cap.as_secs_f64(),
+                per_scope.join(", "),
                 last_sweep_durations(&scopes)
             ),
         })

@@ -322,6 +322,29 @@ fn publish_table(p: &mut Published, snapshot: &Arc<Snapshot>) -> Vec<Detection> 
     observe(p, &snapshot.malicious_images)
 }
 
+/// Publishes the complete image table in the middle of a run of `lane`,
+/// detections included (the changes lane's scan-time rows, before its
+/// update-time query); the lane's status changes when the run ends.
+fn publish_now(handle: &ScopeHandle, ctx: &LaneContext, lane: Lane) {
+    let (detections, detector_changed) = {
+        let table = handle.table();
+        let snapshot = Arc::new(table.snapshot(SystemTime::now(), ctx.settings.max_image_series));
+        handle.commit(|p| {
+            let generation = p.detector.generation;
+            let detections = publish_table(p, &snapshot);
+            (detections, p.detector.generation != generation)
+        })
+    };
+    let ended = Ended {
+        lane,
+        recovered: false,
+        failure: None,
+        detections,
+        detector_changed,
+    };
+    report(handle, ctx, ended);
+}
+
 /// Logs what the end of a run changed (a failure, a recovery, every
 /// detection) and signals the state file's writer when the detector changed.
 fn report(handle: &ScopeHandle, ctx: &LaneContext, ended: Ended) {
@@ -668,7 +691,19 @@ async fn changes_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant
     // missing, reach back as after a first sweep rather than list everything.
     let fallback = epoch_ms(SystemTime::now()) - duration_ms(FIRST_LOOKBACK);
     let mut since = (since.0.or(Some(fallback)), since.1.or(Some(fallback)));
-    for filter in filters {
+    // Rows applied since the table was last published this round.
+    let mut unpublished = 0;
+    let queries = filters.len();
+    // The update-time query waits behind every scope's scan-time queries
+    // and may not get a slot before the next round is due. It must not hold
+    // that round's scan-time query back (detection waits for it), so it is
+    // put off to the next round then: its watermark stays, and the round
+    // does not count towards the alternation, so the next one asks again.
+    let deadline = (!settings.changes_round.is_zero())
+        .then(|| started.checked_add(settings.changes_round))
+        .flatten();
+    let mut deferred = false;
+    for (i, filter) in filters.into_iter().enumerate() {
         let mut query = template(handle, settings, None);
         let mut seen: Option<i64> = None;
         match filter {
@@ -680,7 +715,7 @@ async fn changes_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant
             Filter::Scan => Priority::High,
             Filter::Update => Priority::Medium,
         };
-        let result = list_all(
+        let listing = list_all(
             ctx.source.as_ref(),
             &query,
             priority,
@@ -695,10 +730,23 @@ async fn changes_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant
                     };
                     seen = seen.max(time);
                 }
-                applied += handle.table().upsert(&page.rows);
+                let changed = handle.table().upsert(&page.rows);
+                applied += changed;
+                unpublished += changed;
             },
-        )
-        .await;
+        );
+        let result = match (filter, deadline) {
+            (Filter::Update, Some(deadline)) => {
+                match tokio::time::timeout_at(deadline, listing).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        deferred = true;
+                        break;
+                    }
+                }
+            }
+            _ => listing.await,
+        };
         match result {
             Ok(stats) => {
                 pages += stats.pages;
@@ -743,6 +791,13 @@ async fn changes_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant
                 }
             }
         }
+        // What the scan-time query found is published (and detected) now,
+        // not after the update-time query: that one has a lower priority
+        // and may wait most of a window for its slot.
+        if i + 1 < queries && unpublished > 0 {
+            unpublished = 0;
+            publish_now(handle, ctx, Lane::Changes);
+        }
     }
     let duration = started.elapsed();
     let ended = {
@@ -754,7 +809,9 @@ async fn changes_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant
             w.update_since_ms = since.1;
             w.newest_scan_ms = newest.0;
             w.newest_update_ms = newest.1;
-            w.rounds += 1;
+            if !deferred {
+                w.rounds += 1;
+            }
             let s = p.lane_mut(Lane::Changes);
             s.last_pages = pages;
             s.last_images = fetched;
@@ -772,6 +829,7 @@ async fn changes_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant
         pages,
         rows = fetched,
         applied,
+        deferred,
         "changes round finished"
     );
     Some(true)
@@ -1711,6 +1769,116 @@ mod tests {
             handle.snapshot().unwrap().namespaces[&ns("ns-1")].malicious_files,
             0
         );
+    }
+
+    /// A round that also asks for pushes publishes (and detects) what its
+    /// scan-time query found at once: the update-time query may wait most of
+    /// a window for a budget slot, and detection must not wait with it.
+    #[tokio::test(start_paused = true)]
+    async fn a_round_detects_before_its_update_time_query_gets_a_slot() {
+        // A window shorter than the round (60 s): the update-time query's
+        // slot comes before the next round is due.
+        let window = Duration::from_secs(50);
+        let budget = Budget::new(RateLimit { calls: 1, window });
+        let source = registry();
+        let source = Arc::new(FakeSource {
+            rows: Mutex::new(source.rows.lock().unwrap().clone()),
+            budget: Some(budget),
+            ..FakeSource::default()
+        });
+        let handle = changes_handle();
+        let ctx = ctx(&source, changes_settings());
+        assert!(malicious_once(&handle, &ctx).await, "the baseline");
+        assert!(sweep_once(&handle, &ctx).await);
+        // Round 0 asks with both filters, round 1 with the scan filter only;
+        // each starts once the slots used before it are free again.
+        for _ in 0..2 {
+            tokio::time::sleep(window).await;
+            assert!(changes_once(&handle, &ctx).await.unwrap());
+        }
+        assert_eq!(handle.watermarks().rounds, 2);
+        // The budget's one slot is free again when round 2 starts; its
+        // update-time query has to wait a whole window for the next one.
+        tokio::time::sleep(window).await;
+        source.rows.lock().unwrap()[9] = timed(10, "ns-1", 0, 3, SERVER_NOW);
+        let round = {
+            let handle = Arc::clone(&handle);
+            let ctx = ctx.clone();
+            tokio::spawn(async move { changes_once(&handle, &ctx).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!round.is_finished(), "the update-time query waits");
+        assert_eq!(
+            source
+                .queries
+                .lock()
+                .unwrap()
+                .last()
+                .map(|q| q.scanned_since_ms.is_some()),
+            Some(true),
+            "the scan-time query went out"
+        );
+        assert_eq!(handle.detector().detected.get(&ns("ns-1")), Some(&1));
+        assert_eq!(
+            handle.snapshot().unwrap().namespaces[&ns("ns-1")].malicious_files,
+            3
+        );
+        assert_eq!(round.await.unwrap(), Some(true));
+        assert_eq!(handle.detector().detected.get(&ns("ns-1")), Some(&1));
+        assert_eq!(handle.watermarks().rounds, 3);
+    }
+
+    /// An update-time query whose slot does not come before the next round
+    /// is due is put off to that round: the round ends on time (so the next
+    /// scan-time query is not held back), the update watermark stays, and
+    /// the next round asks for pushes again.
+    #[tokio::test(start_paused = true)]
+    async fn an_update_time_query_without_a_slot_by_the_next_round_waits_for_it() {
+        let window = Duration::from_secs(50);
+        let budget = Budget::new(RateLimit { calls: 1, window });
+        let source = Arc::new(FakeSource {
+            rows: Mutex::new(registry().rows.lock().unwrap().clone()),
+            budget: Some(budget),
+            ..FakeSource::default()
+        });
+        let handle = changes_handle();
+        let ctx = ctx(&source, changes_settings());
+        assert!(sweep_once(&handle, &ctx).await);
+        assert!(changes_once(&handle, &ctx).await.unwrap());
+        assert!(changes_once(&handle, &ctx).await.unwrap());
+        // A push, and round 2 at once: its scan-time query waits for the
+        // slot round 1 used, its update-time query would wait a window more.
+        source.rows.lock().unwrap().push(Row {
+            scan_status: Some("waiting_for_scan".into()),
+            latest_scan_time: None,
+            latest_update_time: Some(SERVER_NOW + 2_000),
+            ..timed(1_000, "ns-new", 0, 0, 0)
+        });
+        let before = handle.watermarks();
+        source.queries.lock().unwrap().clear();
+        let started = Instant::now();
+        assert_eq!(changes_once(&handle, &ctx).await, Some(true));
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(60),
+            "the round ends when the next is due"
+        );
+        let queries = source.queries.lock().unwrap().clone();
+        assert_eq!(queries.len(), 1);
+        assert!(queries[0].scanned_since_ms.is_some());
+        let marks = handle.watermarks();
+        assert_eq!(marks.rounds, before.rounds, "the round does not count");
+        assert_eq!(marks.update_since_ms, before.update_since_ms);
+        assert_eq!(handle.snapshot().unwrap().images, 450);
+        // The next round, once a slot is free again, asks for the push.
+        tokio::time::sleep(window).await;
+        source.queries.lock().unwrap().clear();
+        assert_eq!(changes_once(&handle, &ctx).await, Some(true));
+        let queries = source.queries.lock().unwrap().clone();
+        assert_eq!(queries.len(), 2);
+        assert!(queries[1].updated_since_ms.is_some());
+        assert_eq!(handle.snapshot().unwrap().images, 451);
+        assert_eq!(handle.watermarks().rounds, before.rounds + 1);
     }
 
     #[test]
