@@ -48,6 +48,8 @@ const TYPE: &str = "private_image";
 const IAM_DOMAIN: &str = "acme";
 const IAM_USER: &str = "exporter";
 const IAM_PASSWORD: &str = "iam-password-for-faults";
+/// The least lifetime left when the daemon fetches a token again.
+const REFRESH_FLOOR: Duration = Duration::from_millis(700);
 /// Padding that makes every page larger than the body cap.
 const PAD: usize = 2000;
 
@@ -427,7 +429,9 @@ targets:
         });
         let faulty_images = faulty.sim.images();
         let healthy_images = healthy.sim.images();
-        let exporter = start_exporter(&yaml).await;
+        // Retries back off tens of milliseconds, not seconds; credentials
+        // are fetched again with 700 ms of their lifetime left.
+        let exporter = start_exporter_timed(&yaml, fast_timing(REFRESH_FLOOR)).await;
         let rig = Rig {
             name: name.to_string(),
             limit: options.limit,
@@ -1132,8 +1136,9 @@ fn token_options(name: &'static str) -> Options {
     Options {
         name,
         iam: true,
-        // Tokens live 2 s: several expire during a case.
-        faulty_sim: |config| config.iam_token_lifetime = Duration::from_secs(2),
+        // Tokens live 1 s (fetched again 300 ms in, see REFRESH_FLOOR):
+        // several expire during a case.
+        faulty_sim: |config| config.iam_token_lifetime = Duration::from_secs(1),
         ..Options::default()
     }
 }
@@ -1142,7 +1147,7 @@ fn token_options(name: &'static str) -> Options {
 async fn tokens_that_expire_during_sweeps_are_replaced_in_time() {
     let mut rig = Rig::start(token_options("t-token")).await;
     let issued = rig.sim().stats().iam_tokens_issued;
-    // Sweeps run back to back while tokens expire every 2 s; the data
+    // Sweeps run back to back while tokens expire every second; the data
     // changes in between.
     rig.rides_out().await;
     rig.until("tokens are replaced as they expire", |rig, _| {
