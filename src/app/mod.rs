@@ -37,6 +37,33 @@ pub use once::*;
 /// so that scrapes find them ready.
 const PRERENDER_PERIOD: Duration = Duration::from_secs(1);
 
+/// The timing bases of the pipeline that no configuration key sets: how
+/// long the client backs off before a retry, and how early credentials are
+/// fetched again before they expire. [`Timing::default`] is what the daemon
+/// uses; tests inject shorter ones (with [`Exporter::with_timing`]) so that
+/// they wait milliseconds where the daemon waits seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// First backoff before a retry; doubles each attempt.
+    pub retry_base: Duration,
+    /// Longest backoff before a retry.
+    pub retry_cap: Duration,
+    /// The least time before expiry at which IAM tokens and temporary keys
+    /// are fetched again, when their own margin (a fifth of an IAM token's
+    /// lifetime, half of a temporary key's) is shorter; zero by default.
+    pub credential_refresh_floor: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            retry_base: hss::client::RETRY_BASE,
+            retry_cap: hss::client::RETRY_CAP,
+            credential_refresh_floor: Duration::ZERO,
+        }
+    }
+}
+
 /// One request budget per listing API: the documented quota is per API, so
 /// each endpoint has its own, shared by every scope that polls it.
 #[derive(Debug, Clone)]
@@ -164,6 +191,8 @@ pub struct Exporter {
     running: std::sync::Mutex<std::collections::HashMap<Scope, Running>>,
     /// The state file's one writer.
     state: Arc<StateWriter>,
+    /// Backoff and refresh bases.
+    timing: Timing,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -177,11 +206,16 @@ impl std::fmt::Debug for Exporter {
 impl Exporter {
     /// Builds every part from `config`; nothing runs yet.
     pub fn new(config: Config) -> Result<Self, Error> {
+        Self::with_timing(config, Timing::default())
+    }
+
+    /// [`new`](Self::new) with other timing bases than the daemon's.
+    pub fn with_timing(config: Config, timing: Timing) -> Result<Self, Error> {
         let budgets = Budgets::new(config.api_rate_limit);
         let scopes = ScopeSet::new(Vec::new());
         let metrics = Arc::new(Metrics::new(Arc::clone(&scopes), config.image_metrics)?);
         let state = StateWriter::new(Arc::clone(&scopes));
-        let (lanes, keys) = build_lanes(&config, &metrics, &budgets, &state.signal())?;
+        let (lanes, keys) = build_lanes(&config, &timing, &metrics, &budgets, &state.signal())?;
         announce_apis(&config, &metrics);
         reserve_slots(&config, &budgets);
         scopes.replace(lanes.iter().map(|(h, _)| Arc::clone(h)).collect());
@@ -199,6 +233,7 @@ impl Exporter {
             keys,
             running: std::sync::Mutex::default(),
             state,
+            timing,
         })
     }
 
@@ -216,8 +251,13 @@ impl Exporter {
     /// calls already made. Returns the scopes whose lanes are to be started
     /// (with [`spawn_scopes`](Self::spawn_scopes)).
     pub async fn apply(&mut self, config: Config) -> Result<Vec<Scope>, Error> {
-        let (mut lanes, keys) =
-            build_lanes(&config, &self.metrics, &self.budgets, &self.state.signal())?;
+        let (mut lanes, keys) = build_lanes(
+            &config,
+            &self.timing,
+            &self.metrics,
+            &self.budgets,
+            &self.state.signal(),
+        )?;
         let mut start = Vec::new();
         for (i, (handle, context)) in lanes.iter_mut().enumerate() {
             let old = self
@@ -469,6 +509,7 @@ impl Exporter {
 /// context) per target, enterprise project and image type.
 fn build_lanes(
     config: &Config,
+    timing: &Timing,
     metrics: &Metrics,
     budgets: &Budgets,
     state: &StateSignal,
@@ -479,8 +520,8 @@ fn build_lanes(
         request_timeout: config.request_timeout,
         max_retries: config.max_retries,
         max_response_bytes: config.max_response_bytes,
-        retry_base: hss::client::RETRY_BASE,
-        retry_cap: hss::client::RETRY_CAP,
+        retry_base: timing.retry_base,
+        retry_cap: timing.retry_cap,
     };
     let malicious_lane = !config.malicious_interval.is_zero();
     let changes_lane = !config.changes_interval.is_zero();
@@ -508,7 +549,12 @@ fn build_lanes(
         let client: Arc<dyn ImageSource> = Arc::new(hss::Client::new(
             &target_settings,
             http.clone(),
-            hss::auth::from_config(&target.credentials, &http, &target_settings),
+            hss::auth::from_config(
+                &target.credentials,
+                &http,
+                &target_settings,
+                timing.credential_refresh_floor,
+            ),
             Arc::clone(budgets.get(target.api)),
             api.clone(),
             client_settings,

@@ -92,17 +92,20 @@ async fn a_wrong_iam_password_fails_the_lanes_with_the_reason() {
 #[tokio::test]
 async fn a_token_is_refreshed_before_it_expires() {
     let mut config = iam_sim(sim_config(300, 3));
-    config.iam_token_lifetime = Duration::from_secs(3);
+    // Tokens live 1 s and are fetched again with 700 ms of it left: a new
+    // one every 300 ms, each with ample time for the calls it signs.
+    config.iam_token_lifetime = Duration::from_secs(1);
     let sim = start_simulator(config).await;
     let yaml = yaml_with(
         &sim.endpoint,
         &iam_credentials(),
         "malicious_interval: 200ms\npoll_interval: 500ms\n",
     );
-    let exporter = start_exporter(&yaml).await;
+    let exporter = start_exporter_timed(&yaml, fast_timing(Duration::from_millis(700))).await;
     let sim_handle = sim.sim.clone();
-    eventually("a second token was fetched", || {
-        sim_handle.stats().iam_tokens_issued >= 3
+    eventually("two more tokens were fetched, and used", || {
+        let stats = sim_handle.stats();
+        stats.iam_tokens_issued >= 3 && stats.calls.len() > 6
     })
     .await;
     let stats = sim.sim.stats();
@@ -207,14 +210,15 @@ async fn metadata_credentials_sign_with_a_security_token() {
 #[tokio::test]
 async fn metadata_credentials_are_refreshed_before_they_expire() {
     let mut config = sim_config(300, 3);
-    config.metadata_credential_lifetime = Duration::from_secs(2);
+    // Keys live 1 s and are fetched again with 700 ms of it left.
+    config.metadata_credential_lifetime = Duration::from_secs(1);
     let sim = start_simulator(config).await;
     let yaml = yaml_with(
         &sim.endpoint,
         &format!("{{metadata: {{endpoint: '{}'}}}}", sim.endpoint),
         "malicious_interval: 200ms\npoll_interval: 500ms\n",
     );
-    let exporter = start_exporter(&yaml).await;
+    let exporter = start_exporter_timed(&yaml, fast_timing(Duration::from_millis(700))).await;
     let sim_handle = sim.sim.clone();
     eventually("new temporary credentials were fetched", || {
         sim_handle.stats().metadata_credentials_issued >= 3

@@ -35,10 +35,12 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// The budget window of every case (the simulators' quota window too).
-const WINDOW: Duration = Duration::from_secs(1);
+/// The budget window of every case (the simulators' quota window too). The
+/// rig runs on half-second windows and lane intervals: the daemon's time
+/// compressed, so that a case waits half as long for the same events.
+const WINDOW: Duration = Duration::from_millis(500);
 /// Calls per window for most cases: sweeps of both targets need about 16 a
-/// second, so the budget is close to saturated.
+/// window, so the budget is close to saturated.
 const LIMIT: u32 = 25;
 /// How long a wait may last before the case fails.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -48,6 +50,8 @@ const TYPE: &str = "private_image";
 const IAM_DOMAIN: &str = "acme";
 const IAM_USER: &str = "exporter";
 const IAM_PASSWORD: &str = "iam-password-for-faults";
+/// The least lifetime left when the daemon fetches a token again.
+const REFRESH_FLOOR: Duration = Duration::from_millis(700);
 /// Padding that makes every page larger than the body cap.
 const PAD: usize = 2000;
 
@@ -383,12 +387,12 @@ impl Rig {
             "request_timeout: 5s\n"
         };
         let yaml = format!(
-            "api_rate_limit: {limit}/1s
+            "api_rate_limit: {limit}/500ms
 {request_timeout}max_retries: 2
 page_size: 50
 concurrency: 2
-poll_interval: 1s
-malicious_interval: 500ms
+poll_interval: 500ms
+malicious_interval: 250ms
 changes_interval: 0
 stale_after: 1h
 {extra}
@@ -427,7 +431,9 @@ targets:
         });
         let faulty_images = faulty.sim.images();
         let healthy_images = healthy.sim.images();
-        let exporter = start_exporter(&yaml).await;
+        // Retries back off tens of milliseconds, not seconds; credentials
+        // are fetched again with 700 ms of their lifetime left.
+        let exporter = start_exporter_timed(&yaml, fast_timing(REFRESH_FLOOR)).await;
         let rig = Rig {
             name: name.to_string(),
             limit: options.limit,
@@ -853,12 +859,13 @@ async fn a_429_storm_with_retry_after_pauses_the_budget_that_long() {
     rig.start_throttling();
     rig.sim().set_faults(Faults {
         throttle_rate: 1.0,
-        retry_after: Some(3),
+        retry_after: Some(2),
         ..Faults::default()
     });
     rig.goes_down(&["0"], &["malicious", "sweep"], "HTTP 429: APIGW.0308")
         .await;
-    // Retry-After (3 s), not one window (1 s), is how long the budget waits.
+    // Retry-After (2 s, within the longest pause of 5 windows), not one
+    // window (500 ms), is how long the budget waits.
     rig.until("the budget pauses for longer than one window", |_, obs| {
         obs.paused_seconds() > WINDOW.as_secs_f64()
     })
@@ -1132,8 +1139,9 @@ fn token_options(name: &'static str) -> Options {
     Options {
         name,
         iam: true,
-        // Tokens live 2 s: several expire during a case.
-        faulty_sim: |config| config.iam_token_lifetime = Duration::from_secs(2),
+        // Tokens live 1 s (fetched again 300 ms in, see REFRESH_FLOOR):
+        // several expire during a case.
+        faulty_sim: |config| config.iam_token_lifetime = Duration::from_secs(1),
         ..Options::default()
     }
 }
@@ -1142,7 +1150,7 @@ fn token_options(name: &'static str) -> Options {
 async fn tokens_that_expire_during_sweeps_are_replaced_in_time() {
     let mut rig = Rig::start(token_options("t-token")).await;
     let issued = rig.sim().stats().iam_tokens_issued;
-    // Sweeps run back to back while tokens expire every 2 s; the data
+    // Sweeps run back to back while tokens expire every second; the data
     // changes in between.
     rig.rides_out().await;
     rig.until("tokens are replaced as they expire", |rig, _| {
@@ -1293,7 +1301,7 @@ async fn the_budget_holds_over_a_whole_faulty_run() {
     let mut rig = Rig::start(Options {
         name: "t-budget",
         limit: 10,
-        extra: "request_timeout: 1s",
+        extra: "request_timeout: 500ms",
         ..Options::default()
     })
     .await;
@@ -1304,7 +1312,7 @@ async fn the_budget_holds_over_a_whole_faulty_run() {
         reset_rate: 0.05,
         malformed_rate: 0.05,
         hang_rate: 0.05,
-        hang: Some(Duration::from_secs(3)),
+        hang: Some(Duration::from_millis(1500)),
         retry_after: Some(1),
         total_num_drift: 60,
         duplicate_rows: true,

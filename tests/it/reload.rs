@@ -345,12 +345,12 @@ fn sweeps_started(sim: &hss_swr_exporter::simulator::Simulator, image_type: &str
 
 #[tokio::test]
 async fn a_reload_keeps_a_sweep_in_progress_of_an_unchanged_scope() {
-    // A sweep of many small pages at 10 calls a second: caught mid-way.
+    // A sweep of many small pages at 20 calls a second: caught mid-way.
     let sim = start_simulator(sim_config(2000, 4)).await;
     let dir = std::env::temp_dir().join(format!("hss-reload-keep-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("config.yml");
-    let extra = "api_rate_limit: 10/1s\npage_size: 10\nconcurrency: 1\n\
+    let extra = "api_rate_limit: 10/500ms\npage_size: 10\nconcurrency: 1\n\
                  malicious_interval: 0\nchanges_interval: 0\npoll_interval: 1h\n";
     let write = |types: &str| {
         std::fs::write(

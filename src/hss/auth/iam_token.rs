@@ -54,6 +54,8 @@ pub struct IamToken {
     user_name: String,
     password: Secret,
     scope: ProjectScope,
+    /// The least lifetime left when a token is fetched again.
+    refresh_floor: Duration,
     cached: tokio::sync::Mutex<State>,
 }
 
@@ -80,8 +82,17 @@ impl IamToken {
             user_name,
             password,
             scope,
+            refresh_floor: Duration::ZERO,
             cached: tokio::sync::Mutex::new(State::default()),
         }
+    }
+
+    /// Fetches tokens again at least `floor` before they expire, when their
+    /// [`refresh_margin`] is shorter.
+    #[must_use]
+    pub fn with_refresh_floor(mut self, floor: Duration) -> Self {
+        self.refresh_floor = floor;
+        self
     }
 
     fn error(reason: impl Into<String>) -> AuthError {
@@ -214,9 +225,12 @@ impl IamToken {
         );
         Ok(Cached {
             token: Secret::new(token),
-            refresh_at: now
-                .checked_add(lifetime - refresh_margin(lifetime))
-                .unwrap_or(now),
+            refresh_at: super::refresh_at(
+                now,
+                lifetime,
+                lifetime - refresh_margin(lifetime),
+                self.refresh_floor,
+            ),
             project_id,
         })
     }

@@ -62,6 +62,8 @@ struct Credentials {
 pub struct Metadata {
     http: reqwest::Client,
     endpoint: Url,
+    /// The least lifetime left when credentials are fetched again.
+    refresh_floor: Duration,
     cached: tokio::sync::Mutex<Option<Temporary>>,
 }
 
@@ -78,8 +80,17 @@ impl Metadata {
         Self {
             http,
             endpoint,
+            refresh_floor: Duration::ZERO,
             cached: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Fetches credentials again at least `floor` before they expire, when
+    /// [`refresh_after`] leaves less.
+    #[must_use]
+    pub fn with_refresh_floor(mut self, floor: Duration) -> Self {
+        self.refresh_floor = floor;
+        self
     }
 
     fn url(&self, path: &str) -> Url {
@@ -187,7 +198,12 @@ impl Metadata {
             access_key: c.access,
             secret_key: Secret::new(c.secret),
             security_token: Secret::new(c.securitytoken),
-            refresh_at: now + refresh_after(lifetime),
+            refresh_at: super::refresh_at(
+                now,
+                lifetime,
+                refresh_after(lifetime),
+                self.refresh_floor,
+            ),
         })
     }
 }

@@ -117,11 +117,27 @@ pub trait Credential: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Builds the credential a target's configuration asks for.
+/// When credentials fetched at `now` and living `lifetime` are fetched
+/// again: `after` (the kind's own choice) from now, or earlier so that at
+/// least `floor` of their lifetime is left (at once when they live less).
+pub fn refresh_at(
+    now: tokio::time::Instant,
+    lifetime: Duration,
+    after: Duration,
+    floor: Duration,
+) -> tokio::time::Instant {
+    let after = after.min(lifetime.saturating_sub(floor));
+    now.checked_add(after).unwrap_or(now)
+}
+
+/// Builds the credential a target's configuration asks for. Kinds that
+/// refresh (IAM tokens, temporary keys) do so at least `refresh_floor`
+/// before expiry (see [`refresh_at`]).
 pub fn from_config(
     config: &CredentialsConfig,
     http: &reqwest::Client,
     target: &TargetSettings,
+    refresh_floor: Duration,
 ) -> Arc<dyn Credential> {
     match config {
         CredentialsConfig::AkSk {
@@ -138,19 +154,45 @@ pub fn from_config(
             domain_name,
             user_name,
             password,
-        } => Arc::new(iam_token::IamToken::new(
-            http.clone(),
-            target.iam_endpoint.clone(),
-            domain_name.clone(),
-            user_name.clone(),
-            password.clone(),
-            match &target.project_id {
-                Some(id) => iam_token::ProjectScope::Id(id.clone()),
-                None => iam_token::ProjectScope::Name(target.region.clone()),
-            },
-        )),
-        CredentialsConfig::Metadata { endpoint } => {
-            Arc::new(metadata::Metadata::new(http.clone(), endpoint.clone()))
-        }
+        } => Arc::new(
+            iam_token::IamToken::new(
+                http.clone(),
+                target.iam_endpoint.clone(),
+                domain_name.clone(),
+                user_name.clone(),
+                password.clone(),
+                match &target.project_id {
+                    Some(id) => iam_token::ProjectScope::Id(id.clone()),
+                    None => iam_token::ProjectScope::Name(target.region.clone()),
+                },
+            )
+            .with_refresh_floor(refresh_floor),
+        ),
+        CredentialsConfig::Metadata { endpoint } => Arc::new(
+            metadata::Metadata::new(http.clone(), endpoint.clone())
+                .with_refresh_floor(refresh_floor),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refresh_floor_only_ever_brings_a_refresh_forward() {
+        let now = tokio::time::Instant::now();
+        let secs = Duration::from_secs;
+        // No floor: the kind's own choice.
+        assert_eq!(
+            refresh_at(now, secs(10), secs(8), Duration::ZERO),
+            now + secs(8)
+        );
+        // A floor shorter than the kind's margin changes nothing.
+        assert_eq!(refresh_at(now, secs(10), secs(8), secs(1)), now + secs(8));
+        // A longer one brings the refresh forward.
+        assert_eq!(refresh_at(now, secs(10), secs(8), secs(7)), now + secs(3));
+        // Credentials living less than the floor are due at once.
+        assert_eq!(refresh_at(now, secs(1), secs(1), secs(2)), now);
     }
 }

@@ -467,6 +467,26 @@ pub async fn start_exporter(yaml: &str) -> RunningExporter {
     start_exporter_from(parse_config(yaml), None).await
 }
 
+/// Timing bases for tests: retries back off tens of milliseconds instead of
+/// seconds; credentials are fetched again with `refresh_floor` of their
+/// lifetime left (the daemon's own margins otherwise).
+pub fn fast_timing(refresh_floor: Duration) -> hss_swr_exporter::app::Timing {
+    hss_swr_exporter::app::Timing {
+        retry_base: Duration::from_millis(20),
+        retry_cap: Duration::from_millis(500),
+        credential_refresh_floor: refresh_floor,
+    }
+}
+
+/// [`start_exporter`] with other timing bases than the daemon's.
+pub async fn start_exporter_timed(
+    yaml: &str,
+    timing: hss_swr_exporter::app::Timing,
+) -> RunningExporter {
+    let exporter = Exporter::with_timing(parse_config(yaml), timing).unwrap();
+    start_daemon(exporter, None).await
+}
+
 /// A daemon whose configuration comes from `path`, so it can be reloaded.
 pub async fn start_exporter_with_file(path: &Path) -> RunningExporter {
     let config = Config::load(path).unwrap();
@@ -474,7 +494,10 @@ pub async fn start_exporter_with_file(path: &Path) -> RunningExporter {
 }
 
 async fn start_exporter_from(config: Config, path: Option<std::path::PathBuf>) -> RunningExporter {
-    let exporter = Exporter::new(config).unwrap();
+    start_daemon(Exporter::new(config).unwrap(), path).await
+}
+
+async fn start_daemon(exporter: Exporter, path: Option<std::path::PathBuf>) -> RunningExporter {
     let scopes = exporter.scopes();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
