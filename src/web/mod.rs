@@ -161,7 +161,11 @@ pub async fn serve_with_limits(
         "web configuration loaded"
     );
     let tls = initial.tls_enabled();
-    let watcher = Arc::new(watch::Watcher::new(path, initial));
+    let watcher = Arc::new(watch::Watcher::with_interval(
+        path,
+        initial,
+        limits.web_config_check_interval,
+    ));
     let guard = Arc::new(auth::Guard::new(Arc::clone(&watcher), &limits));
     let router = router.layer(axum::middleware::from_fn_with_state(guard, auth::layer));
     let transport = if tls {

@@ -69,6 +69,9 @@ pub struct ServerLimits {
     pub auth_failures_per_client: u32,
     /// The window of `auth_failures_per_client`.
     pub auth_failure_window: Duration,
+    /// How often the web configuration file (and the certificate files it
+    /// names) are looked at for changes, at most.
+    pub web_config_check_interval: Duration,
 }
 
 impl Default for ServerLimits {
@@ -81,6 +84,7 @@ impl Default for ServerLimits {
             bcrypt_queue: 8,
             auth_failures_per_client: 10,
             auth_failure_window: Duration::from_secs(60),
+            web_config_check_interval: super::watch::CHECK_INTERVAL,
         }
     }
 }

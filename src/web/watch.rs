@@ -47,7 +47,9 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    /// Serves `initial`, read from `path`.
+    /// Serves `initial`, read from `path`, looking at the files every
+    /// second at most.
+    #[cfg(test)]
     pub(crate) fn new(path: PathBuf, initial: WebConfig) -> Self {
         Self::with_interval(path, initial, CHECK_INTERVAL)
     }

@@ -149,11 +149,18 @@ struct Server {
 }
 
 impl Server {
+    /// A server that looks at its web configuration every 50 ms (the
+    /// daemon: every second), so rewritten files apply within the test's
+    /// first few polls.
     async fn start(web_config: &Path) -> Self {
         Self::start_with_limits(web_config, web::ServerLimits::default()).await
     }
 
     async fn start_with_limits(web_config: &Path, limits: web::ServerLimits) -> Self {
+        let limits = web::ServerLimits {
+            web_config_check_interval: Duration::from_millis(50),
+            ..limits
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
