@@ -1002,7 +1002,7 @@ impl<'a> Scanner<'a> {
     /// An integer value, as [`IntVisitor`] reads it.
     fn int(&mut self) -> Option<Loose<i64>> {
         Some(match self.value(3)? {
-            Value::Str(s) => int_of_str(&String::from_utf8_lossy(s)),
+            Value::Str(s) => int_of_str(&utf8(s)),
             Value::Uint(n) => int_of_u64(n),
             Value::Bool(_) | Value::Container => Loose::Invalid,
             Value::Null => Loose::Absent,
@@ -1013,7 +1013,7 @@ impl<'a> Scanner<'a> {
     /// A text value, as [`TextVisitor`] reads it.
     fn text(&mut self) -> Option<Loose<String>> {
         Some(match self.value(3)? {
-            Value::Str(s) => Loose::Value(String::from_utf8_lossy(s).into_owned()),
+            Value::Str(s) => Loose::Value(utf8(s).into_owned()),
             Value::Uint(n) => Loose::Value(n.to_string()),
             Value::Bool(b) => Loose::Value(b.to_string()),
             Value::Container => Loose::Invalid,
@@ -1025,7 +1025,7 @@ impl<'a> Scanner<'a> {
     /// A boolean value, as [`BoolVisitor`] reads it.
     fn boolean(&mut self) -> Option<Loose<bool>> {
         Some(match self.value(3)? {
-            Value::Str(s) => bool_of_str(&String::from_utf8_lossy(s)),
+            Value::Str(s) => bool_of_str(&utf8(s)),
             Value::Uint(n) => bool_of_u64(n),
             Value::Bool(b) => Loose::Value(b),
             Value::Container => Loose::Invalid,
@@ -1240,7 +1240,16 @@ impl<'a> Scanner<'a> {
 
 /// A value serde_json reads for the [`Scanner`], as the serde path would.
 fn serde_token<T: de::DeserializeOwned>(token: &[u8]) -> Option<T> {
-    serde_json::from_str(&String::from_utf8_lossy(token)).ok()
+    serde_json::from_str(&utf8(token)).ok()
+}
+
+/// `bytes` as text, invalid sequences replaced (`from_utf8_lossy` is slow
+/// on the valid text almost every value is).
+fn utf8(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// Whether two short byte strings are equal, compared inline.
