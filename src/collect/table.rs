@@ -23,7 +23,7 @@
 //! long sweep never undoes fresher figures.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::SystemTime;
 
 use super::aggregate::{
@@ -99,13 +99,59 @@ struct Strings {
     namespaces: Vec<NamespaceKey>,
     /// Namespace index by a hash of its key, so a row is looked up without
     /// copying its strings; a collision falls back to a scan.
-    namespace_index: HashMap<u64, u32>,
+    namespace_index: HashMap<u64, u32, FastHash>,
     texts: Vec<Box<str>>,
-    text_index: HashMap<Box<str>, u16>,
+    text_index: HashMap<Box<str>, u16, FastHash>,
+}
+
+/// The hasher of the table's string indexes, which every row of a sweep
+/// looks up: FxHash's word step (multiply and rotate, eight bytes at a
+/// time), several times faster than SipHash on short keys. Collisions cost
+/// only time: every lookup compares the keys themselves.
+#[derive(Debug, Default, Clone, Copy)]
+struct FastHasher(u64);
+
+type FastHash = BuildHasherDefault<FastHasher>;
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut rest = bytes;
+        while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+            self.add(u64::from_le_bytes(*word));
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 fn namespace_hash(instance_name: &str, registry_name: &str, namespace: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
+    let mut hasher = FastHasher::default();
     (instance_name, registry_name, namespace).hash(&mut hasher);
     hasher.finish()
 }

@@ -58,13 +58,17 @@ pub async fn read_capped(
     response: &mut reqwest::Response,
     limit: usize,
 ) -> Result<Vec<u8>, ReadError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > limit as u64)
-    {
+    let length = response.content_length();
+    if length.is_some_and(|len| len > limit as u64) {
         return Err(ReadError::TooLarge { limit });
     }
-    let mut body = Vec::new();
+    // One allocation of the announced size: growing by doubling would copy
+    // a listing page several times, into freshly mapped memory each time.
+    let mut body = Vec::with_capacity(
+        length
+            .and_then(|len| usize::try_from(len).ok())
+            .unwrap_or(0),
+    );
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {

@@ -142,13 +142,16 @@ impl Page {
 
 /// Parses a response body of the listing call, whatever its row count.
 pub fn parse_page(body: &[u8]) -> Result<Page, ModelError> {
-    parse(body).map(|(page, _)| page)
+    parse(body, 0).map(|(page, _)| page)
 }
 
 /// Parses a response body of a listing call made with `limit`: a page with
 /// more `data_list` entries than `limit` is refused as malformed.
 pub fn parse_page_limited(body: &[u8], limit: u32) -> Result<Page, ModelError> {
-    let (page, listed) = parse(body)?;
+    // Room for the rows the page may hold: `limit`, unless the body is too
+    // short for that many rows of a realistic size.
+    let rows = (limit as usize).min(body.len() / 256);
+    let (page, listed) = parse(body, rows)?;
     if listed > limit as usize {
         return Err(ModelError::TooManyRows {
             rows: listed,
@@ -159,37 +162,74 @@ pub fn parse_page_limited(body: &[u8], limit: u32) -> Result<Page, ModelError> {
 }
 
 /// The page and the number of `data_list` entries (objects or not).
-fn parse(body: &[u8]) -> Result<(Page, usize), ModelError> {
-    let (raw, lossy): (RawPage, bool) = match std::str::from_utf8(body) {
-        Ok(_) => (serde_json::from_slice(body)?, false),
-        Err(_) => (serde_json::from_str(&String::from_utf8_lossy(body))?, true),
+///
+/// The body is read by [`Scanner`], which handles the shapes real pages have
+/// without building anything it does not keep; whatever it does not handle
+/// itself (a body that is not JSON, a repeated `data_list`, deep nesting,
+/// ...) is read again by serde_json, so the result and every error are
+/// serde_json's. Both readers apply values to rows through the same
+/// functions ([`set_int`], [`set_text`], [`set_bool`]).
+fn parse(body: &[u8], rows: usize) -> Result<(Page, usize), ModelError> {
+    let lossy = std::str::from_utf8(body).is_err();
+    let parts = match Scanner::new(body).page(rows) {
+        Some(parts) => parts,
+        None => serde_parts(&String::from_utf8_lossy(body))?,
     };
+    Ok(page_of(parts, lossy))
+}
+
+/// Reads `text` with serde_json alone (the [`Scanner`]'s fallback).
+fn serde_parts(text: &str) -> Result<Parts, ModelError> {
+    let raw: RawPage = serde_json::from_str(text)?;
     let rows = raw.data_list.unwrap_or_default();
-    let listed = rows.len();
+    let mut parts = Parts {
+        total_num: raw.total_num,
+        rows: Vec::with_capacity(rows.len()),
+        invalid: Vec::new(),
+        listed: rows.len(),
+    };
+    for row in rows {
+        match row {
+            RawRow::NotAnObject => parts.invalid.push("data_list"),
+            RawRow::Row(row, invalid) => {
+                parts.invalid.extend(invalid);
+                parts.rows.push(*row);
+            }
+        }
+    }
+    Ok(parts)
+}
+
+/// The page of what a reader found, and the number of `data_list` entries.
+fn page_of(parts: Parts, lossy: bool) -> (Page, usize) {
     let mut page = Page {
-        rows: Vec::with_capacity(listed),
+        rows: parts.rows,
         ..Page::default()
     };
     if lossy {
         page.count_invalid("utf8");
     }
-    match raw.total_num {
+    match parts.total_num {
         Loose::Value(n) if n >= 0 => page.total_num = u64::try_from(n).ok(),
         Loose::Absent => {}
         _ => page.count_invalid("total_num"),
     }
-    for row in rows {
-        match row {
-            RawRow::NotAnObject => page.count_invalid("data_list"),
-            RawRow::Row(row, invalid) => {
-                for field in invalid {
-                    page.count_invalid(field);
-                }
-                page.rows.push(*row);
-            }
-        }
+    for field in parts.invalid {
+        page.count_invalid(field);
     }
-    Ok((page, listed))
+    (page, parts.listed)
+}
+
+/// What a reader found in a page, before invalid values are counted.
+struct Parts {
+    total_num: Loose<i64>,
+    /// The entries of `data_list` that are objects.
+    rows: Vec<Row>,
+    /// In order: the unreadable or cut values of the rows, and `data_list`
+    /// for each entry that is not an object.
+    invalid: Vec<&'static str>,
+    /// Entries of `data_list`.
+    listed: usize,
 }
 
 /// A leniently read scalar.
@@ -280,29 +320,13 @@ impl<'de> Visitor<'de> for IntVisitor {
         Ok(Loose::Value(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(i64::try_from(v).map_or(Loose::Invalid, Loose::Value))
+        Ok(int_of_u64(v))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        if v.fract() == 0.0 && v.is_finite() && v.abs() < 9.0e15 {
-            // The check above makes the conversion exact.
-            #[allow(clippy::cast_possible_truncation)]
-            Ok(Loose::Value(v as i64))
-        } else {
-            Ok(Loose::Invalid)
-        }
+        Ok(int_of_f64(v))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        let t = v.trim();
-        if t.is_empty() {
-            return Ok(Loose::Absent);
-        }
-        if let Ok(n) = t.parse::<i64>() {
-            return Ok(Loose::Value(n));
-        }
-        match t.parse::<f64>() {
-            Ok(f) => self.visit_f64(f),
-            Err(_) => Ok(Loose::Invalid),
-        }
+        Ok(int_of_str(v))
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
         Ok(Loose::Invalid)
@@ -323,6 +347,34 @@ impl<'de> Visitor<'de> for IntVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(Loose::Invalid)
+    }
+}
+
+fn int_of_u64(v: u64) -> Loose<i64> {
+    i64::try_from(v).map_or(Loose::Invalid, Loose::Value)
+}
+
+fn int_of_f64(v: f64) -> Loose<i64> {
+    if v.fract() == 0.0 && v.is_finite() && v.abs() < 9.0e15 {
+        // The check above makes the conversion exact.
+        #[allow(clippy::cast_possible_truncation)]
+        Loose::Value(v as i64)
+    } else {
+        Loose::Invalid
+    }
+}
+
+fn int_of_str(v: &str) -> Loose<i64> {
+    let t = v.trim();
+    if t.is_empty() {
+        return Loose::Absent;
+    }
+    if let Ok(n) = t.parse::<i64>() {
+        return Loose::Value(n);
+    }
+    match t.parse::<f64>() {
+        Ok(f) => int_of_f64(f),
+        Err(_) => Loose::Invalid,
     }
 }
 
@@ -397,25 +449,16 @@ impl<'de> Visitor<'de> for BoolVisitor {
         Ok(Loose::Value(v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(match v {
-            0 => Loose::Value(false),
-            1 => Loose::Value(true),
-            _ => Loose::Invalid,
-        })
+        Ok(bool_of_i64(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        self.visit_i64(i64::try_from(v).unwrap_or(-1))
+        Ok(bool_of_u64(v))
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
         Ok(Loose::Invalid)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(match v.trim() {
-            "true" | "TRUE" | "True" => Loose::Value(true),
-            "false" | "FALSE" | "False" => Loose::Value(false),
-            "" => Loose::Absent,
-            _ => Loose::Invalid,
-        })
+        Ok(bool_of_str(v))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(Loose::Absent)
@@ -436,6 +479,27 @@ impl<'de> Visitor<'de> for BoolVisitor {
     }
 }
 
+fn bool_of_i64(v: i64) -> Loose<bool> {
+    match v {
+        0 => Loose::Value(false),
+        1 => Loose::Value(true),
+        _ => Loose::Invalid,
+    }
+}
+
+fn bool_of_u64(v: u64) -> Loose<bool> {
+    bool_of_i64(i64::try_from(v).unwrap_or(-1))
+}
+
+fn bool_of_str(v: &str) -> Loose<bool> {
+    match v.trim() {
+        "true" | "TRUE" | "True" => Loose::Value(true),
+        "false" | "FALSE" | "False" => Loose::Value(false),
+        "" => Loose::Absent,
+        _ => Loose::Invalid,
+    }
+}
+
 impl<'de> Deserialize<'de> for Loose<bool> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(BoolVisitor)
@@ -450,6 +514,7 @@ enum RawRow {
 }
 
 /// The row fields the exporter reads; everything else is skipped unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
     Id,
     Namespace,
@@ -472,6 +537,65 @@ enum Field {
     Other,
 }
 
+/// How a field's value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Int,
+    Text,
+    Bool,
+    Skip,
+}
+
+impl Field {
+    fn of(name: &[u8]) -> Field {
+        match name {
+            b"id" => Field::Id,
+            b"namespace" => Field::Namespace,
+            b"image_name" => Field::ImageName,
+            b"image_version" => Field::ImageVersion,
+            b"image_digest" => Field::ImageDigest,
+            b"scan_status" => Field::ScanStatus,
+            b"scan_failed_desc" => Field::ScanFailedDesc,
+            b"scan_failed_code" => Field::ScanFailedCode,
+            b"latest_scan_time" => Field::LatestScanTime,
+            b"latest_update_time" => Field::LatestUpdateTime,
+            b"vul_num" => Field::VulNum,
+            b"unsafe_setting_num" => Field::UnsafeSettingNum,
+            b"malicious_file_num" => Field::MaliciousFileNum,
+            b"instance_name" => Field::InstanceName,
+            b"instance_id" => Field::InstanceId,
+            b"latest_version" => Field::LatestVersion,
+            b"registry_name" => Field::RegistryName,
+            b"severity_level" => Field::SeverityLevel,
+            _ => Field::Other,
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            Field::Id
+            | Field::LatestScanTime
+            | Field::LatestUpdateTime
+            | Field::VulNum
+            | Field::UnsafeSettingNum
+            | Field::MaliciousFileNum => Kind::Int,
+            Field::Namespace
+            | Field::ImageName
+            | Field::ImageVersion
+            | Field::ImageDigest
+            | Field::ScanStatus
+            | Field::ScanFailedDesc
+            | Field::ScanFailedCode
+            | Field::InstanceName
+            | Field::InstanceId
+            | Field::RegistryName
+            | Field::SeverityLevel => Kind::Text,
+            Field::LatestVersion => Kind::Bool,
+            Field::Other => Kind::Skip,
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Field {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct FieldVisitor;
@@ -481,27 +605,7 @@ impl<'de> Deserialize<'de> for Field {
                 f.write_str("a field name")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
-                Ok(match v {
-                    "id" => Field::Id,
-                    "namespace" => Field::Namespace,
-                    "image_name" => Field::ImageName,
-                    "image_version" => Field::ImageVersion,
-                    "image_digest" => Field::ImageDigest,
-                    "scan_status" => Field::ScanStatus,
-                    "scan_failed_desc" => Field::ScanFailedDesc,
-                    "scan_failed_code" => Field::ScanFailedCode,
-                    "latest_scan_time" => Field::LatestScanTime,
-                    "latest_update_time" => Field::LatestUpdateTime,
-                    "vul_num" => Field::VulNum,
-                    "unsafe_setting_num" => Field::UnsafeSettingNum,
-                    "malicious_file_num" => Field::MaliciousFileNum,
-                    "instance_name" => Field::InstanceName,
-                    "instance_id" => Field::InstanceId,
-                    "latest_version" => Field::LatestVersion,
-                    "registry_name" => Field::RegistryName,
-                    "severity_level" => Field::SeverityLevel,
-                    _ => Field::Other,
-                })
+                Ok(Field::of(v.as_bytes()))
             }
         }
         d.deserialize_identifier(FieldVisitor)
@@ -560,6 +664,70 @@ fn count(value: Loose<i64>, field: &'static str, invalid: &mut Vec<&'static str>
     }
 }
 
+/// Applies an integer field's value to `row`.
+fn set_int(row: &mut Row, field: Field, value: Loose<i64>, invalid: &mut Vec<&'static str>) {
+    match field {
+        Field::Id => match value {
+            Loose::Value(n) if n >= 0 => row.id = Some(n.unsigned_abs()),
+            Loose::Absent => {}
+            _ => invalid.push("id"),
+        },
+        Field::LatestScanTime => match value {
+            Loose::Value(n) if n > 0 => row.latest_scan_time = Some(n),
+            Loose::Value(0) | Loose::Absent => {}
+            _ => invalid.push("latest_scan_time"),
+        },
+        Field::LatestUpdateTime => match value {
+            Loose::Value(n) if n > 0 => row.latest_update_time = Some(n),
+            Loose::Value(0) | Loose::Absent => {}
+            _ => invalid.push("latest_update_time"),
+        },
+        Field::VulNum => row.vul_num = count(value, "vul_num", invalid),
+        Field::UnsafeSettingNum => {
+            row.unsafe_setting_num = count(value, "unsafe_setting_num", invalid);
+        }
+        Field::MaliciousFileNum => {
+            row.malicious_file_num = count(value, "malicious_file_num", invalid);
+        }
+        _ => {}
+    }
+}
+
+/// Applies a text field's value to `row`.
+fn set_text(row: &mut Row, field: Field, value: Loose<String>, invalid: &mut Vec<&'static str>) {
+    match field {
+        Field::Namespace => row.namespace = text(value, "namespace", invalid),
+        Field::ImageName => row.image_name = text(value, "image_name", invalid),
+        Field::ImageVersion => row.image_version = text(value, "image_version", invalid),
+        Field::ImageDigest => row.image_digest = text(value, "image_digest", invalid),
+        Field::ScanStatus => row.scan_status = optional_text(value, "scan_status", invalid),
+        Field::ScanFailedDesc => {
+            row.scan_failed_desc = text(value, "scan_failed_desc", invalid);
+        }
+        Field::ScanFailedCode => {
+            row.scan_failed_code = text(value, "scan_failed_code", invalid);
+        }
+        Field::InstanceName => row.instance_name = text(value, "instance_name", invalid),
+        Field::InstanceId => row.instance_id = text(value, "instance_id", invalid),
+        Field::RegistryName => row.registry_name = text(value, "registry_name", invalid),
+        Field::SeverityLevel => {
+            row.severity_level = optional_text(value, "severity_level", invalid);
+        }
+        _ => {}
+    }
+}
+
+/// Applies a boolean field's value to `row`.
+fn set_bool(row: &mut Row, field: Field, value: Loose<bool>, invalid: &mut Vec<&'static str>) {
+    if field == Field::LatestVersion {
+        match value {
+            Loose::Value(b) => row.latest_version = Some(b),
+            Loose::Absent => {}
+            Loose::Invalid => invalid.push("latest_version"),
+        }
+    }
+}
+
 struct RowVisitor;
 
 impl<'de> Visitor<'de> for RowVisitor {
@@ -573,73 +741,11 @@ impl<'de> Visitor<'de> for RowVisitor {
         let mut row = Row::default();
         let mut invalid = Vec::new();
         while let Some(field) = map.next_key::<Field>()? {
-            match field {
-                Field::Id => match map.next_value::<Loose<i64>>()? {
-                    Loose::Value(n) if n >= 0 => row.id = Some(n.unsigned_abs()),
-                    Loose::Absent => {}
-                    _ => invalid.push("id"),
-                },
-                Field::Namespace => {
-                    row.namespace = text(map.next_value()?, "namespace", &mut invalid)
-                }
-                Field::ImageName => {
-                    row.image_name = text(map.next_value()?, "image_name", &mut invalid)
-                }
-                Field::ImageVersion => {
-                    row.image_version = text(map.next_value()?, "image_version", &mut invalid);
-                }
-                Field::ImageDigest => {
-                    row.image_digest = text(map.next_value()?, "image_digest", &mut invalid);
-                }
-                Field::ScanStatus => {
-                    row.scan_status = optional_text(map.next_value()?, "scan_status", &mut invalid);
-                }
-                Field::ScanFailedDesc => {
-                    row.scan_failed_desc =
-                        text(map.next_value()?, "scan_failed_desc", &mut invalid);
-                }
-                Field::ScanFailedCode => {
-                    row.scan_failed_code =
-                        text(map.next_value()?, "scan_failed_code", &mut invalid);
-                }
-                Field::LatestScanTime => match map.next_value::<Loose<i64>>()? {
-                    Loose::Value(n) if n > 0 => row.latest_scan_time = Some(n),
-                    Loose::Value(0) | Loose::Absent => {}
-                    _ => invalid.push("latest_scan_time"),
-                },
-                Field::LatestUpdateTime => match map.next_value::<Loose<i64>>()? {
-                    Loose::Value(n) if n > 0 => row.latest_update_time = Some(n),
-                    Loose::Value(0) | Loose::Absent => {}
-                    _ => invalid.push("latest_update_time"),
-                },
-                Field::VulNum => row.vul_num = count(map.next_value()?, "vul_num", &mut invalid),
-                Field::UnsafeSettingNum => {
-                    row.unsafe_setting_num =
-                        count(map.next_value()?, "unsafe_setting_num", &mut invalid);
-                }
-                Field::MaliciousFileNum => {
-                    row.malicious_file_num =
-                        count(map.next_value()?, "malicious_file_num", &mut invalid);
-                }
-                Field::InstanceName => {
-                    row.instance_name = text(map.next_value()?, "instance_name", &mut invalid);
-                }
-                Field::InstanceId => {
-                    row.instance_id = text(map.next_value()?, "instance_id", &mut invalid)
-                }
-                Field::LatestVersion => match map.next_value::<Loose<bool>>()? {
-                    Loose::Value(b) => row.latest_version = Some(b),
-                    Loose::Absent => {}
-                    Loose::Invalid => invalid.push("latest_version"),
-                },
-                Field::RegistryName => {
-                    row.registry_name = text(map.next_value()?, "registry_name", &mut invalid);
-                }
-                Field::SeverityLevel => {
-                    row.severity_level =
-                        optional_text(map.next_value()?, "severity_level", &mut invalid);
-                }
-                Field::Other => {
+            match field.kind() {
+                Kind::Int => set_int(&mut row, field, map.next_value()?, &mut invalid),
+                Kind::Text => set_text(&mut row, field, map.next_value()?, &mut invalid),
+                Kind::Bool => set_bool(&mut row, field, map.next_value()?, &mut invalid),
+                Kind::Skip => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -675,6 +781,519 @@ impl<'de> Deserialize<'de> for RawRow {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(RowVisitor)
     }
+}
+
+/// Containers nested deeper than this inside a page are left to serde_json.
+const MAX_SCAN_DEPTH: usize = 64;
+
+/// A value of a row field or `total_num`, as the [`Scanner`] found it.
+enum Value<'a> {
+    /// A string without escapes.
+    Str(&'a [u8]),
+    /// A non-negative integer of at most 18 digits.
+    Uint(u64),
+    Bool(bool),
+    Null,
+    /// An array or an object, skipped.
+    Container,
+    /// Anything else (a string with escapes, a negative or fractional
+    /// number): its text, for serde_json to read.
+    Token(&'a [u8]),
+}
+
+/// A string as the [`Scanner`] found it.
+enum Text<'a> {
+    /// Without escapes: the text between the quotes.
+    Plain(&'a [u8]),
+    /// With escapes: the whole token, quotes included.
+    Escaped(&'a [u8]),
+}
+
+/// A page reader for the shapes real pages have: it keeps the row fields the
+/// exporter reads and steps over everything else byte by byte, with no
+/// allocation but the kept values. It reads the body as bytes and converts
+/// only the values it keeps, invalid UTF-8 replaced as in the serde path:
+/// everything that structures JSON is ASCII, and an invalid sequence never
+/// spans an ASCII byte, so a value converted alone reads the same as in the
+/// whole body converted first. It accepts a strict subset of JSON and
+/// gives up (`None`) on anything outside it, and reads every value exactly
+/// as the serde path does: values it does not decode itself (a string with
+/// escapes, a negative or fractional number) are handed to serde_json with
+/// the same type, and skipped values are checked as serde_json's
+/// `IgnoredAny` checks them.
+///
+/// Rows of a page usually list their keys in the same order, so the keys of
+/// the row before are tried first: a key that matches one byte for byte
+/// needs no search for its end and no lookup of its name.
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+    /// The keys of the rows so far by position (without quotes, never with
+    /// escapes), and their fields.
+    keys: Vec<(&'a [u8], Field)>,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Self {
+            b,
+            i: 0,
+            keys: Vec::new(),
+        }
+    }
+
+    /// The page, or `None` for serde_json to read it instead; `rows` is the
+    /// room to make for rows.
+    fn page(mut self, rows: usize) -> Option<Parts> {
+        let mut parts = Parts {
+            total_num: Loose::Absent,
+            rows: Vec::with_capacity(rows),
+            invalid: Vec::new(),
+            listed: 0,
+        };
+        let mut data_list = false;
+        self.ws();
+        self.eat(b'{')?;
+        self.ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+        } else {
+            loop {
+                let key = match self.string()? {
+                    Text::Plain(key) => match key {
+                        b"total_num" => PageField::TotalNum,
+                        b"data_list" => PageField::DataList,
+                        _ => PageField::Other,
+                    },
+                    Text::Escaped(token) => serde_token(token)?,
+                };
+                self.ws();
+                self.eat(b':')?;
+                self.ws();
+                match key {
+                    PageField::TotalNum => parts.total_num = self.int()?,
+                    PageField::DataList => {
+                        if data_list {
+                            // A later data_list replaces the earlier one.
+                            return None;
+                        }
+                        data_list = true;
+                        self.data_list(&mut parts)?;
+                    }
+                    PageField::Other => self.skip(1)?,
+                }
+                if !self.next_member(b'}')? {
+                    break;
+                }
+            }
+        }
+        self.ws();
+        (self.i == self.b.len()).then_some(parts)
+    }
+
+    /// After a member of an object or an array: `true` after a comma (with
+    /// the whitespace after it), `false` after `close`.
+    fn next_member(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        match self.peek()? {
+            b',' => {
+                self.i += 1;
+                self.ws();
+                Some(true)
+            }
+            c if c == close => {
+                self.i += 1;
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    fn data_list(&mut self, parts: &mut Parts) -> Option<()> {
+        match self.peek()? {
+            b'n' => return self.literal(b"null"),
+            b'[' => self.i += 1,
+            _ => return None,
+        }
+        self.ws();
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            if self.peek()? == b'{' {
+                self.i += 1;
+                let row = self.row(&mut parts.invalid)?;
+                parts.rows.push(row);
+            } else {
+                // Not an object: counted, whatever it is, as long as serde
+                // would read it the same way.
+                match self.value(2)? {
+                    Value::Token(_) => return None,
+                    Value::Str(_)
+                    | Value::Uint(_)
+                    | Value::Bool(_)
+                    | Value::Null
+                    | Value::Container => parts.invalid.push("data_list"),
+                }
+            }
+            parts.listed += 1;
+            if !self.next_member(b']')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// One row, after its `{`.
+    fn row(&mut self, invalid: &mut Vec<&'static str>) -> Option<Row> {
+        let mut row = Row::default();
+        self.ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(row);
+        }
+        for position in 0.. {
+            let field = match self.known_key(position) {
+                Some(field) => field,
+                None => match self.string()? {
+                    Text::Plain(key) => {
+                        let field = Field::of(key);
+                        let known = (key, field);
+                        match self.keys.get_mut(position) {
+                            Some(slot) => *slot = known,
+                            None => self.keys.push(known),
+                        }
+                        field
+                    }
+                    Text::Escaped(token) => serde_token(token)?,
+                },
+            };
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            match field.kind() {
+                Kind::Int => set_int(&mut row, field, self.int()?, invalid),
+                Kind::Text => set_text(&mut row, field, self.text()?, invalid),
+                Kind::Bool => set_bool(&mut row, field, self.boolean()?, invalid),
+                Kind::Skip => self.skip(3)?,
+            }
+            if !self.next_member(b'}')? {
+                break;
+            }
+        }
+        Some(row)
+    }
+
+    /// The field of the key at the cursor when it is, byte for byte, the
+    /// key a row before had at `position`; the cursor moves past it.
+    fn known_key(&mut self, position: usize) -> Option<Field> {
+        let &(name, field) = self.keys.get(position)?;
+        let end = self.i + name.len() + 2;
+        let token = self.b.get(self.i..end)?;
+        let matches = token.first() == Some(&b'"')
+            && token.last() == Some(&b'"')
+            && token.get(1..token.len() - 1).is_some_and(|t| same(t, name));
+        matches.then(|| {
+            self.i = end;
+            field
+        })
+    }
+
+    /// An integer value, as [`IntVisitor`] reads it.
+    fn int(&mut self) -> Option<Loose<i64>> {
+        Some(match self.value(3)? {
+            Value::Str(s) => int_of_str(&utf8(s)),
+            Value::Uint(n) => int_of_u64(n),
+            Value::Bool(_) | Value::Container => Loose::Invalid,
+            Value::Null => Loose::Absent,
+            Value::Token(token) => serde_token(token)?,
+        })
+    }
+
+    /// A text value, as [`TextVisitor`] reads it.
+    fn text(&mut self) -> Option<Loose<String>> {
+        Some(match self.value(3)? {
+            Value::Str(s) => Loose::Value(utf8(s).into_owned()),
+            Value::Uint(n) => Loose::Value(n.to_string()),
+            Value::Bool(b) => Loose::Value(b.to_string()),
+            Value::Container => Loose::Invalid,
+            Value::Null => Loose::Absent,
+            Value::Token(token) => serde_token(token)?,
+        })
+    }
+
+    /// A boolean value, as [`BoolVisitor`] reads it.
+    fn boolean(&mut self) -> Option<Loose<bool>> {
+        Some(match self.value(3)? {
+            Value::Str(s) => bool_of_str(&utf8(s)),
+            Value::Uint(n) => bool_of_u64(n),
+            Value::Bool(b) => Loose::Value(b),
+            Value::Container => Loose::Invalid,
+            Value::Null => Loose::Absent,
+            Value::Token(token) => serde_token(token)?,
+        })
+    }
+
+    /// The value at the cursor, inside `depth` containers.
+    fn value(&mut self, depth: usize) -> Option<Value<'a>> {
+        Some(match self.peek()? {
+            b'"' => match self.string()? {
+                Text::Plain(s) => Value::Str(s),
+                Text::Escaped(token) => Value::Token(token),
+            },
+            b't' => {
+                self.literal(b"true")?;
+                Value::Bool(true)
+            }
+            b'f' => {
+                self.literal(b"false")?;
+                Value::Bool(false)
+            }
+            b'n' => {
+                self.literal(b"null")?;
+                Value::Null
+            }
+            b'[' | b'{' => {
+                self.skip(depth)?;
+                Value::Container
+            }
+            b'0'..=b'9' | b'-' => {
+                let start = self.i;
+                let mut n: u64 = 0;
+                while let Some(&c) = self.b.get(self.i) {
+                    if !c.is_ascii_digit() {
+                        break;
+                    }
+                    // At most 18 digits are used, which cannot overflow.
+                    n = n.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+                    self.i += 1;
+                }
+                let digits = self.i - start;
+                let plain =
+                    (1..=18).contains(&digits) && (digits == 1 || self.b.get(start) != Some(&b'0'));
+                if plain
+                    && !self
+                        .peek()
+                        .is_some_and(|c| matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
+                    Value::Uint(n)
+                } else {
+                    while self.peek().is_some_and(|c| {
+                        matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                    }) {
+                        self.i += 1;
+                    }
+                    Value::Token(self.b.get(start..self.i)?)
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// Steps over one value inside `depth` containers, checking it as
+    /// serde_json's `IgnoredAny` does.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' => {
+                self.i += 1;
+                self.number()
+            }
+            b'0'..=b'9' => self.number(),
+            open @ (b'[' | b'{') => {
+                if depth >= MAX_SCAN_DEPTH {
+                    return None;
+                }
+                let close = if open == b'[' { b']' } else { b'}' };
+                self.i += 1;
+                self.ws();
+                if self.peek()? == close {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    if open == b'{' {
+                        if self.peek()? != b'"' {
+                            return None;
+                        }
+                        self.string()?;
+                        self.ws();
+                        self.eat(b':')?;
+                        self.ws();
+                    }
+                    self.skip(depth + 1)?;
+                    if !self.next_member(close)? {
+                        return Some(());
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// A number after its sign, checked as serde_json's `ignore_integer`
+    /// checks it.
+    fn number(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'0' => {
+                self.i += 1;
+                if self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                    return None;
+                }
+            }
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            let start = self.i;
+            self.digits();
+            if self.i == start {
+                return None;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            let start = self.i;
+            self.digits();
+            if self.i == start {
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+    }
+
+    /// A string at the cursor. Escapes are checked as serde_json's
+    /// `ignore_str` checks them; a control character gives up.
+    fn string(&mut self) -> Option<Text<'a>> {
+        let open = self.i;
+        self.eat(b'"')?;
+        let start = self.i;
+        self.i = special(self.b, self.i);
+        match self.peek()? {
+            b'"' => {
+                self.i += 1;
+                return Some(Text::Plain(self.b.get(start..self.i - 1)?));
+            }
+            b'\\' => {}
+            _ => return None,
+        }
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.i += 1;
+                    return Some(Text::Escaped(self.b.get(open..self.i)?));
+                }
+                b'\\' => {
+                    self.i += 1;
+                    match self.peek()? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+                        b'u' => {
+                            let hex = self.b.get(self.i + 1..self.i + 5)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.i += 5;
+                        }
+                        _ => return None,
+                    }
+                }
+                c if c < 0x20 => return None,
+                _ => self.i += 1,
+            }
+            self.i = special(self.b, self.i);
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.i + word.len();
+        (self.b.get(self.i..end)? == word).then(|| self.i = end)
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.i += 1)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// Steps over whitespace as serde_json knows it.
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\n' | b'\t' | b'\r')) {
+            self.i += 1;
+        }
+    }
+}
+
+/// A value serde_json reads for the [`Scanner`], as the serde path would.
+fn serde_token<T: de::DeserializeOwned>(token: &[u8]) -> Option<T> {
+    serde_json::from_str(&utf8(token)).ok()
+}
+
+/// `bytes` as text, invalid sequences replaced (`from_utf8_lossy` is slow
+/// on the valid text almost every value is).
+fn utf8(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// Whether two short byte strings are equal, compared inline.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut a, mut b) = (a, b);
+    while let (Some((x, rest_a)), Some((y, rest_b))) =
+        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
+    {
+        if x != y {
+            return false;
+        }
+        (a, b) = (rest_a, rest_b);
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// The index of the first `"`, `\` or control character in `b` at or after
+/// `i` (`b.len()` when there is none), eight bytes at a time.
+fn special(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const QUOTE: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const BACKSLASH: u64 = u64::from_ne_bytes([b'\\'; 8]);
+    const SPACE: u64 = u64::from_ne_bytes([0x20; 8]);
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let v = u64::from_ne_bytes(*chunk);
+        // Bytes below 0x20 (the high bit is left to non-ASCII bytes by `!v`).
+        let control = v.wrapping_sub(SPACE) & !v & HIGH;
+        if zero(v ^ QUOTE) | zero(v ^ BACKSLASH) | control != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
 }
 
 #[cfg(test)]
@@ -750,6 +1369,237 @@ mod tests {
 "instance_url" : ""
 } ]
 }"#;
+
+    /// A small deterministic generator for the differential test.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+
+    /// Values the scanner reads itself, for any field.
+    const VALUES: &[&str] = &[
+        "0",
+        "1",
+        "7",
+        "2",
+        "-1",
+        "-0",
+        "1.0",
+        "2.5",
+        "1e3",
+        "1E+2",
+        "-2.0e-1",
+        "123456789012345678",
+        "1234567890123456789",
+        "true",
+        "false",
+        "null",
+        r#""""#,
+        r#""  ""#,
+        r#""12""#,
+        r#"" 3 ""#,
+        r#""1.5""#,
+        r#""true""#,
+        r#""False""#,
+        r#""lots""#,
+        r#""success""#,
+        r#""支付-团队""#,
+        r#""a\"b""#,
+        r#""\u00e9t\u00E9""#,
+        r#""\ud83d\ude00""#,
+        r#""\/x\\y\n""#,
+        "[]",
+        "{}",
+        "[1,[2,{}]]",
+        r#"{"a":[1,"x",null],"b":{"c":-1.5e2}}"#,
+        r#"[" ",true]"#,
+    ];
+
+    /// Values only some of which serde_json takes, and only in some places.
+    const ODD_VALUES: &[&str] = &[
+        "01",
+        "99999999999999999999999",
+        "1e400",
+        r#""\ud800""#,
+        r#""\x""#,
+        "nul",
+        "tru",
+        "[1,]",
+        r#"{"a"}"#,
+        "+1",
+        ".5",
+        "-",
+        "1.",
+        "1e",
+        "0x1",
+        "\"\t\"",
+    ];
+
+    fn value(rng: &mut Rng) -> &'static str {
+        if rng.below(20) == 0 {
+            rng.pick(ODD_VALUES)
+        } else {
+            rng.pick(VALUES)
+        }
+    }
+
+    const KEYS: &[&str] = &[
+        "id",
+        "namespace",
+        "image_name",
+        "image_version",
+        "image_digest",
+        "scan_status",
+        "scan_failed_desc",
+        "scan_failed_code",
+        "latest_scan_time",
+        "latest_update_time",
+        "vul_num",
+        "unsafe_setting_num",
+        "malicious_file_num",
+        "instance_name",
+        "instance_id",
+        "latest_version",
+        "registry_name",
+        "severity_level",
+        "image_size",
+        "association_images",
+        "image_type",
+        r"name\u0073pace",
+        r"vul_nu\u006d",
+        "total_num",
+        "data_list",
+    ];
+
+    fn generated_body(rng: &mut Rng) -> String {
+        // Real pages list the same keys in the same order in every row.
+        let order: Vec<&str> = (0..rng.below(12)).map(|_| rng.pick(KEYS)).collect();
+        let same_order = rng.below(2) == 0;
+        let mut rows = Vec::new();
+        for _ in 0..rng.below(5) {
+            match rng.below(8) {
+                0 => rows.push(value(rng).to_string()),
+                _ => {
+                    let fields: Vec<String> = if same_order {
+                        order
+                            .iter()
+                            .map(|key| format!(r#""{key}":{}"#, value(rng)))
+                            .collect()
+                    } else {
+                        (0..rng.below(12))
+                            .map(|_| format!(r#""{}":{}"#, rng.pick(KEYS), value(rng)))
+                            .collect()
+                    };
+                    rows.push(format!("{{{}}}", fields.join(",")));
+                }
+            }
+        }
+        let mut members = vec![format!(r#""data_list":[{}]"#, rows.join(","))];
+        for _ in 0..rng.below(3) {
+            let key = rng.pick(&[
+                "total_num",
+                "other",
+                "total_num",
+                "data_list",
+                r"total\u005fnum",
+            ]);
+            let value = if key == "data_list" && rng.below(2) == 0 {
+                "null"
+            } else {
+                value(rng)
+            };
+            members.insert(rng.below(members.len() + 1), format!(r#""{key}":{value}"#));
+        }
+        let ws = rng.pick(&["", " ", "\n", "\t", "\r\n  "]);
+        format!("{ws}{{{ws}{}{ws}}}{ws}", members.join(&format!(",{ws}")))
+    }
+
+    fn mutated(rng: &mut Rng, body: &str) -> Vec<u8> {
+        const BYTES: &[u8] = b"{}[]\",:\\ -0123456789.eE+tfnul\t\n\x01\x7fx\x80\xc3\xe4\xff";
+        let mut bytes = body.as_bytes().to_vec();
+        for _ in 0..=rng.below(3) {
+            if bytes.is_empty() {
+                break;
+            }
+            let at = rng.below(bytes.len());
+            match rng.below(4) {
+                0 => {
+                    bytes.remove(at);
+                }
+                1 => bytes.insert(at, BYTES[rng.below(BYTES.len())]),
+                2 => bytes[at] = BYTES[rng.below(BYTES.len())],
+                _ => bytes.truncate(at),
+            }
+        }
+        bytes
+    }
+
+    /// Whether the scanner read `text` itself; panics when it disagrees with
+    /// serde_json.
+    fn agrees(body: &[u8]) -> bool {
+        let Some(fast) = Scanner::new(body).page(0) else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(body);
+        match serde_parts(&text) {
+            Ok(slow) => assert_eq!(page_of(fast, false), page_of(slow, false), "{text}"),
+            Err(error) => panic!("the scanner accepts what serde_json refuses ({error}): {text}"),
+        }
+        true
+    }
+
+    #[test]
+    fn the_scanner_reads_every_page_as_serde_json_does() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut fixed = vec![
+            SEED_EXAMPLE.to_string(),
+            r#"{"total_num":0,"data_list":[]}"#.to_string(),
+            r#"{"total_num":"4","data_list":[{"id":7,"vul_num":"12","malicious_file_num":2.0,"unsafe_setting_num":null},{"id":"8","vul_num":" 3 "},{"id":null,"vul_num":"lots","malicious_file_num":-1,"latest_scan_time":"1700000000000"},{"vul_num":true,"scan_status":null,"latest_version":"true"}]}"#.to_string(),
+            r#"{"total_num":{"x":1},"data_list":[1,"x",null,[],{"namespace":["a"],"image_name":5,"extra":{"deep":[1,2]}}]}"#.to_string(),
+        ];
+        let deep = format!(
+            r#"{{"data_list":[{{"x":{}{}}}]}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        fixed.push(deep);
+        let (mut fast, mut total) = (0, 0);
+        for body in &fixed {
+            total += 1;
+            fast += usize::from(agrees(body.as_bytes()));
+            for _ in 0..500 {
+                total += 1;
+                fast += usize::from(agrees(&mutated(&mut rng, body)));
+            }
+        }
+        assert!(
+            agrees(SEED_EXAMPLE.as_bytes()),
+            "the official example takes the fast path"
+        );
+        for _ in 0..20_000 {
+            let body = generated_body(&mut rng);
+            total += 2;
+            fast += usize::from(agrees(body.as_bytes()));
+            fast += usize::from(agrees(&mutated(&mut rng, &body)));
+        }
+        // Both paths are exercised.
+        assert!(
+            fast > total / 10 && fast < total * 9 / 10,
+            "{fast} of {total}"
+        );
+    }
 
     #[test]
     fn the_official_example_response_parses() {
