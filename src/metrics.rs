@@ -11,9 +11,11 @@
 //! `name{labels} value` lines streamed through a small buffer into one gzip
 //! member per family and scope, with no object per sample. A scope's members
 //! are made once per published result and reused until it publishes again;
-//! the exposition keeps that compressed form (what Prometheus asks for), and
-//! the plain text only while plain scrapes come (inflated by the first one
-//! after a publication, dropped a minute after the last). A namespace that vanished from the last sweep, or a scope
+//! the exposition keeps that compressed form (what Prometheus asks for), and,
+//! only while plain scrapes come, a front-coded copy of the plain text (made
+//! by the first one after a publication, a tenth of the text's size, dropped
+//! a minute after the last) that plain scrapes write out piece by piece. A
+//! namespace that vanished from the last sweep, or a scope
 //! whose data went stale, simply has no series.
 //!
 //! Bounds: a scope publishes at most `max_namespaces` namespaces, the first
@@ -198,21 +200,25 @@ struct Part {
 /// asks for. It is a series of gzip members (a header and the parts of each
 /// scope for every family); gzip members may follow one another in one
 /// stream, so a gzip scrape sends the compressed self-metrics and then these
-/// bytes as they are. The plain text is made only when a plain scrape asks
-/// for it, and kept for the next ones until no plain scrape has come for
-/// [`PLAIN_KEEP`] ([`NamespaceText::forget_idle_plain`]) or a publication
-/// replaces this text: a deployment scraped by Prometheus alone never holds
-/// it.
+/// bytes as they are. For plain scrapes, the first one after a publication
+/// makes a front-coded copy ([`FrontCoded`]: a tenth of the text's size,
+/// written out again at memory speed), kept for the next ones until no plain
+/// scrape has come for [`PLAIN_KEEP`] ([`NamespaceText::forget_idle_plain`])
+/// or a publication replaces this text: a deployment scraped by Prometheus
+/// alone never holds it.
 #[derive(Debug)]
 pub struct NamespaceText {
     gzip: bytes::Bytes,
     plain_len: usize,
-    /// The plain text, and when a plain scrape last took it.
-    plain: Mutex<Option<(bytes::Bytes, std::time::Instant)>>,
+    /// The front-coded plain text, and when a plain scrape last took it.
+    plain: Mutex<Option<(Arc<FrontCoded>, std::time::Instant)>>,
 }
 
 /// How long the plain text is kept after the last plain scrape.
 pub const PLAIN_KEEP: Duration = Duration::from_secs(60);
+
+/// Size of the pieces a plain scrape is sent in.
+const PLAIN_PIECE: usize = 256 * 1024;
 
 impl NamespaceText {
     /// The text as gzip members, compressed once per publication.
@@ -233,18 +239,20 @@ impl NamespaceText {
         bytes::Bytes::from(out)
     }
 
-    /// The plain text for a plain scrape: inflated by the first one after a
-    /// publication, then kept for the next ones (see [`PLAIN_KEEP`]).
-    pub fn plain(&self) -> bytes::Bytes {
+    /// The plain text for a plain scrape, in pieces of at most 256 KiB
+    /// written out as the body is sent: the first plain scrape after a
+    /// publication front-codes the text (inflated piece by piece), the next
+    /// ones reuse that (see [`PLAIN_KEEP`]).
+    pub fn plain(&self) -> PlainPieces {
         let mut kept = self.plain.lock().unwrap_or_else(PoisonError::into_inner);
         let now = std::time::Instant::now();
-        if let Some((text, used)) = &mut *kept {
+        if let Some((coded, used)) = &mut *kept {
             *used = now;
-            return text.clone();
+            return PlainPieces::new(Arc::clone(coded));
         }
-        let text = self.text();
-        *kept = Some((text.clone(), now));
-        text
+        let coded = Arc::new(FrontCoded::from_gzip(&self.gzip, self.plain_len));
+        *kept = Some((Arc::clone(&coded), now));
+        PlainPieces::new(coded)
     }
 
     /// Drops the kept plain text when no plain scrape has taken it for
@@ -263,6 +271,153 @@ impl NamespaceText {
     /// Length of the plain text in bytes.
     pub fn plain_len(&self) -> usize {
         self.plain_len
+    }
+}
+
+/// A text front-coded line by line: each line is kept as the length of the
+/// prefix it shares with the line before it and the bytes after that. The
+/// exposition's lines share their name and labels up to the namespace or
+/// status value, so this keeps about a tenth of the bytes, and writing the
+/// text out again is copying.
+#[derive(Debug, Default)]
+pub struct FrontCoded {
+    /// Per line: shared prefix length and rest length (LEB128), the rest.
+    data: Vec<u8>,
+    /// Length of the text.
+    len: usize,
+}
+
+impl FrontCoded {
+    /// The front-coded form of the text in `gzip` (`len` bytes once
+    /// inflated), inflated piece by piece: the whole text is never held.
+    fn from_gzip(gzip: &[u8], len: usize) -> Self {
+        use std::io::Read as _;
+        let mut coder = FrontCoder::default();
+        let mut decoder = flate2::read::MultiGzDecoder::new(gzip);
+        let mut piece = vec![0; PLAIN_PIECE];
+        loop {
+            match decoder.read(&mut piece) {
+                Ok(0) => break,
+                Ok(n) => coder.push(&piece[..n]),
+                Err(error) => {
+                    // Our own members: cannot happen short of a bug.
+                    tracing::error!(%error, "inflating the cached exposition failed");
+                    break;
+                }
+            }
+        }
+        let coded = coder.finish();
+        debug_assert_eq!(coded.len, len);
+        coded
+    }
+}
+
+/// Builds a [`FrontCoded`] from the text given in pieces.
+#[derive(Debug, Default)]
+struct FrontCoder {
+    out: FrontCoded,
+    previous: Vec<u8>,
+    line: Vec<u8>,
+}
+
+impl FrontCoder {
+    fn push(&mut self, mut bytes: &[u8]) {
+        while let Some(end) = bytes.iter().position(|b| *b == b'\n') {
+            self.line.extend_from_slice(&bytes[..=end]);
+            self.end_line();
+            bytes = &bytes[end + 1..];
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    fn end_line(&mut self) {
+        let shared = self
+            .previous
+            .iter()
+            .zip(&self.line)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let rest = &self.line[shared..];
+        write_varint(&mut self.out.data, shared);
+        write_varint(&mut self.out.data, rest.len());
+        self.out.data.extend_from_slice(rest);
+        self.out.len += self.line.len();
+        std::mem::swap(&mut self.previous, &mut self.line);
+        self.line.clear();
+    }
+
+    fn finish(mut self) -> FrontCoded {
+        if !self.line.is_empty() {
+            self.end_line();
+        }
+        self.out.data.shrink_to_fit();
+        self.out
+    }
+}
+
+fn write_varint(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n & 0x7f) as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn read_varint(data: &[u8], at: &mut usize) -> Option<usize> {
+    let mut n = 0usize;
+    let mut shift = 0;
+    loop {
+        let byte = *data.get(*at)?;
+        *at += 1;
+        n |= usize::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return Some(n);
+        }
+        shift += 7;
+    }
+}
+
+/// The pieces of [`NamespaceText::plain`]: the front-coded text written out
+/// 256 KiB at a time, as the body is sent.
+#[derive(Debug)]
+pub struct PlainPieces {
+    coded: Arc<FrontCoded>,
+    at: usize,
+    line: Vec<u8>,
+}
+
+impl PlainPieces {
+    fn new(coded: Arc<FrontCoded>) -> Self {
+        Self {
+            coded,
+            at: 0,
+            line: Vec::new(),
+        }
+    }
+}
+
+impl Iterator for PlainPieces {
+    type Item = bytes::Bytes;
+
+    fn next(&mut self) -> Option<bytes::Bytes> {
+        let data = &self.coded.data;
+        let mut piece = Vec::with_capacity(PLAIN_PIECE + 1024);
+        while piece.len() < PLAIN_PIECE && self.at < data.len() {
+            let (Some(shared), Some(rest)) = (
+                read_varint(data, &mut self.at),
+                read_varint(data, &mut self.at),
+            ) else {
+                break;
+            };
+            let Some(bytes) = data.get(self.at..self.at.saturating_add(rest)) else {
+                break;
+            };
+            self.at += rest;
+            self.line.truncate(shared);
+            self.line.extend_from_slice(bytes);
+            piece.extend_from_slice(&self.line);
+        }
+        (!piece.is_empty()).then(|| bytes::Bytes::from(piece))
     }
 }
 
@@ -1429,7 +1584,7 @@ mod tests {
     }
 
     #[test]
-    fn the_plain_text_is_kept_only_while_plain_scrapes_come() {
+    fn the_plain_text_is_kept_front_coded_only_while_plain_scrapes_come() {
         let rows: Vec<Row> = (0..300)
             .map(|i| row(&format!("namespace-{i:04}"), i, 0))
             .collect();
@@ -1439,22 +1594,54 @@ mod tests {
             !text.forget_idle_plain(PLAIN_KEEP),
             "nothing kept before a plain scrape"
         );
-        let first = text.plain();
-        assert_eq!(first.len(), text.plain_len(), "Content-Length is exact");
-        assert_eq!(first, text.text());
-        assert!(std::str::from_utf8(&first).unwrap().ends_with("} 0\n"));
-        let second = text.plain();
-        assert_eq!(
-            first.as_ptr(),
-            second.as_ptr(),
-            "the second scrape reuses the text"
+        let pieces: Vec<bytes::Bytes> = text.plain().collect();
+        assert!(pieces.len() >= 2, "{} bytes in one piece", text.plain_len());
+        assert!(
+            pieces
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= PLAIN_PIECE + 1024)
         );
+        let first: Vec<u8> = pieces.concat();
+        assert_eq!(first.len(), text.plain_len(), "Content-Length is exact");
+        assert_eq!(&first[..], &text.text()[..]);
+        assert!(std::str::from_utf8(&first).unwrap().ends_with("} 0\n"));
+        let kept = text.plain.lock().unwrap().as_ref().unwrap().0.data.len();
+        assert!(
+            kept * 5 < text.plain_len(),
+            "{kept} bytes kept for {}",
+            text.plain_len()
+        );
+        let second: Vec<u8> = text.plain().flat_map(|p| p.to_vec()).collect();
+        assert_eq!(second, first, "the second scrape reuses it");
         assert!(
             text.forget_idle_plain(PLAIN_KEEP),
             "kept while scrapes come"
         );
         assert!(!text.forget_idle_plain(Duration::ZERO), "dropped when idle");
-        assert_eq!(text.plain(), first, "made again on demand");
+        let again: Vec<u8> = text.plain().flat_map(|p| p.to_vec()).collect();
+        assert_eq!(again, first, "made again on demand");
+    }
+
+    #[test]
+    fn front_coding_gives_back_any_text() {
+        for text in [
+            "",
+            "a",
+            "\n",
+            "no newline at the end",
+            "a\na\nab\nabc\nb\n\n\nx",
+            "é\n\u{1F600}\nêtre\n",
+        ] {
+            let mut coder = FrontCoder::default();
+            // In pieces that cut lines (and characters) anywhere.
+            for chunk in text.as_bytes().chunks(2) {
+                coder.push(chunk);
+            }
+            let coded = Arc::new(coder.finish());
+            assert_eq!(coded.len, text.len());
+            let back: Vec<u8> = PlainPieces::new(coded).flat_map(|p| p.to_vec()).collect();
+            assert_eq!(back, text.as_bytes(), "{text:?}");
+        }
     }
 
     /// Every line of an exposition is a comment or a sample with a value.

@@ -197,7 +197,8 @@ fn accepts_gzip(headers: &axum::http::HeaderMap) -> bool {
 /// families assembled once per publication, kept compressed. With gzip, the
 /// two parts are gzip members of one stream, and the large second one is
 /// compressed once per publication, not per scrape; without, the second part
-/// is the plain text kept while plain scrapes come.
+/// is written out piece by piece from a front-coded copy kept while plain
+/// scrapes come.
 async fn metrics(State(state): State<Arc<WebState>>, headers: axum::http::HeaderMap) -> Response {
     let metrics = Arc::clone(&state.metrics);
     let gzip = accepts_gzip(&headers);
@@ -205,17 +206,24 @@ async fn metrics(State(state): State<Arc<WebState>>, headers: axum::http::Header
         let head = metrics.self_metrics();
         let tail = metrics.namespace_text();
         if gzip {
-            vec![crate::metrics::gzip(head.as_bytes()), tail.gzip()]
+            let parts = vec![crate::metrics::gzip(head.as_bytes()), tail.gzip()];
+            let length = parts.iter().map(bytes::Bytes::len).sum();
+            (parts, None, length)
         } else {
-            vec![bytes::Bytes::from(head), tail.plain()]
+            // The plain text is written out of its front-coded copy piece
+            // by piece as the body is sent.
+            let length = head.len() + tail.plain_len();
+            (vec![bytes::Bytes::from(head)], Some(tail.plain()), length)
         }
     })
     .await;
     match parts {
-        Ok(parts) => {
-            let length: usize = parts.iter().map(bytes::Bytes::len).sum();
+        Ok((parts, pieces, length)) => {
             let body = axum::body::Body::from_stream(futures_util::stream::iter(
-                parts.into_iter().map(Ok::<_, std::convert::Infallible>),
+                parts
+                    .into_iter()
+                    .chain(pieces.into_iter().flatten())
+                    .map(Ok::<_, std::convert::Infallible>),
             ));
             let mut response = Response::new(body);
             let h = response.headers_mut();
