@@ -11,7 +11,10 @@
 //! scope's series once per published result and reuses them until the next
 //! one; the cache is cleared before each such scrape), "cached" the scrapes
 //! after it. Latency is from sending the request to the last byte of the
-//! body, on one keep-alive connection.
+//! body, on one keep-alive connection. The cached scrapes are also timed by
+//! curl in its own process (when installed), which is what the targets are
+//! judged by: the in-process client shares the process and both cores with
+//! the server and is itself the limit of its plain figure.
 //!
 //! Run: `cargo bench --bench scrape` (about half a minute), or
 //! `cargo bench --bench scrape -- --quick` for 2,000 namespaces only.
@@ -315,8 +318,17 @@ fn main() {
     }
     if let Some(f) = at_2000 {
         let verdict = |ms: f64, target: f64| if ms < target { "met" } else { "MISSED" };
-        let (gzip, gzip95) = (percentile(&f.gzip_ms, 0.5), percentile(&f.gzip_ms, 0.95));
-        let (plain, plain95) = (percentile(&f.plain_ms, 0.5), percentile(&f.plain_ms, 0.95));
+        // The targets are judged by curl, in its own process, when it is
+        // installed: the in-process client shares the process and the cores
+        // with the server and is itself the limit of its plain figure.
+        let (gzip_ms, plain_ms, client) = if f.curl_plain_ms.is_empty() || f.curl_gzip_ms.is_empty()
+        {
+            (&f.gzip_ms, &f.plain_ms, "in-process client")
+        } else {
+            (&f.curl_gzip_ms, &f.curl_plain_ms, "curl")
+        };
+        let (gzip, gzip95) = (percentile(gzip_ms, 0.5), percentile(gzip_ms, 0.95));
+        let (plain, plain95) = (percentile(plain_ms, 0.5), percentile(plain_ms, 0.95));
         let first = percentile(&f.first_ms, 0.5);
         if !f.curl_plain_ms.is_empty() && !f.curl_gzip_ms.is_empty() {
             println!(
@@ -328,7 +340,7 @@ fn main() {
             );
         }
         println!(
-            "2,000 namespaces x 3 image types: gzip scrape (what Prometheus asks for) median {gzip:.2} ms (p95 {gzip95:.2}), \
+            "2,000 namespaces x 3 image types, by {client}: gzip scrape (what Prometheus asks for) median {gzip:.2} ms (p95 {gzip95:.2}), \
              target < {GZIP_TARGET_MS} ms: {}; plain scrape median {plain:.2} ms (p95 {plain95:.2}), target < {PLAIN_TARGET_MS} ms: {}; \
              a scrape before the daemon's background rendering has caught up with a publication: {first:.2} ms",
             verdict(gzip, GZIP_TARGET_MS),
