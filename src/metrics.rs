@@ -402,6 +402,9 @@ impl Iterator for PlainPieces {
     fn next(&mut self) -> Option<bytes::Bytes> {
         let data = &self.coded.data;
         let mut piece = Vec::with_capacity(PLAIN_PIECE + 1024);
+        // Where the line before the next one starts in `piece`; the first
+        // line of a piece takes its prefix from `self.line`.
+        let mut previous: Option<usize> = None;
         while piece.len() < PLAIN_PIECE && self.at < data.len() {
             let (Some(shared), Some(rest)) = (
                 read_varint(data, &mut self.at),
@@ -413,9 +416,17 @@ impl Iterator for PlainPieces {
                 break;
             };
             self.at += rest;
-            self.line.truncate(shared);
-            self.line.extend_from_slice(bytes);
-            piece.extend_from_slice(&self.line);
+            let start = piece.len();
+            match previous {
+                Some(at) => piece.extend_from_within(at..at + shared.min(start - at)),
+                None => piece.extend_from_slice(&self.line[..shared.min(self.line.len())]),
+            }
+            piece.extend_from_slice(bytes);
+            previous = Some(start);
+        }
+        if let Some(at) = previous {
+            self.line.clear();
+            self.line.extend_from_slice(&piece[at..]);
         }
         (!piece.is_empty()).then(|| bytes::Bytes::from(piece))
     }
