@@ -43,13 +43,17 @@
 //! `cargo bench --bench freshness -- --quick` (15,000 images, 30 rounds, no
 //! 1,000,000).
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::Read as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use support::{AK, SK, cpu_seconds, start_simulator, status_kib};
 
 use hss_swr_exporter::app::{Exporter, run_daemon};
 use hss_swr_exporter::collect::scheduler::changes_round;
@@ -64,8 +68,6 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 use tokio_util::sync::CancellationToken;
 
-const AK: &str = "BENCHAK";
-const SK: &str = "bench-secret";
 const WINDOW: Duration = Duration::from_secs(1);
 const CALLS: u32 = 5;
 const TYPES: [&str; 3] = ["private_image", "shared_image", "instance_image"];
@@ -87,32 +89,10 @@ const DRAIN_ROUNDS: u32 = 10;
 /// Rounds of deletes (with rescans and pushes) before convergence.
 const DELETE_ROUNDS: u32 = 10;
 const CONVERGENCE_CAP: Duration = Duration::from_secs(15 * 60);
-/// Clock ticks per second of /proc/self/stat (`getconf CLK_TCK`).
-const TICKS: f64 = 100.0;
 const LAG_P95_TARGET: f64 = 2.5;
 const DETECT_TARGET: f64 = 1.2;
 const BYTES_TARGET: f64 = 64.0;
 const SWEEP_CPU_TARGET: f64 = 3.0;
-
-/// User + system CPU seconds of this process so far.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields[11].parse().expect("utime");
-    let stime: f64 = fields[12].parse().expect("stime");
-    (utime + stime) / TICKS
-}
-
-/// A `Vm...` line of /proc/self/status, in KiB.
-fn status_kib(key: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{key} in /proc/self/status"))
-}
 
 // ---------------------------------------------------------------- data
 
@@ -1363,62 +1343,6 @@ fn big_rows(n: usize) -> Vec<SimImage> {
     rows
 }
 
-/// The simulator process: serves `n` private images until killed, after
-/// printing `ADDRESS host:port`.
-fn simulator_process(n: usize) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let sim = Simulator::new(SimConfig {
-            images: 0,
-            quota: None,
-            credentials: vec![(AK.into(), SK.into())],
-            ..SimConfig::default()
-        });
-        sim.set_images(big_rows(n));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        println!("ADDRESS {}", listener.local_addr().expect("address"));
-        sim.serve(listener, std::future::pending())
-            .await
-            .expect("serve");
-    });
-}
-
-struct SimProcess {
-    child: Child,
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_simulator(images: usize) -> (SimProcess, String) {
-    let mut child = Command::new(std::env::current_exe().expect("this benchmark"))
-        .args(["--sim", &images.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the simulator");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the simulator's address");
-    let address = line
-        .strip_prefix("ADDRESS ")
-        .expect("ADDRESS line")
-        .trim()
-        .to_string();
-    (SimProcess { child }, format!("http://{address}"))
-}
-
 /// In a fresh process: sweeps of `n` images with the changes lane on, as
 /// the daemon does them; prints `RESULT`.
 fn sweep_child(n: usize) {
@@ -1498,7 +1422,7 @@ fn fmt_lags(label: &str, (p50, p95, max, mean): (f64, f64, f64, f64)) -> String 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--sim") {
-        simulator_process(args[i + 1].parse().expect("--sim IMAGES"));
+        support::serve_simulator(big_rows(args[i + 1].parse().expect("--sim IMAGES")));
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--table") {

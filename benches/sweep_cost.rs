@@ -19,18 +19,19 @@
 //! Run: `cargo bench --bench sweep_cost` (about a minute), or
 //! `cargo bench --bench sweep_cost -- --quick` for 100,000 images only.
 
-use std::io::{BufRead as _, BufReader};
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
+
+use support::{AK, SK, cpu_seconds, start_simulator, status_kib};
 
 use hss_swr_exporter::app::Exporter;
 use hss_swr_exporter::collect::Lane;
 use hss_swr_exporter::config::Config;
-use hss_swr_exporter::simulator::{SimConfig, SimImage, Simulator, generate};
+use hss_swr_exporter::simulator::{SimConfig, SimImage, generate};
 
-const AK: &str = "BENCHAK";
-const SK: &str = "bench-secret";
 const TYPES: [&str; 3] = ["private_image", "shared_image", "instance_image"];
 /// The size users have: 2,000 namespaces in each of the three image types
 /// (`HSS_BENCH_NAMESPACES` sets another number, for comparison).
@@ -46,30 +47,8 @@ const SEED: u64 = 5;
 /// A target name and an enterprise project id as long as real ones.
 const TARGET: &str = "prod-cn-north-4-container-registry";
 const ENTERPRISE_PROJECT: &str = "3f2b8c1e-7a4d-4e9b-a6c5-0d1e2f3a4b5c";
-/// Clock ticks per second of /proc/self/stat (`getconf CLK_TCK`).
-const TICKS: f64 = 100.0;
 const CPU_TARGET: f64 = 0.5;
 const RSS_TARGET_MIB: f64 = 48.0;
-
-/// User + system CPU seconds of this process so far.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields[11].parse().expect("utime");
-    let stime: f64 = fields[12].parse().expect("stime");
-    (utime + stime) / TICKS
-}
-
-/// A `Vm...` line of /proc/self/status, in KiB.
-fn status_kib(key: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{key} in /proc/self/status"))
-}
 
 /// The simulator's rows for `total` rows, every one in [`ENTERPRISE_PROJECT`].
 fn rows(total: usize) -> Vec<SimImage> {
@@ -104,62 +83,6 @@ fn simulator_size(wanted: usize) -> usize {
         }
         total += (wanted - have) * 13 / 10 + 1;
     }
-}
-
-/// The simulator process: serves `images` rows until it is killed, after
-/// printing `ADDRESS host:port`.
-fn simulator_process(images: usize) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let sim = Simulator::new(SimConfig {
-            images: 0,
-            quota: None,
-            credentials: vec![(AK.into(), SK.into())],
-            ..SimConfig::default()
-        });
-        sim.set_images(rows(images));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        println!("ADDRESS {}", listener.local_addr().expect("address"));
-        sim.serve(listener, std::future::pending())
-            .await
-            .expect("serve");
-    });
-}
-
-struct SimProcess {
-    child: Child,
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_simulator(images: usize) -> (SimProcess, String) {
-    let mut child = Command::new(std::env::current_exe().expect("this benchmark"))
-        .args(["--sim", &images.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the simulator");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the simulator's address");
-    let address = line
-        .strip_prefix("ADDRESS ")
-        .expect("ADDRESS line")
-        .trim()
-        .to_string();
-    (SimProcess { child }, format!("http://{address}"))
 }
 
 fn exporter(endpoint: &str, image_metrics: bool) -> Exporter {
@@ -295,7 +218,7 @@ fn field(line: &str, key: &str) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--sim") {
-        simulator_process(args[i + 1].parse().expect("--sim IMAGES"));
+        support::serve_simulator(rows(args[i + 1].parse().expect("--sim IMAGES")));
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--child") {
