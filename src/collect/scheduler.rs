@@ -275,9 +275,7 @@ fn end_run(
     change: impl FnOnce(&mut Published) -> Vec<Detection>,
 ) -> Ended {
     handle.commit(|p| {
-        let generation = p.detector.generation;
-        let detections = change(p);
-        let detector_changed = p.detector.generation != generation;
+        let (detections, detector_changed) = detecting(p, change);
         let now = SystemTime::now();
         let s = p.lane_mut(lane);
         let was_down = s.runs > 0 && !s.up;
@@ -310,6 +308,17 @@ fn end_run(
     })
 }
 
+/// Applies `change` (which returns its detections) to `p`; returns the
+/// detections and whether the detector's state changed.
+fn detecting(
+    p: &mut Published,
+    change: impl FnOnce(&mut Published) -> Vec<Detection>,
+) -> (Vec<Detection>, bool) {
+    let generation = p.detector.generation;
+    let detections = change(p);
+    (detections, p.detector.generation != generation)
+}
+
 /// Feeds a complete listing of the scope's malicious images to the detector.
 fn observe(p: &mut Published, images: &[(ImageKey, u64)]) -> Vec<Detection> {
     p.detector_mut().observe(images.iter().cloned())
@@ -329,11 +338,7 @@ fn publish_now(handle: &ScopeHandle, ctx: &LaneContext, lane: Lane) {
     let (detections, detector_changed) = {
         let table = handle.table();
         let snapshot = Arc::new(table.snapshot(SystemTime::now(), ctx.settings.max_image_series));
-        handle.commit(|p| {
-            let generation = p.detector.generation;
-            let detections = publish_table(p, &snapshot);
-            (detections, p.detector.generation != generation)
-        })
+        handle.commit(|p| detecting(p, |p| publish_table(p, &snapshot)))
     };
     let ended = Ended {
         lane,
