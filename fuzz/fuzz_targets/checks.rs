@@ -94,7 +94,7 @@ pub fn check(data: &[u8]) {
         "invalid UTF-8 is counted, and only then"
     );
     let objects = entries.iter().filter(|e| e.0).count();
-    assert_eq!(page.rows.len(), objects, "one row per object in data_list");
+    assert_eq!(page.len(), objects, "one row per object in data_list");
     let not_rows = page
         .invalid_fields
         .iter()

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 pub use super::keys::{ImageKey, NamespaceKey, image_key, row_key};
-use crate::hss::Row;
+use crate::hss::RowRef;
 
 static NEXT_SNAPSHOT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -150,27 +150,31 @@ pub struct MaliciousSnapshot {
 impl MaliciousSnapshot {
     /// Builds the result of a malicious-lane listing from its rows
     /// (deduplicated like a sweep; rows without malicious files ignored).
-    pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a Row>, finished_at: SystemTime) -> Self {
+    pub fn from_rows<'a, R: Into<RowRef<'a>>>(
+        rows: impl IntoIterator<Item = R>,
+        finished_at: SystemTime,
+    ) -> Self {
         let mut seen = HashSet::new();
         let mut namespaces: BTreeMap<NamespaceKey, MaliciousStats> = BTreeMap::new();
         let mut images = Vec::new();
         for row in rows {
+            let row = row.into();
             if row.malicious_file_num == 0 {
                 continue;
             }
-            if !seen.insert(row_key(row)) {
+            if !seen.insert(row_key(&row)) {
                 continue;
             }
             let stats = namespaces
                 .entry(NamespaceKey {
-                    instance_name: row.instance_name.clone(),
-                    registry_name: row.registry_name.clone(),
-                    namespace: row.namespace.clone(),
+                    instance_name: row.instance_name.into(),
+                    registry_name: row.registry_name.into(),
+                    namespace: row.namespace.into(),
                 })
                 .or_default();
             stats.files += row.malicious_file_num;
             stats.images += 1;
-            images.push((image_key(row), row.malicious_file_num));
+            images.push((image_key(&row), row.malicious_file_num));
         }
         Self {
             id: next_snapshot_id(),
@@ -240,6 +244,7 @@ pub fn cap_namespaces<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hss::Row;
     // The statistics are derived through the image table, as published.
     use crate::collect::table::Aggregator;
 
@@ -438,7 +443,7 @@ mod tests {
         )
         .unwrap();
         let mut agg = Aggregator::new(false);
-        for r in &page.rows {
+        for r in page.rows() {
             agg.add(r);
         }
         let snap = agg.finish(SystemTime::UNIX_EPOCH, 0);

@@ -10,7 +10,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use crate::hss::Row;
+use crate::hss::RowRef;
 
 /// A namespace within a scope.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -55,14 +55,14 @@ impl ImageKey {
 }
 
 /// The detection key of a row.
-pub fn image_key(row: &Row) -> ImageKey {
+pub fn image_key(row: &RowRef<'_>) -> ImageKey {
     ImageKey {
-        instance_name: row.instance_name.clone(),
-        registry_name: row.registry_name.clone(),
-        namespace: row.namespace.clone(),
-        image: row.image_name.clone(),
-        version: row.image_version.clone(),
-        digest: row.image_digest.clone(),
+        instance_name: row.instance_name.into(),
+        registry_name: row.registry_name.into(),
+        namespace: row.namespace.into(),
+        image: row.image_name.into(),
+        version: row.image_version.into(),
+        digest: row.image_digest.into(),
     }
 }
 
@@ -71,7 +71,7 @@ pub fn image_key(row: &Row) -> ImageKey {
 const COMPOSITE_BIT: u64 = 1 << 63;
 
 /// The key a row is stored under: its id, else a hash of what identifies it.
-pub fn row_key(row: &Row) -> u64 {
+pub fn row_key(row: &RowRef<'_>) -> u64 {
     match row.id {
         Some(id) => id & !COMPOSITE_BIT,
         None => {

@@ -34,7 +34,7 @@ use super::keys::row_key;
 use super::table::TableBuilder;
 use super::{Error, Lane, Published, ScopeHandle};
 use crate::collect::source::ImageSource;
-use crate::hss::{ListQuery, Page, Priority, Row};
+use crate::hss::{ListQuery, Page, Priority, RowRef};
 
 /// The largest offset the API accepts.
 pub const MAX_OFFSET: u64 = 2_000_000;
@@ -111,12 +111,14 @@ pub struct ListingStats {
 /// `concurrency` at a time. Each page goes to `on_page` as it arrives. Every
 /// offset is asked for once; when `total_num` is unreadable, pages are fetched
 /// one by one until a short page. The first page is asked for not before
-/// `not_before`.
+/// `not_before`; a page that gets no budget slot by `give_up_at` fails the
+/// listing with [`crate::hss::Error::NoSlot`] (calls already sent finish).
 pub async fn list_all(
     source: &dyn ImageSource,
     template: &ListQuery,
     priority: Priority,
     not_before: Option<Instant>,
+    give_up_at: Option<Instant>,
     concurrency: usize,
     mut on_page: impl FnMut(Page),
 ) -> Result<ListingStats, Error> {
@@ -128,7 +130,7 @@ pub async fn list_all(
         };
         async move {
             source
-                .list_page(&query, priority, not_before)
+                .list_page(&query, priority, not_before, give_up_at)
                 .await
                 .map_err(|source| Error::Page { offset, source })
         }
@@ -140,7 +142,7 @@ pub async fn list_all(
         total_changes: 0,
     };
     let mut last_total = first.total_num;
-    let mut short = (first.rows.len() as u64) < page_size;
+    let mut short = (first.len() as u64) < page_size;
     on_page(first);
 
     if last_total.is_none() {
@@ -151,7 +153,7 @@ pub async fn list_all(
             }
             let page = fetch(offset, None).await?;
             stats.pages += 1;
-            short = (page.rows.len() as u64) < page_size;
+            short = (page.len() as u64) < page_size;
             on_page(page);
             offset += page_size;
         }
@@ -190,7 +192,7 @@ pub async fn list_all(
             }
             plan_until = plan_until.max(total);
         }
-        if page.rows.is_empty() {
+        if page.is_empty() {
             // No row lies beyond an empty page.
             end = Some(end.map_or(offset, |end| end.min(offset)));
         }
@@ -413,6 +415,7 @@ pub async fn sweep_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
         &template(handle, settings, None),
         Priority::Low,
         None,
+        None,
         settings.concurrency,
         |page| {
             if builder.received() == 0 {
@@ -420,13 +423,12 @@ pub async fn sweep_once(handle: &ScopeHandle, ctx: &LaneContext) -> bool {
                     builder.reserve(total);
                 }
                 first_page_newest = page
-                    .rows
-                    .iter()
+                    .rows()
                     .flat_map(|r| [r.latest_scan_time, r.latest_update_time])
                     .max()
                     .flatten();
             }
-            for row in &page.rows {
+            for row in page.rows() {
                 builder.add(row);
             }
         },
@@ -570,7 +572,7 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
     if handle.snapshot().is_some_and(|s| s.images == 0) {
         // The last sweep found nothing at all, so nothing can be malicious.
         let empty = Arc::new(MaliciousSnapshot::from_rows(
-            std::iter::empty::<&Row>(),
+            std::iter::empty::<RowRef<'_>>(),
             SystemTime::now(),
         ));
         let duration = started.elapsed();
@@ -588,7 +590,7 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
     handle.update_lane(Lane::Malicious, |s| {
         s.running_since = Some(SystemTime::now())
     });
-    let mut rows: Vec<Row> = Vec::new();
+    let mut pages: Vec<Page> = Vec::new();
     // Once the changes lane detects, this listing is a check and gives way
     // to the scan-time queries.
     let priority = if handle.changes_lane && handle.table().is_complete() {
@@ -601,8 +603,9 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
         &template(handle, settings, Some(true)),
         priority,
         due,
+        None,
         settings.concurrency,
-        |page| rows.extend(page.rows),
+        |page| pages.push(page),
     )
     .await;
     let duration = Instant::now().saturating_duration_since(started);
@@ -615,8 +618,9 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
             return false;
         }
     };
-    let snapshot = Arc::new(MaliciousSnapshot::from_rows(&rows, SystemTime::now()));
-    let malicious_rows = rows.iter().filter(|r| r.malicious_file_num > 0).count() as u64;
+    let rows = || pages.iter().flat_map(Page::rows);
+    let snapshot = Arc::new(MaliciousSnapshot::from_rows(rows(), SystemTime::now()));
+    let malicious_rows = rows().filter(|r| r.malicious_file_num > 0).count() as u64;
     let duplicates = malicious_rows - snapshot.images.len() as u64;
     let images = snapshot.images.len() as u64;
     let namespaces = snapshot.namespaces.len() as u64;
@@ -636,12 +640,11 @@ async fn malicious_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Insta
             // With a complete image table, the listing is a check of it: its
             // rows are upserted, images it left out have no malicious files any
             // more, and detection goes by the table.
-            let ids: std::collections::HashSet<u64> = rows
-                .iter()
+            let ids: std::collections::HashSet<u64> = rows()
                 .filter(|r| r.malicious_file_num > 0)
-                .map(row_key)
+                .map(|r| row_key(&r))
                 .collect();
-            let applied = table.upsert(rows.iter().filter(|r| r.malicious_file_num > 0))
+            let applied = table.upsert(rows().filter(|r| r.malicious_file_num > 0))
                 + table.clear_malicious_except(&ids);
             let current = Arc::new(table.snapshot(SystemTime::now(), settings.max_image_series));
             end_run(handle, Lane::Malicious, duration, Outcome::Succeeded, |p| {
@@ -704,6 +707,8 @@ async fn changes_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant
     // that round's scan-time query back (detection waits for it), so it is
     // put off to the next round then: its watermark stays, and the round
     // does not count towards the alternation, so the next one asks again.
+    // Only the wait for a slot is cut short: a call once sent is answered
+    // and applied, never thrown away.
     let deadline = (!settings.changes_round.is_zero())
         .then(|| started.checked_add(settings.changes_round))
         .flatten();
@@ -720,38 +725,36 @@ async fn changes_at(handle: &ScopeHandle, ctx: &LaneContext, due: Option<Instant
             Filter::Scan => Priority::High,
             Filter::Update => Priority::Medium,
         };
-        let listing = list_all(
+        let result = list_all(
             ctx.source.as_ref(),
             &query,
             priority,
             (filter == Filter::Scan).then_some(due).flatten(),
+            (filter == Filter::Update).then_some(deadline).flatten(),
             settings.concurrency,
             |page| {
-                fetched += page.rows.len() as u64;
-                for row in &page.rows {
+                fetched += page.len() as u64;
+                for row in page.rows() {
                     let time = match filter {
                         Filter::Scan => row.latest_scan_time,
                         Filter::Update => row.latest_update_time,
                     };
                     seen = seen.max(time);
                 }
-                let changed = handle.table().upsert(&page.rows);
+                let changed = handle.table().upsert(page.rows());
                 applied += changed;
                 unpublished += changed;
             },
-        );
-        let result = match (filter, deadline) {
-            (Filter::Update, Some(deadline)) => {
-                match tokio::time::timeout_at(deadline, listing).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        deferred = true;
-                        break;
-                    }
-                }
-            }
-            _ => listing.await,
-        };
+        )
+        .await;
+        if let Err(Error::Page {
+            source: crate::hss::Error::NoSlot,
+            ..
+        }) = result
+        {
+            deferred = true;
+            break;
+        }
         match result {
             Ok(stats) => {
                 pages += stats.pages;
@@ -1039,10 +1042,16 @@ mod tests {
             query: &'a ListQuery,
             priority: Priority,
             not_before: Option<Instant>,
+            give_up_at: Option<Instant>,
         ) -> BoxFuture<'a, Result<Page, crate::hss::Error>> {
             Box::pin(async move {
                 let permit = match &self.budget {
-                    Some(budget) => Some(budget.acquire_at(priority, not_before).await.0),
+                    Some(budget) => {
+                        match budget.acquire_until(priority, not_before, give_up_at).await {
+                            Some((permit, _)) => Some(permit),
+                            None => return Err(crate::hss::Error::NoSlot),
+                        }
+                    }
                     None => {
                         if let Some(at) = not_before {
                             tokio::time::sleep_until(at).await;
@@ -1099,11 +1108,7 @@ mod tests {
                 };
                 let start = (query.offset as usize).min(selected.len());
                 let end = (start + query.limit as usize).min(selected.len());
-                Ok(Page {
-                    total_num: total,
-                    rows: selected[start..end].iter().map(|r| (*r).clone()).collect(),
-                    invalid_fields: Vec::new(),
-                })
+                Ok(Page::from_rows(total, selected[start..end].iter().copied()))
             })
         }
     }
@@ -1884,6 +1889,55 @@ mod tests {
         assert!(queries[1].updated_since_ms.is_some());
         assert_eq!(handle.snapshot().unwrap().images, 451);
         assert_eq!(handle.watermarks().rounds, before.rounds + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_update_time_query_sent_before_the_next_round_is_answered_and_applied() {
+        // Calls take 40 s: the update-time query gets its slot at 40 s, before
+        // the next round is due (60 s), and its answer comes at 80 s. The
+        // call was made: it is applied, not thrown away at the deadline.
+        let budget = Budget::new(RateLimit {
+            calls: 5,
+            window: Duration::from_secs(1),
+        });
+        let source = Arc::new(FakeSource {
+            rows: Mutex::new(registry().rows.lock().unwrap().clone()),
+            budget: Some(Arc::clone(&budget)),
+            ..FakeSource::default()
+        });
+        let handle = changes_handle();
+        let quick = ctx(&source, changes_settings());
+        assert!(sweep_once(&handle, &quick).await);
+        assert!(changes_once(&handle, &quick).await.unwrap());
+        assert!(changes_once(&handle, &quick).await.unwrap());
+        source.rows.lock().unwrap().push(Row {
+            scan_status: Some("waiting_for_scan".into()),
+            latest_scan_time: None,
+            latest_update_time: Some(SERVER_NOW + 2_000),
+            ..timed(1_000, "ns-new", 0, 0, 0)
+        });
+        let before = handle.watermarks();
+        // Slow calls from now on (the fake's latency is read per call).
+        let slow = Arc::new(FakeSource {
+            rows: Mutex::new(source.rows.lock().unwrap().clone()),
+            budget: Some(budget),
+            latency: Duration::from_secs(40),
+            ..FakeSource::default()
+        });
+        let slow_ctx = ctx(&slow, changes_settings());
+        let started = Instant::now();
+        assert_eq!(changes_once(&handle, &slow_ctx).await, Some(true));
+        assert_eq!(started.elapsed(), Duration::from_secs(80));
+        let queries = slow.queries.lock().unwrap().clone();
+        assert_eq!(queries.len(), 2);
+        assert!(queries[1].updated_since_ms.is_some());
+        assert_eq!(
+            handle.snapshot().unwrap().images,
+            451,
+            "the push is applied"
+        );
+        assert_eq!(handle.watermarks().rounds, before.rounds + 1);
+        assert!(handle.watermarks().update_since_ms > before.update_since_ms);
     }
 
     #[test]

@@ -12,12 +12,14 @@ use crate::hss::{Client, Error, ListQuery, Page, Priority};
 /// Lists pages of images.
 pub trait ImageSource: Send + Sync {
     /// Fetches one page, retrying as the source sees fit; the first call not
-    /// before `not_before`.
+    /// before `not_before`; a call that could not be sent by `give_up_at` is
+    /// not sent at all ([`Error::NoSlot`]).
     fn list_page<'a>(
         &'a self,
         query: &'a ListQuery,
         priority: Priority,
         not_before: Option<Instant>,
+        give_up_at: Option<Instant>,
     ) -> BoxFuture<'a, Result<Page, Error>>;
 }
 
@@ -27,7 +29,10 @@ impl ImageSource for Client {
         query: &'a ListQuery,
         priority: Priority,
         not_before: Option<Instant>,
+        give_up_at: Option<Instant>,
     ) -> BoxFuture<'a, Result<Page, Error>> {
-        Box::pin(Client::list_page(self, query, priority, not_before))
+        Box::pin(Client::list_page(
+            self, query, priority, not_before, give_up_at,
+        ))
     }
 }

@@ -32,7 +32,7 @@ use super::aggregate::{
 };
 pub use super::keys::row_key;
 use super::keys::{ImageKey, NamespaceKey};
-use crate::hss::Row;
+use crate::hss::RowRef;
 
 /// Ids remembered while a sweep runs, at most: beyond that the sweep's own
 /// rows win and the next sweep corrects what it missed.
@@ -84,11 +84,11 @@ struct Names {
 }
 
 impl Names {
-    fn of(row: &Row) -> Self {
+    fn of(row: &RowRef<'_>) -> Self {
         Self {
-            image: row.image_name.as_str().into(),
-            version: row.image_version.as_str().into(),
-            digest: row.image_digest.as_str().into(),
+            image: row.image_name.into(),
+            version: row.image_version.into(),
+            digest: row.image_digest.into(),
         }
     }
 }
@@ -187,8 +187,8 @@ impl Strings {
         self.find_namespace(&key.instance_name, &key.registry_name, &key.namespace)
     }
 
-    fn namespace_of(&mut self, row: &Row) -> u32 {
-        self.find_namespace(&row.instance_name, &row.registry_name, &row.namespace)
+    fn namespace_of(&mut self, row: &RowRef<'_>) -> u32 {
+        self.find_namespace(row.instance_name, row.registry_name, row.namespace)
     }
 
     /// Interned `text` + 1; 0 for none.
@@ -239,7 +239,7 @@ fn clamp(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn entry_of(row: &Row, strings: &mut Strings) -> Entry {
+fn entry_of(row: &RowRef<'_>, strings: &mut Strings) -> Entry {
     let reason = row.scan_failure_reason();
     Entry {
         scan_ms: row.latest_scan_time.unwrap_or(0),
@@ -248,9 +248,9 @@ fn entry_of(row: &Row, strings: &mut Strings) -> Entry {
         vulnerabilities: clamp(row.vul_num),
         unsafe_settings: clamp(row.unsafe_setting_num),
         malicious_files: clamp(row.malicious_file_num),
-        status: strings.text(row.scan_status.as_deref()),
+        status: strings.text(row.scan_status),
         reason: strings.text((!reason.is_empty()).then_some(reason)),
-        severity: strings.text(row.severity_level.as_deref()),
+        severity: strings.text(row.severity_level),
     }
 }
 
@@ -287,12 +287,13 @@ impl TableBuilder {
 
     /// Adds one row; duplicates are dropped (the first one stays) when the
     /// table is built.
-    pub fn add(&mut self, row: &Row) {
+    pub fn add<'r>(&mut self, row: impl Into<RowRef<'r>>) {
+        let row = row.into();
         self.received += 1;
-        let key = row_key(row);
-        let entry = entry_of(row, &mut self.strings);
+        let key = row_key(&row);
+        let entry = entry_of(&row, &mut self.strings);
         if self.keep_names || entry.malicious_files > 0 {
-            self.names.entry(key).or_insert_with(|| Names::of(row));
+            self.names.entry(key).or_insert_with(|| Names::of(&row));
         }
         self.rows.push((key, entry));
     }
@@ -447,12 +448,13 @@ impl ImageTable {
     /// Inserts or replaces images by id (later rows of `rows` win); returns
     /// how many rows changed the table (new images, or images whose figures
     /// or times changed).
-    pub fn upsert<'a>(&mut self, rows: impl IntoIterator<Item = &'a Row>) -> u64 {
+    pub fn upsert<'a, R: Into<RowRef<'a>>>(&mut self, rows: impl IntoIterator<Item = R>) -> u64 {
         let mut fresh: Vec<(u64, Entry)> = Vec::new();
         let mut applied = 0;
         for row in rows {
-            let id = row_key(row);
-            let entry = entry_of(row, &mut self.strings);
+            let row = row.into();
+            let id = row_key(&row);
+            let entry = entry_of(&row, &mut self.strings);
             let changed = match self.find(id) {
                 Ok(i) => {
                     let changed = self.rows[i].1 != entry;
@@ -465,7 +467,7 @@ impl ImageTable {
                 }
             };
             if self.keep_names || entry.malicious_files > 0 {
-                self.names.insert(id, Names::of(row));
+                self.names.insert(id, Names::of(&row));
             } else {
                 self.names.remove(&id);
             }
@@ -741,7 +743,7 @@ impl Aggregator {
     }
 
     /// Adds one row (duplicates are dropped when the snapshot is made).
-    pub fn add(&mut self, row: &Row) {
+    pub fn add<'r>(&mut self, row: impl Into<RowRef<'r>>) {
         self.builder.add(row);
     }
 
@@ -766,6 +768,7 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hss::Row;
 
     fn row(id: u64, ns: &str, vul: u64, mal: u64, scan: i64) -> Row {
         Row {

@@ -237,6 +237,32 @@ impl Budget {
         priority: Priority,
         not_before: Option<Instant>,
     ) -> (Permit, Duration) {
+        self.wait_for_slot(priority, not_before).await
+    }
+
+    /// [`acquire_at`](Self::acquire_at), giving up (`None`) when no slot is
+    /// granted by `give_up_at`. A caller with a deadline waits for its slot
+    /// only until then; a call once granted is never cut short by it.
+    pub async fn acquire_until(
+        self: &Arc<Self>,
+        priority: Priority,
+        not_before: Option<Instant>,
+        give_up_at: Option<Instant>,
+    ) -> Option<(Permit, Duration)> {
+        let wait = self.wait_for_slot(priority, not_before);
+        match give_up_at {
+            // The wait is polled before the deadline, and a grant returns in
+            // the poll that makes it: no permit is lost to the deadline.
+            Some(at) => tokio::time::timeout_at(at, wait).await.ok(),
+            None => Some(wait.await),
+        }
+    }
+
+    async fn wait_for_slot(
+        self: &Arc<Self>,
+        priority: Priority,
+        not_before: Option<Instant>,
+    ) -> (Permit, Duration) {
         let started = not_before.map_or_else(Instant::now, |at| at.max(Instant::now()));
         let ticket = {
             let mut state = self.lock();
@@ -396,6 +422,21 @@ impl Budget {
         self.changed.notify_waiters();
     }
 
+    /// Records a call given up before its answer arrived: the request may
+    /// still be on its way or waiting in the server, which counts it when
+    /// it reads it. Its slot is kept as if the answer came one window from
+    /// now, so it leaves the window two windows from now.
+    fn abandon(&self, id: u64) {
+        let until = Instant::now() + self.limit().window;
+        {
+            let mut state = self.lock();
+            if let Some(slot) = state.calls.iter_mut().find(|s| s.id == id) {
+                slot.ended = Some(until);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
     /// Stops granting for `pause` after the server throttled a call, at most
     /// [`MAX_PAUSE_WINDOWS`] windows. A longer pause already in place is kept.
     pub fn pause(&self, pause: Duration) {
@@ -459,8 +500,10 @@ impl Drop for TicketGuard<'_> {
     }
 }
 
-/// The right to send one call. Dropping it records the end of the call, so
-/// the slot leaves the window one window later.
+/// The right to send one call. Finishing it records the end of the call, so
+/// the slot leaves the window one window later; dropping it unfinished (the
+/// call was cancelled) or [`unanswered`](Permit::unanswered) keeps the slot
+/// one window longer, for the server may still count the call.
 #[derive(Debug)]
 pub struct Permit {
     budget: Arc<Budget>,
@@ -481,12 +524,18 @@ impl Permit {
         self.done = true;
         self.budget.finish(self.id, true);
     }
+
+    /// Records that the call was given up without an answer (it timed out).
+    pub fn unanswered(mut self) {
+        self.done = true;
+        self.budget.abandon(self.id);
+    }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            self.budget.finish(self.id, false);
+            self.budget.abandon(self.id);
         }
     }
 }
@@ -532,6 +581,27 @@ mod tests {
         let elapsed = grants[22] - start;
         assert!(elapsed >= Duration::from_secs(240), "{elapsed:?}");
         assert!(elapsed <= Duration::from_secs(242), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_given_up_without_its_answer_keeps_its_slot_a_window_longer() {
+        // The server counts a call when it reads it, which may be after the
+        // exporter gave up on it (a cancelled listing, a timeout).
+        let budget = Budget::new(limit(1, 60));
+        let (cancelled, _) = budget.acquire(Priority::High).await;
+        drop(cancelled);
+        let (_, waited) = budget.acquire(Priority::High).await;
+        assert_eq!(waited, Duration::from_secs(120), "dropped unfinished");
+
+        let budget = Budget::new(limit(1, 60));
+        budget.acquire(Priority::High).await.0.unanswered();
+        let (_, waited) = budget.acquire(Priority::High).await;
+        assert_eq!(waited, Duration::from_secs(120), "timed out");
+
+        let budget = Budget::new(limit(1, 60));
+        budget.acquire(Priority::High).await.0.finish();
+        let (_, waited) = budget.acquire(Priority::High).await;
+        assert_eq!(waited, Duration::from_secs(60), "answered");
     }
 
     #[tokio::test(start_paused = true)]
@@ -712,14 +782,6 @@ mod tests {
         let (_, waited) = budget.acquire(Priority::Low).await;
         assert!(waited >= Duration::from_secs(30), "{waited:?}");
         reserved.await.unwrap();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn dropping_a_permit_ends_the_call() {
-        let budget = Budget::new(limit(1, 10));
-        drop(budget.acquire(Priority::Low).await.0);
-        let (_, waited) = budget.acquire(Priority::Low).await;
-        assert_eq!(waited, Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]

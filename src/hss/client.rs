@@ -91,6 +91,9 @@ pub enum Error {
     /// No complete answer within `request_timeout`.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// Not sent: no budget slot came before the caller's deadline.
+    #[error("not sent: no budget slot before the deadline")]
+    NoSlot,
     /// The body is larger than the cap.
     #[error("response body larger than the {limit}-byte cap")]
     BodyTooLarge {
@@ -136,7 +139,8 @@ impl Error {
             | Self::Redirect(_)
             | Self::Auth(_)
             | Self::AuthHold { .. }
-            | Self::ProjectLookup { .. } => false,
+            | Self::ProjectLookup { .. }
+            | Self::NoSlot => false,
         }
     }
 
@@ -161,6 +165,7 @@ impl Error {
             Self::Decode(_) => "malformed",
             Self::BodyTooLarge { .. } => "too_large",
             Self::Redirect(_) => "redirect",
+            Self::NoSlot => "no_slot",
             Self::Auth(_) | Self::AuthHold { .. } | Self::ProjectLookup { .. } => "auth",
         }
     }
@@ -404,12 +409,14 @@ impl Client {
 
     /// Fetches one page, with retries. Every attempt waits for a budget permit
     /// of `priority`; the first one not before `not_before`, for which it
-    /// holds a reservation in the budget until then.
+    /// holds a reservation in the budget until then. An attempt that gets no
+    /// permit by `give_up_at` is not sent ([`Error::NoSlot`]).
     pub async fn list_page(
         &self,
         query: &ListQuery,
         priority: Priority,
         not_before: Option<Instant>,
+        give_up_at: Option<Instant>,
     ) -> Result<Page, Error> {
         use std::sync::atomic::Ordering;
         let mut attempt = 0;
@@ -424,7 +431,13 @@ impl Client {
                 return Err(error);
             }
             let reserved = if attempt == 0 { not_before } else { None };
-            let (permit, waited) = self.budget.acquire_at(priority, reserved).await;
+            let Some((permit, waited)) = self
+                .budget
+                .acquire_until(priority, reserved, give_up_at)
+                .await
+            else {
+                return Err(Error::NoSlot);
+            };
             if let Some(error) = self.held() {
                 // Another lane was refused while this call waited.
                 permit.finish();
@@ -440,6 +453,11 @@ impl Client {
                         self.observer.invalid_field(&self.target, field, *count);
                     }
                     return Ok(page);
+                }
+                Err(error @ Error::Timeout(_)) => {
+                    // The server may answer it yet, and count it then.
+                    permit.unanswered();
+                    error
                 }
                 Err(error) => {
                     permit.finish();

@@ -18,5 +18,5 @@ pub use hss_api::model;
 
 pub use budget::{Budget, BudgetRecord, Priority};
 pub use client::{ApiObserver, Client, ClientSettings, Error, ListQuery};
-pub use model::{Page, Row};
+pub use model::{Page, Row, RowRef};
 pub use settings::{CredentialsConfig, TargetSettings};

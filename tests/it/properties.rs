@@ -381,7 +381,7 @@ proptest! {
                 _ => *want_invalid.entry("data_list").or_default() += 1,
             }
         }
-        let got_rows: Vec<Row> = parsed.rows.iter().map(covered).collect();
+        let got_rows: Vec<Row> = parsed.to_rows().iter().map(covered).collect();
         prop_assert_eq!(got_rows, want_rows);
         prop_assert_eq!(invalid_map(&parsed), want_invalid);
     }

@@ -15,4 +15,4 @@
 pub mod model;
 pub mod signer;
 
-pub use model::{Page, Row};
+pub use model::{Page, Row, RowOf, RowRef};

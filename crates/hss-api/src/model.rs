@@ -38,6 +38,7 @@
 //! once whether or not the listing repeats it as its own row (rows are
 //! deduplicated by id) and whether or not the parent's counts include it.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
@@ -63,26 +64,28 @@ pub enum ModelError {
     },
 }
 
-/// One image version, as far as the exporter needs it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Row {
+/// One image version, as far as the exporter needs it, with its texts as
+/// `S`: owned ([`Row`]), borrowed from a page ([`RowRef`]), or a page's own
+/// text ranges (inside [`Page`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowOf<S> {
     /// The API's row id, when readable.
     pub id: Option<u64>,
     /// SWR organisation (namespace).
-    pub namespace: String,
+    pub namespace: S,
     /// Image (repository) name.
-    pub image_name: String,
+    pub image_name: S,
     /// Image version (tag).
-    pub image_version: String,
+    pub image_version: S,
     /// Image digest.
-    pub image_digest: String,
+    pub image_digest: S,
     /// Scan status; `None` when missing.
-    pub scan_status: Option<String>,
+    pub scan_status: Option<S>,
     /// Why the scan failed (swr-repository: the code; registry-images: a
     /// human description); empty when it did not.
-    pub scan_failed_desc: String,
+    pub scan_failed_desc: S,
     /// The failure code (registry-images API only); empty otherwise.
-    pub scan_failed_code: String,
+    pub scan_failed_code: S,
     /// Last scan time, epoch milliseconds; `None` when never scanned.
     pub latest_scan_time: Option<i64>,
     /// When the version was last pushed or updated, epoch milliseconds;
@@ -95,48 +98,228 @@ pub struct Row {
     /// Malicious files found.
     pub malicious_file_num: u64,
     /// Enterprise-edition instance name; empty otherwise.
-    pub instance_name: String,
+    pub instance_name: S,
     /// Enterprise-edition instance id; empty otherwise.
-    pub instance_id: String,
+    pub instance_id: S,
     /// Whether this is the newest version of the image.
     pub latest_version: Option<bool>,
     /// The registry the image is in (registry-images API); empty otherwise.
-    pub registry_name: String,
+    pub registry_name: S,
     /// `Security`, `Low`, `Medium` or `High` (registry-images API, once
     /// scanned); `None` otherwise.
-    pub severity_level: Option<String>,
+    pub severity_level: Option<S>,
 }
 
-impl Row {
-    /// The `reason` of a failed scan: `scan_failed_code` when present and
-    /// not empty, else `scan_failed_desc` (which holds the code under the
-    /// swr-repository API); empty when the scan did not fail.
-    pub fn scan_failure_reason(&self) -> &str {
-        if self.scan_failed_code.is_empty() {
-            &self.scan_failed_desc
-        } else {
-            &self.scan_failed_code
+/// A row that owns its texts.
+pub type Row = RowOf<String>;
+
+/// A row whose texts are borrowed, from a [`Page`] or a [`Row`].
+pub type RowRef<'a> = RowOf<&'a str>;
+
+impl<S> RowOf<S> {
+    /// The same row with each text `f` of the original; an absent
+    /// `scan_status` or `severity_level` stays absent.
+    pub fn map<'s, T>(&'s self, mut f: impl FnMut(&'s S) -> T) -> RowOf<T> {
+        RowOf {
+            id: self.id,
+            namespace: f(&self.namespace),
+            image_name: f(&self.image_name),
+            image_version: f(&self.image_version),
+            image_digest: f(&self.image_digest),
+            scan_status: self.scan_status.as_ref().map(&mut f),
+            scan_failed_desc: f(&self.scan_failed_desc),
+            scan_failed_code: f(&self.scan_failed_code),
+            latest_scan_time: self.latest_scan_time,
+            latest_update_time: self.latest_update_time,
+            vul_num: self.vul_num,
+            unsafe_setting_num: self.unsafe_setting_num,
+            malicious_file_num: self.malicious_file_num,
+            instance_name: f(&self.instance_name),
+            instance_id: f(&self.instance_id),
+            latest_version: self.latest_version,
+            registry_name: f(&self.registry_name),
+            severity_level: self.severity_level.as_ref().map(f),
         }
     }
 }
 
-/// A parsed page.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+impl<S: AsRef<str>> RowOf<S> {
+    /// The `reason` of a failed scan: `scan_failed_code` when present and
+    /// not empty, else `scan_failed_desc` (which holds the code under the
+    /// swr-repository API); empty when the scan did not fail.
+    pub fn scan_failure_reason(&self) -> &str {
+        if self.scan_failed_code.as_ref().is_empty() {
+            self.scan_failed_desc.as_ref()
+        } else {
+            self.scan_failed_code.as_ref()
+        }
+    }
+
+    /// The row with its texts borrowed.
+    pub fn as_ref(&self) -> RowRef<'_> {
+        self.map(|s| s.as_ref())
+    }
+
+    /// The row with its texts copied.
+    pub fn to_row(&self) -> Row {
+        self.map(|s| s.as_ref().to_owned())
+    }
+}
+
+impl<'a> From<&'a Row> for RowRef<'a> {
+    fn from(row: &'a Row) -> Self {
+        row.as_ref()
+    }
+}
+
+/// A text of a row in a [`Page`]: a byte range of the page's text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+/// Where the texts of a page's rows go as they are read: one string for the
+/// whole page (no allocation per value), or owned strings (the serde path).
+trait Texts {
+    type Text: Default;
+    /// Keeps `text`, which is valid UTF-8.
+    fn put(&mut self, text: &[u8]) -> Self::Text;
+}
+
+impl Span {
+    /// A page's text is shorter than its body, which the client caps far
+    /// below 4 GiB; a longer one reads as empty texts, never as others.
+    fn of(start: usize, end: usize) -> Span {
+        match (u32::try_from(start), u32::try_from(end)) {
+            (Ok(start), Ok(end)) => Span { start, end },
+            _ => Span::default(),
+        }
+    }
+}
+
+/// The texts of a page's rows as the [`Scanner`] reads them: bytes it has
+/// seen to be UTF-8, checked once more as a whole when the page is done.
+impl Texts for Vec<u8> {
+    type Text = Span;
+    fn put(&mut self, text: &[u8]) -> Span {
+        let start = self.len();
+        self.extend_from_slice(text);
+        Span::of(start, self.len())
+    }
+}
+
+/// The texts of a page's rows from the serde path or [`Page::from_rows`].
+impl Texts for String {
+    type Text = Span;
+    fn put(&mut self, text: &[u8]) -> Span {
+        let start = self.len();
+        self.push_str(&String::from_utf8_lossy(text));
+        Span::of(start, self.len())
+    }
+}
+
+/// The owned texts of the serde path's rows.
+struct Owned;
+
+impl Texts for Owned {
+    type Text = String;
+    fn put(&mut self, text: &[u8]) -> String {
+        String::from_utf8_lossy(text).into_owned()
+    }
+}
+
+/// A parsed page. Its rows' texts share one string, so a page of 200 rows
+/// is a handful of allocations rather than some 1,400; [`Page::rows`] reads
+/// them as [`RowRef`]s.
+#[derive(Default, Clone)]
 pub struct Page {
     /// The API's total for the whole listing, when readable.
     pub total_num: Option<u64>,
-    /// The rows that were objects.
-    pub rows: Vec<Row>,
     /// Fields whose value could not be read, with how often.
     pub invalid_fields: Vec<(&'static str, u64)>,
+    /// The texts of all rows.
+    text: String,
+    /// The rows that were objects, their texts as ranges of `text`.
+    rows: Vec<RowOf<Span>>,
 }
 
 impl Page {
+    /// A page of `rows`, as if parsed.
+    pub fn from_rows<'a, R: Into<RowRef<'a>>>(
+        total_num: Option<u64>,
+        rows: impl IntoIterator<Item = R>,
+    ) -> Self {
+        let mut page = Page {
+            total_num,
+            ..Page::default()
+        };
+        for row in rows {
+            let row = row.into();
+            let row = row.map(|s| page.text.put(s.as_bytes()));
+            page.rows.push(row);
+        }
+        page
+    }
+
+    /// The rows that were objects, in page order.
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = RowRef<'_>> + DoubleEndedIterator + '_ {
+        self.rows.iter().map(|row| self.view(row))
+    }
+
+    /// The row at `index`.
+    pub fn row(&self, index: usize) -> Option<RowRef<'_>> {
+        self.rows.get(index).map(|row| self.view(row))
+    }
+
+    /// The rows, with their texts copied.
+    pub fn to_rows(&self) -> Vec<Row> {
+        self.rows().map(|row| row.to_row()).collect()
+    }
+
+    /// Rows that were objects.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the page has no row.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn view(&self, row: &RowOf<Span>) -> RowRef<'_> {
+        row.map(|span| {
+            self.text
+                .get(span.start as usize..span.end as usize)
+                .unwrap_or_default()
+        })
+    }
+
     fn count_invalid(&mut self, field: &'static str) {
         match self.invalid_fields.iter_mut().find(|(f, _)| *f == field) {
             Some((_, n)) => *n += 1,
             None => self.invalid_fields.push((field, 1)),
         }
+    }
+}
+
+impl PartialEq for Page {
+    fn eq(&self, other: &Self) -> bool {
+        self.total_num == other.total_num
+            && self.invalid_fields == other.invalid_fields
+            && self.rows().eq(other.rows())
+    }
+}
+
+impl Eq for Page {}
+
+impl fmt::Debug for Page {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Page")
+            .field("total_num", &self.total_num)
+            .field("rows", &self.rows().collect::<Vec<_>>())
+            .field("invalid_fields", &self.invalid_fields)
+            .finish()
     }
 }
 
@@ -170,10 +353,16 @@ pub fn parse_page_limited(body: &[u8], limit: u32) -> Result<Page, ModelError> {
 /// serde_json's. Both readers apply values to rows through the same
 /// functions ([`set_int`], [`set_text`], [`set_bool`]).
 fn parse(body: &[u8], rows: usize) -> Result<(Page, usize), ModelError> {
-    let lossy = std::str::from_utf8(body).is_err();
-    let parts = match Scanner::new(body).page(rows) {
-        Some(parts) => parts,
-        None => serde_parts(&String::from_utf8_lossy(body))?,
+    let mut scanner = Scanner::new(body);
+    let (parts, lossy) = match scanner.page(rows) {
+        Some(parts) => (
+            parts,
+            !scanner.ascii() && std::str::from_utf8(body).is_err(),
+        ),
+        None => (
+            serde_parts(&String::from_utf8_lossy(body))?,
+            std::str::from_utf8(body).is_err(),
+        ),
     };
     Ok(page_of(parts, lossy))
 }
@@ -185,6 +374,7 @@ fn serde_parts(text: &str) -> Result<Parts, ModelError> {
     let mut parts = Parts {
         total_num: raw.total_num,
         rows: Vec::with_capacity(rows.len()),
+        text: String::new(),
         invalid: Vec::new(),
         listed: rows.len(),
     };
@@ -193,7 +383,8 @@ fn serde_parts(text: &str) -> Result<Parts, ModelError> {
             RawRow::NotAnObject => parts.invalid.push("data_list"),
             RawRow::Row(row, invalid) => {
                 parts.invalid.extend(invalid);
-                parts.rows.push(*row);
+                let row = row.map(|s| parts.text.put(s.as_bytes()));
+                parts.rows.push(row);
             }
         }
     }
@@ -204,6 +395,7 @@ fn serde_parts(text: &str) -> Result<Parts, ModelError> {
 fn page_of(parts: Parts, lossy: bool) -> (Page, usize) {
     let mut page = Page {
         rows: parts.rows,
+        text: parts.text,
         ..Page::default()
     };
     if lossy {
@@ -224,7 +416,9 @@ fn page_of(parts: Parts, lossy: bool) -> (Page, usize) {
 struct Parts {
     total_num: Loose<i64>,
     /// The entries of `data_list` that are objects.
-    rows: Vec<Row>,
+    rows: Vec<RowOf<Span>>,
+    /// Their texts.
+    text: String,
     /// In order: the unreadable or cut values of the rows, and `data_list`
     /// for each entry that is not an object.
     invalid: Vec<&'static str>,
@@ -233,7 +427,7 @@ struct Parts {
 }
 
 /// A leniently read scalar.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
 enum Loose<T> {
     /// Null or missing.
     #[default]
@@ -242,6 +436,16 @@ enum Loose<T> {
     Value(T),
     /// Present but unreadable.
     Invalid,
+}
+
+impl<T: AsRef<[u8]>> Loose<T> {
+    fn as_bytes(&self) -> Loose<&[u8]> {
+        match self {
+            Loose::Absent => Loose::Absent,
+            Loose::Value(s) => Loose::Value(s.as_ref()),
+            Loose::Invalid => Loose::Invalid,
+        }
+    }
 }
 
 /// The page object; anything but an object (an array, a string, `null`) is
@@ -612,39 +816,46 @@ impl<'de> Deserialize<'de> for Field {
     }
 }
 
-fn text(value: Loose<String>, field: &'static str, invalid: &mut Vec<&'static str>) -> String {
+fn text<T: Texts>(
+    texts: &mut T,
+    value: Loose<&[u8]>,
+    field: &'static str,
+    invalid: &mut Vec<&'static str>,
+) -> T::Text {
     match value {
-        Loose::Value(s) => capped(s, field, invalid),
-        Loose::Absent => String::new(),
+        Loose::Value(s) => texts.put(capped(s, field, invalid)),
+        Loose::Absent => T::Text::default(),
         Loose::Invalid => {
             invalid.push(field);
-            String::new()
+            T::Text::default()
         }
     }
 }
 
-/// Cuts `s` to at most [`MAX_LABEL_BYTES`] at a character boundary, counting
-/// the cut under `field`.
-fn capped(mut s: String, field: &'static str, invalid: &mut Vec<&'static str>) -> String {
-    if s.len() > MAX_LABEL_BYTES {
-        let mut end = MAX_LABEL_BYTES;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        invalid.push(field);
+/// `s` (valid UTF-8) cut to at most [`MAX_LABEL_BYTES`] at a character
+/// boundary, the cut counted under `field`.
+fn capped<'s>(s: &'s [u8], field: &'static str, invalid: &mut Vec<&'static str>) -> &'s [u8] {
+    if s.len() <= MAX_LABEL_BYTES {
+        return s;
     }
-    s
+    // A character starts at every byte that does not continue one.
+    let mut end = MAX_LABEL_BYTES;
+    while s.get(end).is_some_and(|b| b & 0xC0 == 0x80) {
+        end -= 1;
+    }
+    invalid.push(field);
+    s.get(..end).unwrap_or_default()
 }
 
 /// An optional text value: empty counts as absent.
-fn optional_text(
-    value: Loose<String>,
+fn optional_text<T: Texts>(
+    texts: &mut T,
+    value: Loose<&[u8]>,
     field: &'static str,
     invalid: &mut Vec<&'static str>,
-) -> Option<String> {
+) -> Option<T::Text> {
     match value {
-        Loose::Value(s) if !s.is_empty() => Some(capped(s, field, invalid)),
+        Loose::Value(s) if !s.is_empty() => Some(texts.put(capped(s, field, invalid))),
         Loose::Value(_) | Loose::Absent => None,
         Loose::Invalid => {
             invalid.push(field);
@@ -665,7 +876,12 @@ fn count(value: Loose<i64>, field: &'static str, invalid: &mut Vec<&'static str>
 }
 
 /// Applies an integer field's value to `row`.
-fn set_int(row: &mut Row, field: Field, value: Loose<i64>, invalid: &mut Vec<&'static str>) {
+fn set_int<S>(
+    row: &mut RowOf<S>,
+    field: Field,
+    value: Loose<i64>,
+    invalid: &mut Vec<&'static str>,
+) {
     match field {
         Field::Id => match value {
             Loose::Value(n) if n >= 0 => row.id = Some(n.unsigned_abs()),
@@ -693,32 +909,42 @@ fn set_int(row: &mut Row, field: Field, value: Loose<i64>, invalid: &mut Vec<&'s
     }
 }
 
-/// Applies a text field's value to `row`.
-fn set_text(row: &mut Row, field: Field, value: Loose<String>, invalid: &mut Vec<&'static str>) {
+/// Applies a text field's value to `row`, its text put in `texts`.
+fn set_text<T: Texts>(
+    row: &mut RowOf<T::Text>,
+    texts: &mut T,
+    field: Field,
+    value: Loose<&[u8]>,
+    invalid: &mut Vec<&'static str>,
+) {
+    let mut put = |name| text(texts, value, name, invalid);
     match field {
-        Field::Namespace => row.namespace = text(value, "namespace", invalid),
-        Field::ImageName => row.image_name = text(value, "image_name", invalid),
-        Field::ImageVersion => row.image_version = text(value, "image_version", invalid),
-        Field::ImageDigest => row.image_digest = text(value, "image_digest", invalid),
-        Field::ScanStatus => row.scan_status = optional_text(value, "scan_status", invalid),
-        Field::ScanFailedDesc => {
-            row.scan_failed_desc = text(value, "scan_failed_desc", invalid);
+        Field::Namespace => row.namespace = put("namespace"),
+        Field::ImageName => row.image_name = put("image_name"),
+        Field::ImageVersion => row.image_version = put("image_version"),
+        Field::ImageDigest => row.image_digest = put("image_digest"),
+        Field::ScanFailedDesc => row.scan_failed_desc = put("scan_failed_desc"),
+        Field::ScanFailedCode => row.scan_failed_code = put("scan_failed_code"),
+        Field::InstanceName => row.instance_name = put("instance_name"),
+        Field::InstanceId => row.instance_id = put("instance_id"),
+        Field::RegistryName => row.registry_name = put("registry_name"),
+        Field::ScanStatus => {
+            row.scan_status = optional_text(texts, value, "scan_status", invalid);
         }
-        Field::ScanFailedCode => {
-            row.scan_failed_code = text(value, "scan_failed_code", invalid);
-        }
-        Field::InstanceName => row.instance_name = text(value, "instance_name", invalid),
-        Field::InstanceId => row.instance_id = text(value, "instance_id", invalid),
-        Field::RegistryName => row.registry_name = text(value, "registry_name", invalid),
         Field::SeverityLevel => {
-            row.severity_level = optional_text(value, "severity_level", invalid);
+            row.severity_level = optional_text(texts, value, "severity_level", invalid);
         }
         _ => {}
     }
 }
 
 /// Applies a boolean field's value to `row`.
-fn set_bool(row: &mut Row, field: Field, value: Loose<bool>, invalid: &mut Vec<&'static str>) {
+fn set_bool<S>(
+    row: &mut RowOf<S>,
+    field: Field,
+    value: Loose<bool>,
+    invalid: &mut Vec<&'static str>,
+) {
     if field == Field::LatestVersion {
         match value {
             Loose::Value(b) => row.latest_version = Some(b),
@@ -743,7 +969,10 @@ impl<'de> Visitor<'de> for RowVisitor {
         while let Some(field) = map.next_key::<Field>()? {
             match field.kind() {
                 Kind::Int => set_int(&mut row, field, map.next_value()?, &mut invalid),
-                Kind::Text => set_text(&mut row, field, map.next_value()?, &mut invalid),
+                Kind::Text => {
+                    let value: Loose<String> = map.next_value()?;
+                    set_text(&mut row, &mut Owned, field, value.as_bytes(), &mut invalid);
+                }
                 Kind::Bool => set_bool(&mut row, field, map.next_value()?, &mut invalid),
                 Kind::Skip => {
                     map.next_value::<IgnoredAny>()?;
@@ -831,6 +1060,12 @@ struct Scanner<'a> {
     /// The keys of the rows so far by position (without quotes, never with
     /// escapes), and their fields.
     keys: Vec<(&'a [u8], Field)>,
+    /// The bytes of strings stepped over, or-ed together: a non-ASCII byte
+    /// can only be in a string, so without a high bit here the body read so
+    /// far is ASCII, valid UTF-8 without checking it again.
+    seen: u64,
+    /// The texts of the rows so far.
+    text: Vec<u8>,
 }
 
 impl<'a> Scanner<'a> {
@@ -839,15 +1074,24 @@ impl<'a> Scanner<'a> {
             b,
             i: 0,
             keys: Vec::new(),
+            seen: 0,
+            text: Vec::new(),
         }
+    }
+
+    /// Whether every string read so far was ASCII (everything else a page
+    /// is made of is).
+    fn ascii(&self) -> bool {
+        self.seen & u64::from_ne_bytes([0x80; 8]) == 0
     }
 
     /// The page, or `None` for serde_json to read it instead; `rows` is the
     /// room to make for rows.
-    fn page(mut self, rows: usize) -> Option<Parts> {
+    fn page(&mut self, rows: usize) -> Option<Parts> {
         let mut parts = Parts {
             total_num: Loose::Absent,
             rows: Vec::with_capacity(rows),
+            text: String::new(),
             invalid: Vec::new(),
             listed: 0,
         };
@@ -888,7 +1132,12 @@ impl<'a> Scanner<'a> {
             }
         }
         self.ws();
-        (self.i == self.b.len()).then_some(parts)
+        if self.i != self.b.len() {
+            return None;
+        }
+        // Every text was checked or converted on its own; this cannot fail.
+        parts.text = String::from_utf8(std::mem::take(&mut self.text)).ok()?;
+        Some(parts)
     }
 
     /// After a member of an object or an array: `true` after a comma (with
@@ -910,6 +1159,8 @@ impl<'a> Scanner<'a> {
     }
 
     fn data_list(&mut self, parts: &mut Parts) -> Option<()> {
+        // Room for the texts kept: a fifth or less of a row's bytes.
+        self.text.reserve(self.b.len() / 4);
         match self.peek()? {
             b'n' => return self.literal(b"null"),
             b'[' => self.i += 1,
@@ -945,8 +1196,8 @@ impl<'a> Scanner<'a> {
     }
 
     /// One row, after its `{`.
-    fn row(&mut self, invalid: &mut Vec<&'static str>) -> Option<Row> {
-        let mut row = Row::default();
+    fn row(&mut self, invalid: &mut Vec<&'static str>) -> Option<RowOf<Span>> {
+        let mut row = RowOf::<Span>::default();
         self.ws();
         if self.peek()? == b'}' {
             self.i += 1;
@@ -973,7 +1224,10 @@ impl<'a> Scanner<'a> {
             self.ws();
             match field.kind() {
                 Kind::Int => set_int(&mut row, field, self.int()?, invalid),
-                Kind::Text => set_text(&mut row, field, self.text()?, invalid),
+                Kind::Text => {
+                    let value = self.text()?;
+                    set_text(&mut row, &mut self.text, field, value.as_bytes(), invalid);
+                }
                 Kind::Bool => set_bool(&mut row, field, self.boolean()?, invalid),
                 Kind::Skip => self.skip(3)?,
             }
@@ -1011,14 +1265,28 @@ impl<'a> Scanner<'a> {
     }
 
     /// A text value, as [`TextVisitor`] reads it.
-    fn text(&mut self) -> Option<Loose<String>> {
-        Some(match self.value(3)? {
-            Value::Str(s) => Loose::Value(utf8(s).into_owned()),
-            Value::Uint(n) => Loose::Value(n.to_string()),
-            Value::Bool(b) => Loose::Value(b.to_string()),
+    /// Its bytes are valid UTF-8: a string without a high bit is ASCII, and
+    /// any other is converted.
+    fn text(&mut self) -> Option<Loose<Cow<'a, [u8]>>> {
+        let before = std::mem::take(&mut self.seen);
+        let value = self.value(3)?;
+        let ascii = self.ascii();
+        self.seen |= before;
+        Some(match value {
+            Value::Str(s) if ascii => Loose::Value(Cow::Borrowed(s)),
+            Value::Str(s) => Loose::Value(match utf8(s) {
+                Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+                Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+            }),
+            Value::Uint(n) => Loose::Value(Cow::Owned(n.to_string().into_bytes())),
+            Value::Bool(b) => Loose::Value(Cow::Borrowed(if b { b"true" } else { b"false" })),
             Value::Container => Loose::Invalid,
             Value::Null => Loose::Absent,
-            Value::Token(token) => serde_token(token)?,
+            Value::Token(token) => match serde_token::<Loose<String>>(token)? {
+                Loose::Value(s) => Loose::Value(Cow::Owned(s.into_bytes())),
+                Loose::Absent => Loose::Absent,
+                Loose::Invalid => Loose::Invalid,
+            },
         })
     }
 
@@ -1181,7 +1449,7 @@ impl<'a> Scanner<'a> {
         let open = self.i;
         self.eat(b'"')?;
         let start = self.i;
-        self.i = special(self.b, self.i);
+        self.i = special(self.b, self.i, &mut self.seen);
         match self.peek()? {
             b'"' => {
                 self.i += 1;
@@ -1211,9 +1479,12 @@ impl<'a> Scanner<'a> {
                     }
                 }
                 c if c < 0x20 => return None,
-                _ => self.i += 1,
+                c => {
+                    self.seen |= u64::from(c);
+                    self.i += 1;
+                }
             }
-            self.i = special(self.b, self.i);
+            self.i = special(self.b, self.i, &mut self.seen);
         }
     }
 
@@ -1245,9 +1516,9 @@ fn serde_token<T: de::DeserializeOwned>(token: &[u8]) -> Option<T> {
 
 /// `bytes` as text, invalid sequences replaced (`from_utf8_lossy` is slow
 /// on the valid text almost every value is).
-fn utf8(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+fn utf8(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Ok(text) => Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(bytes),
     }
 }
@@ -1270,27 +1541,36 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The index of the first `"`, `\` or control character in `b` at or after
-/// `i` (`b.len()` when there is none), eight bytes at a time.
-fn special(b: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    const QUOTE: u64 = u64::from_ne_bytes([b'"'; 8]);
-    const BACKSLASH: u64 = u64::from_ne_bytes([b'\\'; 8]);
-    const SPACE: u64 = u64::from_ne_bytes([0x20; 8]);
+/// `i` (`b.len()` when there is none), eight bytes at a time; the bytes
+/// stepped over are or-ed into `seen`.
+fn special(b: &[u8], mut i: usize, seen: &mut u64) -> usize {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    const QUOTE: u64 = u64::from_le_bytes([b'"'; 8]);
+    const BACKSLASH: u64 = u64::from_le_bytes([b'\\'; 8]);
+    const SPACE: u64 = u64::from_le_bytes([0x20; 8]);
     let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
     while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-        let v = u64::from_ne_bytes(*chunk);
+        // Little-endian, so the first byte is the lowest.
+        let v = u64::from_le_bytes(*chunk);
         // Bytes below 0x20 (the high bit is left to non-ASCII bytes by `!v`).
         let control = v.wrapping_sub(SPACE) & !v & HIGH;
-        if zero(v ^ QUOTE) | zero(v ^ BACKSLASH) | control != 0 {
-            break;
+        let found = zero(v ^ QUOTE) | zero(v ^ BACKSLASH) | control;
+        if found != 0 {
+            // The lowest flag is exact (a borrow only runs upwards, so only
+            // flags above a real one can be false): the first special byte.
+            let at = found.trailing_zeros() / 8;
+            *seen |= v & ((1u64 << (at * 8)) - 1);
+            return i + at as usize;
         }
+        *seen |= v;
         i += 8;
     }
     while let Some(&c) = b.get(i) {
         if c == b'"' || c == b'\\' || c < 0x20 {
             break;
         }
+        *seen |= u64::from(c);
         i += 1;
     }
     i
@@ -1605,8 +1885,8 @@ mod tests {
     fn the_official_example_response_parses() {
         let page = parse_page(SEED_EXAMPLE.as_bytes()).unwrap();
         assert_eq!(page.total_num, Some(3));
-        assert_eq!(page.rows.len(), 3);
-        let first = &page.rows[0];
+        assert_eq!(page.to_rows().len(), 3);
+        let first = &page.to_rows()[0];
         assert_eq!(first.id, None);
         assert_eq!(first.namespace, "aaa");
         assert_eq!(first.image_name, "centos7");
@@ -1614,7 +1894,7 @@ mod tests {
         assert_eq!(first.vul_num, 111);
         assert_eq!(first.unsafe_setting_num, 1);
         assert_eq!(first.latest_scan_time, Some(1_691_748_641_788));
-        assert_eq!(page.rows[2].instance_name, "企业实例名称");
+        assert_eq!(page.to_rows()[2].instance_name, "企业实例名称");
         // The ids are text, not numbers; image_size is not read at all.
         assert_eq!(page.invalid_fields, vec![("id", 3)]);
     }
@@ -1631,7 +1911,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(page.total_num, Some(4));
-        let r = &page.rows;
+        let r = &page.to_rows();
         assert_eq!(
             (
                 r[0].id,
@@ -1662,9 +1942,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(page.total_num, None);
-        assert_eq!(page.rows.len(), 1);
-        assert_eq!(page.rows[0].namespace, "");
-        assert_eq!(page.rows[0].image_name, "5");
+        assert_eq!(page.to_rows().len(), 1);
+        assert_eq!(page.to_rows()[0].namespace, "");
+        assert_eq!(page.to_rows()[0].image_name, "5");
         let mut invalid = page.invalid_fields.clone();
         invalid.sort();
         assert_eq!(
@@ -1680,10 +1960,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            page.rows[0].scan_status.as_deref(),
+            page.to_rows()[0].scan_status.as_deref(),
             Some("quantum_scanning")
         );
-        assert_eq!(page.rows[0].scan_failed_desc, "new_reason");
+        assert_eq!(page.to_rows()[0].scan_failed_desc, "new_reason");
         assert!(page.invalid_fields.is_empty());
     }
 
@@ -1726,7 +2006,7 @@ mod tests {
         }
         // total_num is kept as given, even when it promises rows.
         let page = parse_page(br#"{"total_num":7,"error_code":null}"#).unwrap();
-        assert_eq!((page.total_num, page.rows.len()), (Some(7), 0));
+        assert_eq!((page.total_num, page.to_rows().len()), (Some(7), 0));
         assert!(page.invalid_fields.is_empty());
         // A data_list that is neither an array nor null still breaks the page.
         assert!(parse_page(br#"{"total_num":1,"data_list":{"id":1}}"#).is_err());
@@ -1735,7 +2015,7 @@ mod tests {
     #[test]
     fn more_rows_than_the_limit_is_malformed() {
         let body = br#"{"total_num":9,"data_list":[{"id":1},{"id":2},"junk"]}"#;
-        assert_eq!(parse_page_limited(body, 3).unwrap().rows.len(), 2);
+        assert_eq!(parse_page_limited(body, 3).unwrap().len(), 2);
         let error = parse_page_limited(body, 2).unwrap_err();
         assert!(
             matches!(error, ModelError::TooManyRows { rows: 3, limit: 2 }),
@@ -1746,7 +2026,7 @@ mod tests {
             "malformed page: 3 rows, more than the limit of 2 asked for"
         );
         // The unlimited parser takes it.
-        assert_eq!(parse_page(body).unwrap().rows.len(), 2);
+        assert_eq!(parse_page(body).unwrap().len(), 2);
         assert_eq!(
             parse_page_limited(br#"{"total_num":0}"#, 1)
                 .unwrap()
@@ -1775,7 +2055,7 @@ mod tests {
             }]
         });
         let page = parse_page(body.to_string().as_bytes()).unwrap();
-        let row = &page.rows[0];
+        let row = &page.to_rows()[0];
         assert_eq!(row.namespace, "n".repeat(MAX_LABEL_BYTES));
         assert_eq!(row.image_name, "a".repeat(1023));
         assert_eq!(
@@ -1817,10 +2097,13 @@ mod tests {
         body.extend_from_slice(br#"","vul_num":4}]}"#);
         let page = parse_page(&body).unwrap();
         assert_eq!(page.total_num, Some(2));
-        assert_eq!(page.rows.len(), 2);
-        assert_eq!(page.rows[0].namespace, "bad-\u{fffd}\u{fffd}");
-        assert_eq!(page.rows[1].image_name, "x\u{fffd}");
-        assert_eq!((page.rows[0].vul_num, page.rows[1].vul_num), (3, 4));
+        assert_eq!(page.to_rows().len(), 2);
+        assert_eq!(page.to_rows()[0].namespace, "bad-\u{fffd}\u{fffd}");
+        assert_eq!(page.to_rows()[1].image_name, "x\u{fffd}");
+        assert_eq!(
+            (page.to_rows()[0].vul_num, page.to_rows()[1].vul_num),
+            (3, 4)
+        );
         assert_eq!(page.invalid_fields, vec![("utf8", 1)]);
         // Valid UTF-8 is not counted.
         assert!(
@@ -1843,12 +2126,15 @@ mod tests {
             ]}"#,
         )
         .unwrap();
-        let reasons: Vec<&str> = page.rows.iter().map(Row::scan_failure_reason).collect();
+        let reasons: Vec<String> = page
+            .rows()
+            .map(|r| r.scan_failure_reason().to_owned())
+            .collect();
         assert_eq!(
             reasons,
             vec!["download_failed", "database_error", "response_timed_out"]
         );
-        assert_eq!(page.rows[0].scan_failed_desc, "Image download failed");
+        assert_eq!(page.to_rows()[0].scan_failed_desc, "Image download failed");
         assert_eq!(Row::default().scan_failure_reason(), "");
     }
 
@@ -1869,15 +2155,15 @@ mod tests {
             ]}"#,
         )
         .unwrap();
-        let ids: Vec<Option<u64>> = page.rows.iter().map(|r| r.id).collect();
+        let ids: Vec<Option<u64>> = page.to_rows().iter().map(|r| r.id).collect();
         assert_eq!(ids, vec![Some(10), Some(11)]);
-        assert_eq!(page.rows[0].vul_num, 5);
-        assert_eq!(page.rows[0].malicious_file_num, 0);
+        assert_eq!(page.to_rows()[0].vul_num, 5);
+        assert_eq!(page.to_rows()[0].malicious_file_num, 0);
         assert!(page.invalid_fields.is_empty());
         // Whatever association_images holds, it never breaks the page.
         let odd = parse_page(br#"{"data_list":[{"id":1,"association_images":"x"},{"id":2,"association_images":[1,[2]]}]}"#)
             .unwrap();
-        assert_eq!(odd.rows.len(), 2);
+        assert_eq!(odd.to_rows().len(), 2);
         assert!(odd.invalid_fields.is_empty());
     }
 
@@ -1889,8 +2175,8 @@ mod tests {
                 "scan_failed_code":"","vul_num":3}]}"#,
         )
         .unwrap();
-        assert_eq!(page.rows[0].registry_name, "harbor-prod");
-        assert_eq!(page.rows[0].severity_level.as_deref(), Some("High"));
+        assert_eq!(page.to_rows()[0].registry_name, "harbor-prod");
+        assert_eq!(page.to_rows()[0].severity_level.as_deref(), Some("High"));
         assert!(page.invalid_fields.is_empty());
     }
 
