@@ -1842,10 +1842,9 @@ mod tests {
     /// is due is put off to that round: the round ends on time (so the next
     /// scan-time query is not held back), the update watermark stays, and
     /// the next round asks for pushes again.
-    #[tokio::test(start_paused = true)]
-    async fn an_update_time_query_without_a_slot_by_the_next_round_waits_for_it() {
-        let window = Duration::from_secs(50);
-        let budget = Budget::new(RateLimit { calls: 1, window });
+    /// The registry on `budget`, swept, two changes rounds run, then a push
+    /// that the next update-time query finds.
+    async fn a_push_after_two_rounds(budget: Arc<Budget>) -> (Arc<FakeSource>, Arc<ScopeHandle>) {
         let source = Arc::new(FakeSource {
             rows: Mutex::new(registry().rows.lock().unwrap().clone()),
             budget: Some(budget),
@@ -1856,14 +1855,23 @@ mod tests {
         assert!(sweep_once(&handle, &ctx).await);
         assert!(changes_once(&handle, &ctx).await.unwrap());
         assert!(changes_once(&handle, &ctx).await.unwrap());
-        // A push, and round 2 at once: its scan-time query waits for the
-        // slot round 1 used, its update-time query would wait a window more.
         source.rows.lock().unwrap().push(Row {
             scan_status: Some("waiting_for_scan".into()),
             latest_scan_time: None,
             latest_update_time: Some(SERVER_NOW + 2_000),
             ..timed(1_000, "ns-new", 0, 0, 0)
         });
+        (source, handle)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_update_time_query_without_a_slot_by_the_next_round_waits_for_it() {
+        let window = Duration::from_secs(50);
+        let budget = Budget::new(RateLimit { calls: 1, window });
+        // A push, and round 2 at once: its scan-time query waits for the
+        // slot round 1 used, its update-time query would wait a window more.
+        let (source, handle) = a_push_after_two_rounds(budget).await;
+        let ctx = ctx(&source, changes_settings());
         let before = handle.watermarks();
         source.queries.lock().unwrap().clear();
         let started = Instant::now();
@@ -1900,22 +1908,7 @@ mod tests {
             calls: 5,
             window: Duration::from_secs(1),
         });
-        let source = Arc::new(FakeSource {
-            rows: Mutex::new(registry().rows.lock().unwrap().clone()),
-            budget: Some(Arc::clone(&budget)),
-            ..FakeSource::default()
-        });
-        let handle = changes_handle();
-        let quick = ctx(&source, changes_settings());
-        assert!(sweep_once(&handle, &quick).await);
-        assert!(changes_once(&handle, &quick).await.unwrap());
-        assert!(changes_once(&handle, &quick).await.unwrap());
-        source.rows.lock().unwrap().push(Row {
-            scan_status: Some("waiting_for_scan".into()),
-            latest_scan_time: None,
-            latest_update_time: Some(SERVER_NOW + 2_000),
-            ..timed(1_000, "ns-new", 0, 0, 0)
-        });
+        let (source, handle) = a_push_after_two_rounds(Arc::clone(&budget)).await;
         let before = handle.watermarks();
         // Slow calls from now on (the fake's latency is read per call).
         let slow = Arc::new(FakeSource {
