@@ -699,11 +699,10 @@ mod tests {
     use super::*;
     use crate::Simulator;
     use crate::auth::{MSG_SIGNATURE, MSG_TOKEN_BAD};
+    use crate::server::testing::{Reply, send};
     use crate::{MSG_SECURITY_TOKEN_EXPIRED, MSG_TOKEN_EXPIRED};
-    use axum::body::Bytes;
     use hss_api::signer;
     use serde_json::Value;
-    use tower::ServiceExt;
 
     const LISTING: &str = "/v5/proj/image/swr-repository";
 
@@ -715,35 +714,6 @@ mod tests {
             base_time_ms: 1_767_225_600_000,
             ..config
         })
-    }
-
-    struct Reply {
-        status: StatusCode,
-        headers: HeaderMap,
-        body: Bytes,
-    }
-
-    impl Reply {
-        fn json(&self) -> Value {
-            serde_json::from_slice(&self.body).unwrap()
-        }
-        fn text(&self) -> String {
-            String::from_utf8(self.body.to_vec()).unwrap()
-        }
-    }
-
-    async fn send(sim: &Simulator, request: Request) -> Reply {
-        let response = sim.router().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        Reply {
-            status,
-            headers,
-            body,
-        }
     }
 
     fn token_body(domain: &str, user: &str, password: &str, project: Value) -> String {

@@ -43,7 +43,7 @@ mod listing;
 mod quota;
 mod rows;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -798,17 +798,7 @@ mod tests {
                 ("host".to_string(), host.clone()),
                 ("x-sdk-date".to_string(), date.clone()),
             ];
-            let authorization = signer::sign(
-                "SIMULATORAK",
-                secret,
-                &signer::SigningInput {
-                    method: "GET",
-                    path: PATH,
-                    query: &query,
-                    headers: &headers,
-                    body: b"",
-                },
-            );
+            let authorization = authorization("SIMULATORAK", secret, &query, &headers);
             client
                 .get(format!(
                     "http://{addr}{PATH}?{}",

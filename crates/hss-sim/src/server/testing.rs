@@ -3,7 +3,7 @@
 //! listings.
 //!
 //! Place in the project: compiled for tests only; the tests of the files of
-//! `server/` share it.
+//! `server/` share it, and the IAM tests use its [`send`] and [`Reply`].
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -32,15 +32,18 @@ pub(super) fn sim_with(images: usize, quota: Option<Quota>) -> Simulator {
     })
 }
 
-pub(super) struct Reply {
-    pub(super) status: StatusCode,
-    pub(super) headers: HeaderMap,
-    pub(super) body: Bytes,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Reply {
-    pub(super) fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
+    }
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).unwrap()
     }
     pub(super) fn error_code(&self) -> String {
         self.json()["error_code"].as_str().unwrap().to_string()
@@ -55,7 +58,7 @@ impl Reply {
     }
 }
 
-pub(super) async fn send(sim: &Simulator, request: Request<Body>) -> Reply {
+pub(crate) async fn send(sim: &Simulator, request: Request<Body>) -> Reply {
     let response = sim.router().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
@@ -121,6 +124,27 @@ pub(super) async fn sweep(sim: &Simulator, path: &str, query: &str) -> (Vec<Valu
     (rows, total.unwrap_or(0))
 }
 
+/// The `Authorization` header of a GET of the listing with `query` and
+/// `headers`, signed by the exporter's signer.
+pub(super) fn authorization(
+    access_key: &str,
+    secret_key: &str,
+    query: &[(String, String)],
+    headers: &[(String, String)],
+) -> String {
+    signer::sign(
+        access_key,
+        secret_key,
+        &signer::SigningInput {
+            method: "GET",
+            path: PATH,
+            query,
+            headers,
+            body: b"",
+        },
+    )
+}
+
 pub(super) fn signed_request(
     access_key: &str,
     secret_key: &str,
@@ -136,17 +160,7 @@ pub(super) fn signed_request(
         ("X-Project-Id".to_string(), "proj".to_string()),
         ("X-Sdk-Date".to_string(), date.clone()),
     ];
-    let authorization = signer::sign(
-        access_key,
-        secret_key,
-        &signer::SigningInput {
-            method: "GET",
-            path: PATH,
-            query: &query,
-            headers: &headers,
-            body: b"",
-        },
-    );
+    let authorization = authorization(access_key, secret_key, &query, &headers);
     Request::get(format!("{PATH}?{}", signer::canonical_query(&query)))
         .header("host", "hss.sim.test")
         .header("x-project-id", "proj")
