@@ -907,6 +907,35 @@ pub(crate) fn page_json(
     result.unwrap_or_else(|_| b"{\"total_num\":0,\"data_list\":[]}".to_vec())
 }
 
+/// The fields of a row of the old listing (`PrivateImageRepositoryInfo`), as
+/// documented; the tests of both sides check the wire form against it.
+#[cfg(test)]
+pub(crate) const OLD_API_FIELDS: [&str; 23] = [
+    "id",
+    "namespace",
+    "image_name",
+    "image_id",
+    "image_digest",
+    "image_version",
+    "image_type",
+    "latest_version",
+    "scan_status",
+    "scan_failed_desc",
+    "image_size",
+    "latest_update_time",
+    "latest_scan_time",
+    "vul_num",
+    "unsafe_setting_num",
+    "malicious_file_num",
+    "domain_name",
+    "shared_status",
+    "scannable",
+    "instance_name",
+    "instance_id",
+    "instance_url",
+    "association_images",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1178,32 +1207,7 @@ mod tests {
         assert_eq!(page["total_num"], 30);
         let row = page["data_list"][0].as_object().unwrap();
         let keys: HashSet<&str> = row.keys().map(String::as_str).collect();
-        let expected: HashSet<&str> = [
-            "id",
-            "namespace",
-            "image_name",
-            "image_id",
-            "image_digest",
-            "image_version",
-            "image_type",
-            "latest_version",
-            "scan_status",
-            "scan_failed_desc",
-            "image_size",
-            "latest_update_time",
-            "latest_scan_time",
-            "vul_num",
-            "unsafe_setting_num",
-            "malicious_file_num",
-            "domain_name",
-            "shared_status",
-            "scannable",
-            "instance_name",
-            "instance_id",
-            "instance_url",
-            "association_images",
-        ]
-        .into();
+        let expected: HashSet<&str> = OLD_API_FIELDS.into();
         assert_eq!(keys, expected);
         assert_eq!(row["id"], rows[0].id);
         assert_eq!(row["association_images"], json!([]));

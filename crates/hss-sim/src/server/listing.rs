@@ -620,32 +620,6 @@ mod tests {
         assert!(loose["total_num"].is_u64());
     }
 
-    const OLD_FIELDS: [&str; 23] = [
-        "id",
-        "namespace",
-        "image_name",
-        "image_id",
-        "image_digest",
-        "image_version",
-        "image_type",
-        "latest_version",
-        "scan_status",
-        "scan_failed_desc",
-        "image_size",
-        "latest_update_time",
-        "latest_scan_time",
-        "vul_num",
-        "unsafe_setting_num",
-        "malicious_file_num",
-        "domain_name",
-        "shared_status",
-        "scannable",
-        "instance_name",
-        "instance_id",
-        "instance_url",
-        "association_images",
-    ];
-
     const NEW_FIELDS: [&str; 7] = [
         "registry_id",
         "registry_name",
@@ -669,7 +643,10 @@ mod tests {
                 assert_eq!(new_total, old_total, "{q}");
                 assert_eq!(new.len(), old.len(), "{q}");
                 for (a, b) in old.iter().zip(&new) {
-                    for key in OLD_FIELDS.iter().filter(|k| **k != "scan_failed_desc") {
+                    for key in crate::data::OLD_API_FIELDS
+                        .iter()
+                        .filter(|k| **k != "scan_failed_desc")
+                    {
                         assert_eq!(a[*key], b[*key], "{q} {key}");
                     }
                     // The new fields only on the successor.
