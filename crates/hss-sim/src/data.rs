@@ -936,6 +936,18 @@ pub(crate) const OLD_API_FIELDS: [&str; 23] = [
     "association_images",
 ];
 
+/// The fields a row of the successor listing (`RegistryImagesInfo`) adds.
+#[cfg(test)]
+pub(crate) const NEW_API_FIELDS: [&str; 7] = [
+    "registry_id",
+    "registry_name",
+    "registry_type",
+    "latest_sync_time",
+    "is_multiple_arch",
+    "severity_level",
+    "scan_failed_code",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1224,16 +1236,7 @@ mod tests {
         .unwrap();
         let new_row = page["data_list"][0].as_object().unwrap();
         let new_keys: HashSet<&str> = new_row.keys().map(String::as_str).collect();
-        let added: HashSet<&str> = [
-            "registry_id",
-            "registry_name",
-            "registry_type",
-            "latest_sync_time",
-            "is_multiple_arch",
-            "severity_level",
-            "scan_failed_code",
-        ]
-        .into();
+        let added: HashSet<&str> = NEW_API_FIELDS.into();
         assert_eq!(new_keys, expected.union(&added).copied().collect());
         for key in expected.iter().filter(|k| **k != "scan_failed_desc") {
             assert_eq!(new_row[*key], row[*key], "{key}");

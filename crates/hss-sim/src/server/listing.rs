@@ -620,16 +620,6 @@ mod tests {
         assert!(loose["total_num"].is_u64());
     }
 
-    const NEW_FIELDS: [&str; 7] = [
-        "registry_id",
-        "registry_name",
-        "registry_type",
-        "latest_sync_time",
-        "is_multiple_arch",
-        "severity_level",
-        "scan_failed_code",
-    ];
-
     #[tokio::test]
     async fn both_apis_serve_the_same_swr_rows() {
         let sim = sim_with(3000, None);
@@ -650,7 +640,7 @@ mod tests {
                         assert_eq!(a[*key], b[*key], "{q} {key}");
                     }
                     // The new fields only on the successor.
-                    for key in NEW_FIELDS {
+                    for key in crate::data::NEW_API_FIELDS {
                         assert!(a.get(key).is_none(), "{q} {key}");
                         assert!(b.get(key).is_some(), "{q} {key}");
                     }
